@@ -1,0 +1,195 @@
+"""Configuration of the subnet pass, as dataclasses that round-trip to JSON.
+
+``SubnetConfig.preset("fast" | "paper", target_ratio)`` gives the two documented starting points:
+
+* ``paper``: the paper's search (100 candidates x 50 generations, fitness on 2048-token windows,
+  128 x 2048-token calibration samples). Sized for a GPU.
+* ``fast``: small enough that a 0.8 search of SmolLM2-135M, evaluations included, finishes in
+  about a quarter of an hour on a 2-core CPU.
+
+``preset("auto", ...)`` picks ``paper`` when a GPU is visible and ``fast`` otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import SubnetError
+
+CONFIG_NAME = "subnet_optimization.json"
+
+
+@dataclass
+class SearchConfig:
+    """Evolutionary search (Shen et al. 2024, Sec. 3.3 and 4.1; names follow METHOD.md)."""
+
+    population_size: int = 100  # N
+    num_mutations: int = 50  # N_m
+    num_crossovers: int = 30  # N_c
+    top_k: int = 10  # k
+    generations: int = 50
+    mask_overlap: float = 0.8  # alpha
+    max_tries: int = 1000  # eta
+    initial_ratio_mutation_prob: float = 0.3  # P_s0
+    initial_mask_mutation_prob: float = 0.6  # P_m0
+    depth_mutation_prob: float = 0.1  # P_d
+    ratio_mutation_prob: float = 0.1  # P_s
+    mask_mutation_prob: float = 0.3  # P_m
+    #: [min, max] kept fraction of each layer's attention channels / MLP channels; None: the paper's
+    #: ranges for the target (see ``search.space.paper_ranges``).
+    attention_range: list[float] | None = None
+    mlp_range: list[float] | None = None
+    #: "auto": depth search only for targets <= 0.7, as in the paper.
+    depth_search: str = "auto"
+    min_depth_ratio: float = 0.875  # 28/32 layers in the paper
+    head_dim_multiple: int = 8
+    mlp_multiple: int = 64
+    ratio_tolerance: float = 0.002
+    #: How a mask mutation fills its new members: "uniform" (paper) or "importance"-weighted.
+    mask_fill: str = "uniform"
+    fitness_windows: int = 4
+    fitness_seq_len: int = 2048
+    fitness_batch_size: int = 4
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "enwiki-extract"
+    text_column: str = "text"
+    num_samples: int = 128  # calibration windows (importance + reformation)
+    seq_len: int = 2048
+    batch_size: int = 8
+    eval_dataset: str | None = None  # default: the held-out side of ``dataset``
+    eval_seq_len: int = 512
+    eval_max_windows: int | None = None  # None: every window of the held-out set
+    eval_batch_size: int = 4
+
+
+@dataclass
+class ReformationConfig:
+    """Weight rectification (Sec. 3.4). ``closed_form`` is exact least squares; ``admm`` the paper's."""
+
+    method: str = "closed_form"
+    damp: float = 0.01
+    rho: float = 1.0
+    iterations: int = 30
+
+
+@dataclass
+class SubnetConfig:
+    target_ratio: float = 0.8
+    preset: str = "paper"
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "float32"
+    importance_damp: float = 0.01
+    search: SearchConfig = field(default_factory=SearchConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    reformation: ReformationConfig = field(default_factory=ReformationConfig)
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> "SubnetConfig":
+        if not isinstance(self.target_ratio, (int, float)) or not 0 < self.target_ratio <= 1:
+            raise SubnetError(f"target ratio must be in (0, 1], got {self.target_ratio}")
+        s, d, r = self.search, self.data, self.reformation
+        checks = [
+            (s.population_size >= 2, f"population size must be >= 2, got {s.population_size}"),
+            (s.generations >= 0, f"generations must be >= 0, got {s.generations}"),
+            (1 <= s.top_k <= s.population_size, f"top_k must be in 1..population_size, got {s.top_k}"),
+            (s.num_mutations + s.num_crossovers <= s.population_size,
+             "num_mutations + num_crossovers must not exceed the population size"),
+            (0 < s.mask_overlap <= 1, f"mask_overlap must be in (0, 1], got {s.mask_overlap}"),
+            (s.depth_search in ("auto", "on", "off"), f"depth_search must be auto, on or off, got {s.depth_search!r}"),
+            (s.fitness_windows >= 1 and s.fitness_seq_len >= 2, "fitness needs at least one window of >= 2 tokens"),
+            (d.num_samples >= 1, f"calibration needs at least one sample, got {d.num_samples}"),
+            (d.seq_len >= 2 and d.eval_seq_len >= 2, "sequence lengths must be at least 2 tokens"),
+            (r.method in ("closed_form", "admm", "none"), f"unknown reformation method {r.method!r}"),
+            (self.dtype in ("float32", "float16", "bfloat16"), f"unknown dtype {self.dtype!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise SubnetError(message)
+        return self
+
+    # -------------------------------------------------------------------------------- presets
+    @classmethod
+    def preset(cls, name: str, target_ratio: float, **overrides: Any) -> "SubnetConfig":
+        if name == "auto":
+            import torch
+
+            name = "paper" if torch.cuda.is_available() else "fast"
+        if name == "paper":
+            config = cls(target_ratio=target_ratio, preset="paper")
+        elif name == "fast":
+            config = cls(
+                target_ratio=target_ratio,
+                preset="fast",
+                search=SearchConfig(population_size=16, num_mutations=8, num_crossovers=4, top_k=4, generations=8,
+                                    fitness_windows=4, fitness_seq_len=256),
+                data=DataConfig(num_samples=32, seq_len=256, batch_size=8, eval_seq_len=512, eval_max_windows=24),
+            )
+        else:
+            raise SubnetError(f"unknown preset {name!r}; use fast, paper or auto")
+        return config.replace(**overrides)
+
+    def replace(self, **overrides: Any) -> "SubnetConfig":
+        """Copy with overrides; nested fields as ``search__generations=3`` or dicts."""
+        data = self.to_dict()
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            if "__" in key:
+                section, name = key.split("__", 1)
+                data[section][name] = value
+            elif isinstance(value, dict):
+                data[key].update(value)
+            else:
+                data[key] = value
+        return type(self).from_dict(data)
+
+    # ---------------------------------------------------------------------------- persistence
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SubnetConfig":
+        data = dict(data)
+        sections = {"search": SearchConfig, "data": DataConfig, "reformation": ReformationConfig}
+        try:
+            for name, section_cls in sections.items():
+                if name in data and not isinstance(data[name], section_cls):
+                    data[name] = section_cls(**_known(section_cls, data[name], name))
+            return cls(**_known(cls, data, "config"))
+        except TypeError as e:
+            raise SubnetError(f"invalid subnet configuration: {e}") from None
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
+        from .utils import write_json
+
+        path = Path(save_directory)
+        path.mkdir(parents=True, exist_ok=True)
+        write_json(path / CONFIG_NAME, self.to_dict())
+        return path / CONFIG_NAME
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike) -> "SubnetConfig":
+        from .utils import read_json
+
+        path = Path(path)
+        if path.is_dir():
+            path = path / CONFIG_NAME
+        return cls.from_dict(read_json(path))
+
+
+def _known(section_cls, values: dict, where: str) -> dict:
+    names = {f.name for f in dataclasses.fields(section_cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise SubnetError(f"unknown {where} option(s): {', '.join(unknown)}")
+    return values

@@ -1,0 +1,76 @@
+"""Human-readable views of a run's ``report.json``: Markdown summary and a search-progress plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _ppl(entry: dict[str, Any]) -> str:
+    return ", ".join(f"{v:.2f}" for v in entry.get("ppl", {}).values()) or "-"
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    dense = report["dense"]["params"]
+    rows = [
+        ("dense", report["dense"]),
+        ("initial (importance, uniform)", report.get("initial", {})),
+        ("searched (before reformation)", report.get("searched", {})),
+        ("final subnet (reformed)", report.get("subnet", {})),
+    ]
+    ev = report.get("evaluation", {})
+    lines = [
+        f"# Subnet of {report.get('model')} at target ratio {report['target_ratio']}",
+        "",
+        f"Perplexity on {ev.get('description', ev.get('dataset', '?'))}, {ev.get('windows', '?')} windows of "
+        f"{ev.get('seq_len', '?')} tokens (held-out articles).",
+        "",
+        "| model | params | inheriting ratio | perplexity |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, entry in rows:
+        if entry:
+            lines.append(f"| {name} | {entry['params']:,} | {entry['params'] / dense:.4f} | {_ppl(entry)} |")
+    search = report.get("search")
+    if search:
+        lines += [
+            "",
+            f"Search: {search['generations']} generations, {search['evaluations']} fitness evaluations in "
+            f"{search['seconds']:.0f} s ({search['seconds_per_evaluation']:.2f} s per evaluation); fitness "
+            f"{search['initial_fitness']:.2f} -> {search['best_fitness']:.2f} (calibration perplexity).",
+        ]
+    ref = report.get("reformation")
+    if ref:
+        lines.append(
+            f"Reformation: {ref['method']} in {ref['seconds']:.0f} s; mean relative output error of W_O "
+            f"{ref['mean_attention_error_before']:.3f} -> {ref['mean_attention_error_after']:.3f}, of W_down "
+            f"{ref['mean_mlp_error_before']:.3f} -> {ref['mean_mlp_error_after']:.3f}."
+        )
+    sub = report.get("subnet")
+    if sub:
+        lines += ["", f"Layers kept: {sub['num_layers']}; head sizes: {sub['head_dims']}; "
+                      f"MLP widths: {sub['intermediate_sizes']}."]
+    return "\n".join(lines) + "\n"
+
+
+def plot_search(report: dict[str, Any], path: Path) -> None:
+    """Best calibration perplexity per generation, with the initial subnet's as a reference line."""
+    search = report.get("search")
+    if not search or not search.get("best_fitness_per_generation"):
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    best = search["best_fitness_per_generation"]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot(range(1, len(best) + 1), best, marker="o", label="best candidate")
+    ax.axhline(search["initial_fitness"], color="gray", linestyle="--", label="initial (importance, uniform)")
+    ax.set_xlabel("generation")
+    ax.set_ylabel("calibration perplexity")
+    ax.set_title(f"Search at target ratio {report['target_ratio']}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

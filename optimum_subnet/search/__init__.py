@@ -1,0 +1,16 @@
+"""Training-free evolutionary search over per-layer widths, masks and depth."""
+
+from .evolution import EvolutionarySearch, EvolutionSettings, SearchResult
+from .fitness import PerplexityFitness
+from .space import Genome, LayerGene, SearchSpace, paper_ranges
+
+__all__ = [
+    "EvolutionSettings",
+    "EvolutionarySearch",
+    "Genome",
+    "LayerGene",
+    "PerplexityFitness",
+    "SearchResult",
+    "SearchSpace",
+    "paper_ranges",
+]
