@@ -42,3 +42,37 @@ _MAX_MEAN_NLL = 700.0
 def perplexity(model, windows: torch.Tensor, batch_size: int = 4, progress=None) -> float:
     total, count = negative_log_likelihood(model, windows, batch_size, progress=progress)
     return math.exp(min(total / count, _MAX_MEAN_NLL))
+
+
+def count_parameters(model) -> int:
+    """Unique parameters (a tied LM head counts once, as in memory)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def evaluate_model(model_name_or_path: str, dataset: str = "enwiki-extract", seq_lens=(512,), max_windows=None,
+                   batch_size: int = 4, text_column: str = "text", device: str = "auto", dtype: str = "float32",
+                   trust_remote_code: bool = False, output: str | None = None) -> dict:
+    """Held-out perplexity of a model (dense or subnet) at one or more window lengths."""
+    from . import data as data_lib
+    from .loading import load_model, resolve_device
+    from .progress import progress_bar
+
+    device = resolve_device(device)
+    model, tokenizer = load_model(model_name_or_path, dtype=dtype, trust_remote_code=trust_remote_code)
+    model.to(device)
+    limit = getattr(model.config, "max_position_embeddings", None)
+    for seq_len in seq_lens:
+        data_lib.check_sequence_length(seq_len, limit)
+    stream = data_lib.tokenize_stream(data_lib.load_texts(dataset, "evaluation", text_column), tokenizer)
+    results = {"model": model_name_or_path, "params": count_parameters(model), "dataset": dataset,
+               "description": data_lib.describe(dataset), "ppl": {}, "windows": {}}
+    for seq_len in seq_lens:
+        windows = data_lib.evaluation_windows(stream, seq_len, max_windows)
+        with progress_bar(total=len(windows), desc=f"Perplexity @{seq_len}", unit="window") as bar:
+            results["ppl"][f"{dataset}@{seq_len}"] = perplexity(model, windows, batch_size, progress=bar)
+        results["windows"][f"{dataset}@{seq_len}"] = len(windows)
+    if output:
+        from .utils import write_json
+
+        write_json(output, results)
+    return results

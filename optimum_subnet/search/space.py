@@ -95,9 +95,15 @@ class SearchSpace:
         # Attention units: RoPE pairs when the model rotates (a pair is 2 channels).
         self.attention_unit = 2 if shape.rope else 1
         self.attention_universe = shape.head_dim // self.attention_unit
-        unit_multiple = max(1, head_dim_multiple // self.attention_unit)
+        # Multiples never coarser than 1/8 of a head or 1/16 of an MLP (small models keep a usable grid).
+        self.head_dim_multiple = max(self.attention_unit, min(head_dim_multiple, shape.head_dim // 8))
+        self.mlp_multiple = max(1, min(mlp_multiple, shape.intermediate_size // 16))
+        unit_multiple = max(1, self.head_dim_multiple // self.attention_unit)
         self.attention_widths = _allowed_widths(self.attention_universe, self.attention_range, unit_multiple)
-        self.mlp_widths = _allowed_widths(shape.intermediate_size, self.mlp_range, mlp_multiple)
+        self.mlp_widths = _allowed_widths(shape.intermediate_size, self.mlp_range, self.mlp_multiple)
+        # The budget window must be wider than one MLP step, or repair could overshoot both ways.
+        step = shape.mlp_params(self.mlp_multiple) - shape.mlp_params(0)
+        self.tolerance = max(tolerance, 0.6 * step / self.dense_params)
 
         self.depth_search = depth_search
         self.min_depth = shape.num_layers if not depth_search else max(2, min_depth or shape.num_layers)
@@ -325,6 +331,8 @@ class SearchSpace:
             "depth_search": self.depth_search,
             "min_depth": self.min_depth,
             "tolerance": self.tolerance,
+            "head_dim_multiple": self.head_dim_multiple,
+            "mlp_multiple": self.mlp_multiple,
             "mask_fill": self.mask_fill,
         }
 

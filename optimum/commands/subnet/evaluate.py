@@ -1,0 +1,39 @@
+"""``optimum-cli subnet evaluate``: held-out perplexity of a dense model or saved subnet."""
+
+from __future__ import annotations
+
+from optimum.commands.base import BaseOptimumCLICommand
+
+from .common import add_common_model_args, setup_logging, user_errors
+
+
+class SubnetEvaluateCommand(BaseOptimumCLICommand):
+    @staticmethod
+    def parse_args(parser) -> None:
+        parser.add_argument("--model", required=True, help="subnet folder, dense folder, alias or hub id")
+        parser.add_argument("--dataset", default="enwiki-extract",
+                            help="held-out data: enwiki-extract (built in), .txt/.jsonl file or folder, HF name")
+        parser.add_argument("--text-column", default="text")
+        parser.add_argument("--seq-len", type=int, nargs="+", default=[512],
+                            help="window length(s) in tokens (several allowed)")
+        parser.add_argument("--max-windows", type=int, help="evaluate this many evenly spaced windows")
+        parser.add_argument("--batch-size", type=int, default=4)
+        parser.add_argument("--output", help="write the results as JSON to this file")
+        add_common_model_args(parser)
+
+    def run(self) -> None:
+        args = self.args
+        setup_logging(args.verbose)
+        with user_errors():
+            from optimum_subnet.evaluation import evaluate_model
+
+            results = evaluate_model(args.model, dataset=args.dataset, seq_lens=args.seq_len,
+                                     max_windows=args.max_windows, batch_size=args.batch_size,
+                                     text_column=args.text_column, device=args.device, dtype=args.dtype,
+                                     trust_remote_code=args.trust_remote_code, output=args.output)
+            import sys
+
+            sys.stdout.write(f"{'set':<32} {'perplexity':>12}\n")
+            for name, value in results["ppl"].items():
+                sys.stdout.write(f"{name:<32} {value:>12.3f}\n")
+            sys.stdout.write(f"params: {results['params']:,}\n")

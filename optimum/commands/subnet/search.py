@@ -1,0 +1,74 @@
+"""``optimum-cli subnet search``."""
+
+from __future__ import annotations
+
+from optimum.commands.base import BaseOptimumCLICommand
+
+from .common import add_common_model_args, setup_logging, user_errors
+
+
+class SubnetSearchCommand(BaseOptimumCLICommand):
+    @staticmethod
+    def parse_args(parser) -> None:
+        parser.add_argument("--model", default="smollm2-135m",
+                            help="built-in alias (smollm2-135m), local folder or hub id (default: smollm2-135m)")
+        parser.add_argument("--target-ratio", type=float, required=True,
+                            help="kept fraction of all parameters, in (0, 1]")
+        parser.add_argument("--output", required=True, help="folder to write the subnet to")
+        parser.add_argument("--preset", default="auto", choices=["auto", "fast", "paper"],
+                            help="auto: paper settings with a GPU, fast without")
+        parser.add_argument("--config", help="a subnet_optimization.json to start from (overrides --preset)")
+        parser.add_argument("--seed", type=int)
+        parser.add_argument("--generations", type=int)
+        parser.add_argument("--population", type=int, help="candidates per generation")
+        parser.add_argument("--calibration-dataset", help="enwiki-extract (built in), a .txt/.jsonl file or folder, "
+                                                          "or an HF dataset name")
+        parser.add_argument("--eval-dataset", help="held-out data (default: the other side of the calibration set)")
+        parser.add_argument("--text-column", help="column holding the text in .jsonl / HF datasets")
+        parser.add_argument("--num-samples", type=int, help="calibration windows")
+        parser.add_argument("--seq-len", type=int, help="tokens per calibration window")
+        parser.add_argument("--eval-seq-len", type=int)
+        parser.add_argument("--eval-max-windows", type=int)
+        parser.add_argument("--reformation", choices=["closed_form", "admm", "none"])
+        parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+        add_common_model_args(parser)
+
+    def run(self) -> None:
+        args = self.args
+        setup_logging(args.verbose)
+        with user_errors():
+            from optimum_subnet import SubnetConfig, SubnetOptimizer
+            from optimum_subnet.utils import check_output_dir
+
+            check_output_dir(args.output, args.overwrite)
+            if args.config:
+                config = SubnetConfig.from_pretrained(args.config).replace(target_ratio=args.target_ratio)
+            else:
+                config = SubnetConfig.preset(args.preset, args.target_ratio)
+            if args.population is not None:
+                # keep the paper's proportions N_m = N/2, N_c = 0.3 N, k = N/10 for another N
+                n = args.population
+                config = config.replace(search__population_size=n, search__num_mutations=max(1, n // 2),
+                                        search__num_crossovers=max(0, (3 * n) // 10),
+                                        search__top_k=max(2, min(n, n // 10 if n >= 20 else n // 4)))
+            config = config.replace(
+                seed=args.seed, device=args.device, dtype=args.dtype,
+                search__generations=args.generations,
+                data__dataset=args.calibration_dataset, data__eval_dataset=args.eval_dataset,
+                data__text_column=args.text_column, data__num_samples=args.num_samples,
+                data__seq_len=args.seq_len, data__eval_seq_len=args.eval_seq_len,
+                data__eval_max_windows=args.eval_max_windows, reformation__method=args.reformation,
+            )
+            optimizer = SubnetOptimizer.from_pretrained(args.model, dtype=args.dtype,
+                                                        trust_remote_code=args.trust_remote_code)
+            path = optimizer.optimize(config, args.output, overwrite=args.overwrite)
+            _print_summary(path)
+
+
+def _print_summary(path) -> None:
+    import json
+    import sys
+
+    report = json.loads((path / "report.json").read_text())
+    sys.stdout.write((path / "report.md").read_text())
+    sys.stdout.write(f"\nSubnet written to {path} (inheriting ratio {report['subnet']['inheriting_ratio']:.4f}).\n")

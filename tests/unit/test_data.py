@@ -1,0 +1,123 @@
+import bz2
+import json
+
+import pytest
+import torch
+
+from optimum_subnet import data
+from optimum_subnet.data import wikipedia
+from optimum_subnet.errors import DataError
+
+pytestmark = pytest.mark.unit
+
+
+def test_calibration_windows_are_seeded_and_in_range():
+    stream = torch.arange(1000)
+    a = data.calibration_windows(stream, 5, 64, seed=1)
+    b = data.calibration_windows(stream, 5, 64, seed=1)
+    c = data.calibration_windows(stream, 5, 64, seed=2)
+    assert a.shape == (5, 64) and torch.equal(a, b) and not torch.equal(a, c)
+    assert all(torch.equal(w, torch.arange(int(w[0]), int(w[0]) + 64)) for w in a)  # contiguous slices
+
+
+def test_evaluation_windows_cover_without_overlap():
+    stream = torch.arange(1000)
+    w = data.evaluation_windows(stream, 100)
+    assert w.shape == (10, 100) and torch.equal(w.reshape(-1), stream)
+    some = data.evaluation_windows(stream, 100, max_windows=3)
+    assert some.shape == (3, 100) and some[0, 0] == 0 and some[-1, 0] == 900
+
+
+def test_too_short_and_too_long():
+    with pytest.raises(DataError, match="calibration data too short"):
+        data.calibration_windows(torch.arange(10), 2, 64, 0)
+    with pytest.raises(DataError, match="evaluation data too short"):
+        data.evaluation_windows(torch.arange(10), 64)
+    with pytest.raises(DataError, match="exceeds the model's limit"):
+        data.check_sequence_length(4096, 2048)
+
+
+def test_local_text_and_jsonl_sources(text_files, tmp_path):
+    cal, ev = text_files
+    assert data.load_texts(str(cal), "calibration")[0].startswith("The quick")
+    assert len(data.load_texts(str(ev), "evaluation")) == 5
+    assert len(data.load_texts(str(tmp_path), "calibration")) == 6  # folder: the .txt and the 5 json lines
+
+
+def test_bad_sources(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("   \n")
+    with pytest.raises(DataError, match="empty"):
+        data.load_texts(str(empty), "calibration")
+    with pytest.raises(DataError, match="does not exist"):
+        data.load_texts(str(tmp_path / "missing.txt"), "calibration")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"content": "x"}\n')
+    with pytest.raises(DataError, match="no 'text' column"):
+        data.load_texts(str(bad), "calibration")
+
+
+def test_tokenize_stream_has_no_special_tokens(tokenizer):
+    ids = data.tokenize_stream(["ab", "c"], tokenizer)
+    assert tokenizer.decode(ids) == "ab\n\nc"
+
+
+def _dump(pages):
+    ns = "http://www.mediawiki.org/xml/export-0.10/"
+    redirect = '<redirect title="x"/>'
+    body = "".join(
+        f"<page><title>{t}</title><ns>{n}</ns>{redirect if r else ''}<revision><text>{x}</text></revision></page>"
+        for t, n, r, x in pages
+    )
+    return bz2.compress(f'<mediawiki xmlns="{ns}">{body}</mediawiki>'.encode())
+
+
+def test_wikipedia_parsing_strips_markup_and_skips_redirects(tmp_path):
+    raw = _dump([
+        ("Alpha", 0, False, "'''Alpha''' is a [[letter|Greek letter]].&lt;ref&gt;A source&lt;/ref&gt; "
+                            "{{Infobox|x=1}}\n[[Category:Letters]]\n== History ==\nOld."),
+        ("Redirect", 0, True, "#REDIRECT [[Alpha]]"),
+        ("Talk:Alpha", 1, False, "talk page"),
+    ])
+    path = tmp_path / "dump.xml.bz2"
+    path.write_bytes(raw)
+    articles = wikipedia.parse_dump(path)
+    assert [a["title"] for a in articles] == ["Alpha"]
+    text = articles[0]["text"]
+    assert "Alpha is a Greek letter." in text and "History" in text and "Old." in text
+    for junk in ("[[", "{{", "Category", "A source", "'''"):
+        assert junk not in text
+
+
+def test_wikipedia_split_is_deterministic_and_article_level():
+    titles = [f"Article {i}" for i in range(500)]
+    sides = [wikipedia.split_of(t) for t in titles]
+    assert sides == [wikipedia.split_of(t) for t in titles]
+    share = sides.count("evaluation") / len(sides)
+    assert 0.12 < share < 0.28
+
+
+def test_missing_gensim_gives_install_hint(monkeypatch, tmp_path):
+    monkeypatch.setenv("OPTIMUM_SUBNET_CACHE", str(tmp_path))
+    monkeypatch.setattr(wikipedia.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(DataError, match="pip install --no-deps gensim==4.3.3"):
+        wikipedia.locate_dump()
+
+
+def test_wheel_fallback(monkeypatch, tmp_path):
+    import zipfile
+
+    monkeypatch.setenv("OPTIMUM_SUBNET_CACHE", str(tmp_path))
+    monkeypatch.setattr(wikipedia.importlib.util, "find_spec", lambda name: None)
+    (tmp_path / "wheels").mkdir()
+    with zipfile.ZipFile(tmp_path / "wheels" / "gensim-4.3.3-cp311-none-any.whl", "w") as zf:
+        zf.writestr(wikipedia.GENSIM_MEMBER, _dump([("Beta", 0, False, "Beta text.")]))
+    raw = wikipedia.locate_dump()
+    assert isinstance(raw, bytes)
+    assert wikipedia.parse_dump(raw) == [{"title": "Beta", "text": "Beta text."}]
+
+
+def test_jsonl_sidecar_is_read_through_datasets(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_text("\n".join(json.dumps({"text": f"line {i}"}) for i in range(3)))
+    assert data.load_texts(str(path), "evaluation") == ["line 0", "line 1", "line 2"]

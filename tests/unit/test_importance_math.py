@@ -1,0 +1,59 @@
+import pytest
+import torch
+
+from optimum_subnet.algorithms import importance as imp
+
+pytestmark = pytest.mark.unit
+
+
+def _gram(n_in, tokens=500, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(tokens, n_in, generator=g, dtype=torch.float64) * torch.linspace(0.1, 3, n_in, dtype=torch.float64)
+    return x.T @ x / tokens
+
+
+def test_obs_saliency_matches_direct_computation():
+    w = torch.randn(7, 12, dtype=torch.float64)
+    h = _gram(12)
+    damp = 0.01
+    two_h = 2 * h
+    direct_inverse = torch.linalg.inv(two_h + damp * torch.diagonal(two_h).mean() * torch.eye(12, dtype=torch.float64))
+    expected = torch.empty_like(w)
+    for i in range(7):
+        for j in range(12):
+            expected[i, j] = w[i, j] ** 2 / direct_inverse[j, j]
+    assert torch.allclose(imp.obs_saliency(w, h, damp), expected, rtol=1e-10, atol=0)
+
+
+def test_row_and_column_scores():
+    phi = torch.rand(5, 3, dtype=torch.float64)
+    assert torch.equal(imp.row_scores(phi), torch.tensor([phi[i].sum() for i in range(5)], dtype=torch.float64))
+    assert torch.allclose(imp.column_scores(phi), torch.tensor([phi[:, j].sum() for j in range(3)],
+                                                              dtype=torch.float64))
+
+
+def test_attention_channel_scores_sum_over_query_group():
+    n_kv, group, hd = 2, 3, 4
+    q = torch.rand(n_kv * group * hd, dtype=torch.float64)
+    o = torch.rand(n_kv * group * hd, dtype=torch.float64)
+    k = torch.rand(n_kv * hd, dtype=torch.float64)
+    v = torch.rand(n_kv * hd, dtype=torch.float64)
+    scores = imp.attention_channel_scores(q, k, v, o, n_kv, hd)
+    for g in range(n_kv):
+        for c in range(hd):
+            expected = k[g * hd + c] + v[g * hd + c]
+            for h in range(g * group, (g + 1) * group):
+                expected += q[h * hd + c] + o[h * hd + c]
+            assert scores[g, c].item() == pytest.approx(expected.item(), rel=1e-12)
+
+
+def test_rope_pair_scores():
+    s = torch.arange(8, dtype=torch.float64).reshape(1, 8)
+    assert imp.rope_pair_scores(s).tolist() == [[4.0, 6.0, 8.0, 10.0]]
+
+
+def test_damping_rescues_singular_gram():
+    h = torch.zeros(4, 4, dtype=torch.float64)
+    h[0, 0] = 1.0  # three dead channels
+    d = imp.damped_inverse_diagonal(h, 0.01)
+    assert torch.isfinite(d).all() and (d > 0).all()

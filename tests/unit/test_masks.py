@@ -1,0 +1,50 @@
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from optimum_subnet.algorithms.masks import mutate_mask, overlap_fraction, resize_by_importance, top_k
+
+pytestmark = pytest.mark.unit
+
+
+@settings(max_examples=200, deadline=None)
+@given(universe=st.integers(2, 200), data=st.data())
+def test_mutate_mask_size_and_overlap(universe, data):
+    old_size = data.draw(st.integers(1, universe))
+    new_size = data.draw(st.integers(1, universe))
+    overlap = data.draw(st.floats(0.05, 1.0))
+    seed = data.draw(st.integers(0, 10**6))
+    rng = random.Random(seed)
+    old = tuple(sorted(rng.sample(range(universe), old_size)))
+    weights = data.draw(st.one_of(st.none(), st.just([rng.random() for _ in range(universe)])))
+    new = mutate_mask(old, universe, new_size, overlap, rng, weights)
+    assert len(new) == new_size == len(set(new))
+    assert list(new) == sorted(new) and all(0 <= i < universe for i in new)
+    assert overlap_fraction(old, new) >= overlap - 1e-9 or len(set(old) & set(new)) >= min(old_size, new_size) * overlap
+
+
+def test_mutate_mask_is_not_rejection_sampling_for_large_masks():
+    # gamma < alpha: the paper's rejection sampling would essentially never succeed here
+    rng = random.Random(0)
+    old = tuple(range(0, 600))
+    new = mutate_mask(old, 11008, 600, 0.8, rng)
+    assert overlap_fraction(old, new) >= 0.8 and new != old
+
+
+def test_importance_weighted_fill_prefers_heavy_members():
+    rng = random.Random(1)
+    weights = [1.0] * 50 + [1000.0] * 50
+    counts = 0
+    for _ in range(200):
+        new = mutate_mask(tuple(range(10)), 100, 20, 0.5, rng, weights)
+        counts += sum(1 for i in new if i >= 50)
+    assert counts / (200 * 15) > 0.9  # at least 15 filled per draw, nearly all from the heavy half
+
+
+def test_top_k_and_resize():
+    scores = [0.5, 3.0, 1.0, 3.0, 0.1]
+    assert top_k(scores, 2) == (1, 3)
+    assert resize_by_importance((0, 1, 3), 2, scores) == (1, 3)
+    assert resize_by_importance((1,), 3, scores) == (1, 2, 3)
