@@ -74,7 +74,8 @@ class ReformationConfig:
     """Weight rectification (Sec. 3.4). ``closed_form`` is exact least squares; ``admm`` the paper's."""
 
     method: str = "closed_form"
-    damp: float = 0.01
+    #: Ridge of the closed form relative to mean(diag H'); None: chosen per projection on held-out windows.
+    damp: float | None = None
     rho: float = 1.0
     iterations: int = 30
 
@@ -130,7 +131,7 @@ class SubnetConfig:
             config = cls(
                 target_ratio=target_ratio,
                 preset="fast",
-                search=SearchConfig(population_size=16, num_mutations=8, num_crossovers=4, top_k=4, generations=8,
+                search=SearchConfig(population_size=16, num_mutations=8, num_crossovers=4, top_k=4, generations=10,
                                     fitness_windows=4, fitness_seq_len=256),
                 data=DataConfig(num_samples=32, seq_len=256, batch_size=8, eval_seq_len=512, eval_max_windows=24),
             )

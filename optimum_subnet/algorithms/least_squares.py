@@ -11,8 +11,9 @@ Q/K channels go). With ``H' = X_S' X_S'^T`` and ``C = X X_S'^T`` the exact solut
 
     W_hat = W C (H' + lambda I)^-1            (closed form)
 
-which for ``X_S' = X_S`` is the ``W H_{:,S} (H_{S,S} + lambda I)^-1`` of METHOD.md. The paper solves
-the same problem with ADMM (Eq. 9-11); both are offered.
+which for ``X_S' = X_S`` is the ``W H_{:,S} (H_{S,S} + lambda I)^-1`` of METHOD.md (our ridge pulls
+towards the inherited weights instead of zero). The paper solves the same problem with ADMM
+(Eq. 9-11); both are offered.
 """
 
 from __future__ import annotations
@@ -25,15 +26,23 @@ def _damped(h: torch.Tensor, damp: float) -> torch.Tensor:
     return h + damp * mean_diag * torch.eye(h.shape[0], dtype=h.dtype, device=h.device)
 
 
-def closed_form(weight: torch.Tensor, cross: torch.Tensor, gram_kept: torch.Tensor, damp: float = 1e-4) -> torch.Tensor:
-    """Exact least squares ``W C (H' + lambda I)^-1`` (out x |S|), computed in float64.
+def closed_form(weight: torch.Tensor, cross: torch.Tensor, gram_kept: torch.Tensor, damp: float = 1e-4,
+                prior: torch.Tensor | None = None) -> torch.Tensor:
+    """Exact (ridge) least squares ``(W C + lambda P) (H' + lambda I)^-1`` (out x |S|), in float64.
 
     ``weight``: dense W (out x in); ``cross``: ``C = X X_S'^T`` (in x |S|); ``gram_kept``:
-    ``H' = X_S' X_S'^T`` (|S| x |S|); ``lambda = damp * mean(diag H')``.
+    ``H' = X_S' X_S'^T`` (|S| x |S|); ``lambda = damp * mean(diag H')``. The ridge pulls the solution
+    towards ``prior`` (``P``: pass the inherited weights ``W_{:,S}``) rather than towards zero, so strong
+    damping degrades gracefully into plain inheritance instead of shrinking the layer; without a prior
+    it is the plain ridge ``W C (H' + lambda I)^-1``.
     """
     w = weight.to(torch.float64)
+    h = gram_kept.to(torch.float64)
+    lam = damp * torch.diagonal(h).mean().clamp_min(1e-12)
     rhs = w @ cross.to(torch.float64)  # out x |S|
-    h = _damped(gram_kept.to(torch.float64), damp)
+    if damp and prior is not None:
+        rhs = rhs + lam * prior.to(torch.float64)
+    h = h + lam * torch.eye(h.shape[0], dtype=h.dtype, device=h.device)
     chol, info = torch.linalg.cholesky_ex(h)
     if int(info) != 0:
         return torch.linalg.lstsq(h, rhs.T).solution.T
@@ -41,8 +50,8 @@ def closed_form(weight: torch.Tensor, cross: torch.Tensor, gram_kept: torch.Tens
 
 
 def closed_form_from_gram(weight: torch.Tensor, gram: torch.Tensor, kept: torch.Tensor, damp: float = 1e-4) -> torch.Tensor:
-    """The special case ``X_S' = X_S``: ``W H_{:,S} (H_{S,S} + lambda I)^-1``."""
-    return closed_form(weight, gram[:, kept], gram[kept][:, kept], damp)
+    """The special case ``X_S' = X_S``: ``(W H_{:,S} + lambda W_{:,S}) (H_{S,S} + lambda I)^-1``."""
+    return closed_form(weight, gram[:, kept], gram[kept][:, kept], damp, prior=weight[:, kept])
 
 
 def admm(

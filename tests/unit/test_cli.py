@@ -77,7 +77,8 @@ def test_empty_calibration_data(tmp_path, tiny_model_dir):
     empty = tmp_path / "empty.txt"
     empty.write_text("")
     out = run("subnet", "search", "--model", str(tiny_model_dir), "--target-ratio", "0.8", "--output",
-              str(tmp_path / "o"), "--calibration-dataset", str(empty), "--preset", "fast")
+              str(tmp_path / "o"), "--calibration-dataset", str(empty), "--preset", "fast", "--seq-len", "32",
+              "--eval-seq-len", "32")
     assert out.returncode == 2 and "empty" in _error_line(out)
     assert not (tmp_path / "o").exists()
 

@@ -51,3 +51,12 @@ def test_relative_output_error_matches_direct_computation():
     new = torch.randn(w.shape[0], len(kept), dtype=torch.float64)
     direct = torch.linalg.norm(new @ x[kept] - w @ x) / torch.linalg.norm(w @ x)
     assert ls.relative_output_error(w, new, kept, x @ x.T) == pytest.approx(direct.item(), rel=1e-9)
+
+
+def test_ridge_pulls_towards_the_inherited_weights():
+    w, x, kept = _problem(seed=4)
+    h = x @ x.T
+    strong = ls.closed_form_from_gram(w, h, kept, damp=1e8)
+    assert torch.allclose(strong, w[:, kept], atol=1e-5)
+    mild = ls.closed_form_from_gram(w, h, kept, damp=1e-2)
+    assert ls.relative_output_error(w, mild, kept, h) < ls.relative_output_error(w, w[:, kept], kept, h)
