@@ -10,12 +10,26 @@ from .models import SubnetLlamaConfig, SubnetLlamaForCausalLM
 from .optimizer import SubnetOptimizer
 from .spec import LayerSpec, ModelShape, SubnetSpec
 from .surgery import extract_subnet
+from .exporters.onnx import OnnxExportConfig, export_onnx
+
+try:  # the ONNX Runtime side needs onnxruntime or onnxruntime-gpu (extras)
+    from .onnxruntime import ORTSubnetModelForCausalLM
+except ImportError as _ort_error:  # pragma: no cover - exercised only without onnxruntime
+    _ORT_IMPORT_ERROR = _ort_error
+
+    def __getattr__(name):
+        if name == "ORTSubnetModelForCausalLM":
+            raise ImportError(f"ORTSubnetModelForCausalLM needs onnxruntime: pip install 'optimum-subnet[onnxruntime]' "
+                              f"({_ORT_IMPORT_ERROR})")
+        raise AttributeError(name)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DataConfig",
     "LayerSpec",
+    "ORTSubnetModelForCausalLM",
+    "OnnxExportConfig",
     "ModelShape",
     "ReformationConfig",
     "SearchConfig",
@@ -26,5 +40,6 @@ __all__ = [
     "SubnetOptimizer",
     "SubnetSpec",
     "__version__",
+    "export_onnx",
     "extract_subnet",
 ]

@@ -1,0 +1,1 @@
+"""ONNX export of dense models and heterogeneous subnets through Optimum's exporter."""

@@ -1,0 +1,129 @@
+"""``ORTSubnetModelForCausalLM``: ONNX Runtime inference for exported models with per-layer KV shapes.
+
+Stock :class:`optimum.onnxruntime.ORTModelForCausalLM` sizes the KV cache from one global head
+count and ``hidden_size / num_attention_heads``: a subnet whose layers have their own head size
+fails at the first decode step. This subclass takes every layer's KV shape from the ONNX
+session's inputs instead, so dense exports and heterogeneous subnets run alike, with and without
+IO binding, on CPUExecutionProvider and CUDAExecutionProvider.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from optimum.onnxruntime import ORTModelForCausalLM
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+logger = logging.getLogger(__name__)
+
+#: Model types whose exports need this class (per-layer KV shapes).
+SUBNET_MODEL_TYPES = ("subnet_llama",)
+
+
+class ORTSubnetModelForCausalLM(ORTModelForCausalLM):
+    """ORT causal LM whose KV cache shapes come from the session, one per layer."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # name -> (kv heads, head size), read from the graph's static dims
+        self.kv_shapes: dict[str, tuple[int, int]] = {}
+        for name in self.key_value_input_names:
+            shape = self.input_shapes[name]
+            heads, head_dim = shape[1], shape[3]
+            if not isinstance(heads, int) or not isinstance(head_dim, int):
+                raise ValueError(f"ONNX input {name} has a dynamic head count or head size ({shape}); re-export it")
+            self.kv_shapes[name] = (heads, head_dim)
+
+    def forward(self, input_ids, attention_mask=None, past_key_values=None, position_ids=None, use_cache=None,
+                **kwargs) -> CausalLMOutputWithPast:
+        use_torch = isinstance(input_ids, torch.Tensor)
+        self.raise_on_numpy_input_io_binding(use_torch)
+        use_cache = use_cache if use_cache is not None else self.config.use_cache
+        if use_cache and not self.can_use_cache:
+            raise ValueError("use_cache=True but this ONNX model was exported without a KV cache "
+                             "(re-export with task text-generation-with-past)")
+        if past_key_values is not None and isinstance(past_key_values[0], (tuple, list)):
+            past_key_values = tuple(t for pair in past_key_values for t in pair)
+
+        batch_size, in_len = input_ids.shape
+        past_len = past_key_values[1].shape[-2] if past_key_values is not None else 0
+        out_len = past_len + in_len
+        if attention_mask is None:
+            attention_mask = (torch.ones if use_torch else np.ones)((batch_size, out_len), dtype=torch.long if use_torch
+                                                                    else np.int64)
+            if use_torch:
+                attention_mask = attention_mask.to(self.device)
+        if position_ids is None and "position_ids" in self.input_names:
+            if use_torch:  # as transformers: positions count only attended tokens (left padding)
+                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)[:, past_len:]
+            else:
+                position_ids = np.maximum(attention_mask.astype(np.int64).cumsum(-1) - 1, 0)[:, past_len:]
+
+        if self.key_value_input_names and past_key_values is None:
+            past_key_values = tuple(self._empty_past(name, batch_size, use_torch) for name in self.key_value_input_names)
+
+        model_inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
+        model_inputs = {k: v for k, v in model_inputs.items() if k in self.input_names}
+        if self.key_value_input_names:
+            model_inputs.update(zip(self.key_value_input_names, past_key_values))
+
+        if self.use_io_binding:
+            known_output_shapes = {}
+            outputs_to_not_bind = set()
+            if use_cache:
+                for name in self.key_value_output_names:
+                    heads, head_dim = self.kv_shapes[name.replace("present.", "past_key_values.")]
+                    known_output_shapes[name] = (batch_size, heads, out_len, head_dim)
+            else:
+                outputs_to_not_bind.update(self.key_value_output_names)
+            output_shapes, output_buffers = self._prepare_io_binding(
+                model_inputs, outputs_to_not_bind=outputs_to_not_bind, known_output_shapes=known_output_shapes)
+            if self.device.type != "cpu":
+                self._io_binding.synchronize_inputs()
+            self.session.run_with_iobinding(self._io_binding)
+            if self.device.type != "cpu":
+                self._io_binding.synchronize_outputs()
+            logits = output_buffers.pop("logits").view(output_shapes["logits"])
+            presents = (tuple(output_buffers.pop(n).view(output_shapes[n]) for n in self.key_value_output_names)
+                        if use_cache else None)
+        else:
+            onnx_inputs = self._prepare_onnx_inputs(use_torch, model_inputs)
+            outputs = self._prepare_onnx_outputs(use_torch, self.session.run(None, onnx_inputs))
+            logits = outputs.pop("logits")
+            presents = tuple(outputs.pop(n) for n in self.key_value_output_names) if use_cache else None
+
+        if presents is not None:
+            presents = tuple(presents[i : i + 2] for i in range(0, len(presents), 2))
+        return CausalLMOutputWithPast(logits=logits, past_key_values=presents)
+
+    def _empty_past(self, name: str, batch_size: int, use_torch: bool):
+        heads, head_dim = self.kv_shapes[name]
+        if use_torch:
+            return torch.zeros((batch_size, heads, 0, head_dim), dtype=self.dtype, device=self.device)
+        np_dtype = np.float16 if self.dtype == torch.float16 else np.float32
+        return np.zeros((batch_size, heads, 0, head_dim), dtype=np_dtype)
+
+
+def install_dispatch() -> None:
+    """Make stock ``ORTModelForCausalLM.from_pretrained`` hand subnet exports to this class.
+
+    Called once when the plugin is imported (like ``AutoConfig.register``): without it the stock
+    class would build the KV cache from global sizes and fail at the first decode step. Other model
+    types are untouched.
+    """
+    stock = ORTModelForCausalLM.__dict__["_from_pretrained"]
+    if getattr(stock.__func__, "_optimum_subnet_dispatch", False):
+        return
+    stock_fn = stock.__func__
+
+    def _from_pretrained(cls, model_id, config, *args, **kwargs):
+        if cls is ORTModelForCausalLM and getattr(config, "model_type", None) in SUBNET_MODEL_TYPES:
+            logger.info("%s has per-layer KV shapes: loading it with ORTSubnetModelForCausalLM", model_id)
+            cls = ORTSubnetModelForCausalLM
+        return stock_fn(cls, model_id, config, *args, **kwargs)
+
+    wrapped = classmethod(_from_pretrained)
+    wrapped.__func__._optimum_subnet_dispatch = True
+    ORTModelForCausalLM._from_pretrained = wrapped
