@@ -6,7 +6,7 @@ through ``AutoConfig``. We register the subnet type in all three:
 
 * ORT model type ``gpt2`` (what Optimum uses for LLaMA), so O1/O2/O3 run the same graph-level
   fusions as for a dense LLaMA export (LayerNorm, SkipLayerNorm, and on GPU RotaryEmbedding);
-* a normalized config reporting ``num_attention_heads = 0``: ORT then infers head counts node by
+* a normalized config reporting ``num_attention_heads = hidden_size = 0``: ORT then infers head counts node by
   node instead of stamping one global value on a model whose layers have their own (ORT's
   attention fusions never match LLaMA attention anyway: our GroupQueryAttention pass does that).
 
@@ -28,6 +28,10 @@ def register_with_optimum() -> None:
 
         @property
         def num_attention_heads(self) -> int:
+            return 0
+
+        @property
+        def hidden_size(self) -> int:  # ORT wants both or neither: 0/0 means "infer per node"
             return 0
 
     for model_type in SUBNET_MODEL_TYPES:

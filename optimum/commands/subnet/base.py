@@ -11,6 +11,8 @@ from __future__ import annotations
 from optimum.commands.base import BaseOptimumCLICommand, CommandInfo
 
 from .evaluate import SubnetEvaluateCommand
+from .export import SubnetExportCommand
+from .generate import SubnetGenerateCommand
 from .search import SubnetSearchCommand
 
 
@@ -21,4 +23,13 @@ class SubnetCommand(BaseOptimumCLICommand):
                     subcommand_class=SubnetSearchCommand),
         CommandInfo(name="evaluate", help="Held-out perplexity of a dense model or a saved subnet.",
                     subcommand_class=SubnetEvaluateCommand),
+        CommandInfo(name="export", help="Export a subnet or dense model to ONNX, validated against PyTorch.",
+                    subcommand_class=SubnetExportCommand),
+        CommandInfo(name="generate", help="Greedy generation from an ONNX folder (ONNX Runtime) or a model folder.",
+                    subcommand_class=SubnetGenerateCommand),
     )
+
+
+#: ``optimum-cli export subnet-onnx``: the same exporter, under Optimum's export command.
+SUBNET_ONNX_EXPORT = CommandInfo(name="subnet-onnx", help="Export a subnet (per-layer widths) to ONNX, validated.",
+                                 subcommand_class=SubnetExportCommand)

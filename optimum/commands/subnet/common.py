@@ -43,3 +43,11 @@ def add_common_model_args(parser) -> None:
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="allow code shipped with the model to run (off by default)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def register_for_stock_onnxruntime_commands() -> None:
+    """Let ``optimum-cli onnxruntime optimize|quantize`` load subnet exports (config + model type)."""
+    try:
+        import optimum_subnet  # noqa: F401  registers subnet_llama with AutoConfig and Optimum's ORT tools
+    except ImportError as e:  # pragma: no cover - a broken install should not break the stock commands
+        logger.warning("optimum-subnet could not register with the onnxruntime commands: %s", e)

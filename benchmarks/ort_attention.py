@@ -1,0 +1,210 @@
+"""ONNX Runtime speed of dense vs subnet, unfused vs GroupQueryAttention-fused attention.
+
+    python benchmarks/ort_attention.py --device cuda --output benchmarks/results/ort_attention
+    python benchmarks/ort_attention.py --device cpu --shape tiny --batch-sizes 1 --prompt-lengths 16 --new-tokens 4
+
+One run measures, for each of {dense, subnet} x {unfused, fused}: prefill latency (one forward of
+the whole prompt with an empty cache) and decode throughput (new tokens per second, one token per
+step, KV cache fed back through IO binding on the device), at each batch size and prompt length.
+Ratios (subnet vs dense, fused vs unfused) come from the same run. Medians of repeated, synchronized
+timings after warm-up.
+
+Models are built from a LLaMA shape with **random weights** (timing depends on shapes, not values):
+``smollm2`` is SmolLM2-135M's shape; the subnet is that shape cut to the per-layer widths of a
+searched subnet report (``--subnet-report``: the head sizes and MLP widths of a committed
+``core_smollm2.json`` run), or to a uniform 50% when none is given. Every export is validated against
+PyTorch (see ``validation.json`` files) before it is timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SHAPES = {
+    "tiny": dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=16, vocab_size=1000, max_position_embeddings=2048),
+    "smollm2": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                    num_key_value_heads=3, head_dim=64, vocab_size=49152, max_position_embeddings=8192,
+                    rope_theta=100000.0, tie_word_embeddings=True),
+    "llama-1b": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
+                     num_key_value_heads=4, head_dim=64, vocab_size=32000, max_position_embeddings=4096),
+}
+
+
+def build_models(shape: str, subnet_report: str | None, ratio_index: int):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from optimum_subnet.adapters import get_adapter
+    from optimum_subnet.spec import SubnetSpec
+    from optimum_subnet.surgery import extract_subnet
+
+    config = LlamaConfig(**SHAPES[shape])
+    torch.manual_seed(0)
+    dense = LlamaForCausalLM(config).eval()
+    spec = SubnetSpec.dense(get_adapter(config).shape(config))
+    widths = None
+    if subnet_report:
+        runs = json.loads(Path(subnet_report).read_text())
+        run = runs[ratio_index] if isinstance(runs, list) else runs
+        widths = (run["subnet"]["head_dims"], run["subnet"]["intermediate_sizes"], run["target_ratio"])
+    if widths and len(widths[0]) == config.num_hidden_layers:
+        head_dims, mlp, _ = widths
+    else:
+        head_dims = [config.head_dim // 2] * config.num_hidden_layers
+        mlp = [config.intermediate_size // 2] * config.num_hidden_layers
+    half = config.head_dim // 2
+    for layer, hd, width in zip(spec.layers, head_dims, mlp):
+        pairs = list(range(hd // 2))
+        layer.attention_channels = [pairs + [p + half for p in pairs] for _ in layer.kv_heads]
+        layer.mlp_channels = list(range(width))
+    subnet = extract_subnet(dense, spec.validate())
+    return dense, subnet, spec
+
+
+def export_all(dense, subnet, device: str, dtype: str, workdir: Path) -> dict:
+    from optimum_subnet.exporters.onnx import OnnxExportConfig, export_onnx, read_validation
+
+    folders = {}
+    for name, model in (("dense", dense), ("subnet", subnet)):
+        unfused = export_onnx(model, workdir / f"{name}-unfused", OnnxExportConfig(dtype=dtype, device=device))
+        fused = export_onnx(model, workdir / f"{name}-fused",
+                            OnnxExportConfig(dtype=dtype, device=device, fuse_attention=True))
+        folders[(name, "unfused")] = unfused
+        folders[(name, "fused")] = fused
+    return {key: {"path": str(path), "validation": read_validation(path)} for key, path in folders.items()}
+
+
+def time_model(folder: Path, device: str, batch: int, prompt: int, new_tokens: int, repeats: int) -> dict:
+    import torch
+
+    from optimum_subnet.onnxruntime.loading import load_ort_model
+
+    model = load_ort_model(folder, "cuda" if device.startswith("cuda") else "cpu", use_io_binding=True)
+    torch_device = model.device
+    vocab = model.config.vocab_size
+    ids = torch.randint(3, vocab, (batch, prompt), device=torch_device)
+    mask = torch.ones((batch, prompt), dtype=torch.long, device=torch_device)
+
+    def sync():
+        if torch_device.type == "cuda":
+            torch.cuda.synchronize(torch_device)
+
+    def prefill():
+        return model(ids, attention_mask=mask, use_cache=True)
+
+    def decode(out):
+        past = out.past_key_values
+        token = out.logits[:, -1:].argmax(-1)
+        attention = mask
+        for _ in range(new_tokens):
+            attention = torch.cat([attention, attention.new_ones((batch, 1))], dim=1)
+            step = model(token, attention_mask=attention, past_key_values=past, use_cache=True)
+            past, token = step.past_key_values, step.logits[:, -1:].argmax(-1)
+        return token
+
+    for _ in range(2):  # warm-up (session, kernels, allocator)
+        decode(prefill())
+    sync()
+    prefill_times, decode_times = [], []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        out = prefill()
+        sync()
+        prefill_times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        decode(out)
+        sync()
+        decode_times.append(time.perf_counter() - start)
+    decode_s = statistics.median(decode_times)
+    return {"prefill_ms": 1000 * statistics.median(prefill_times), "decode_ms_per_token": 1000 * decode_s / new_tokens,
+            "decode_tokens_per_s": batch * new_tokens / decode_s, "repeats": repeats}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", default="smollm2", choices=sorted(SHAPES))
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--dtype", default=None, help="fp16 on cuda, fp32 on cpu by default")
+    parser.add_argument("--subnet-report", default=str(ROOT / "benchmarks" / "results" / "core_smollm2.json"))
+    parser.add_argument("--ratio-index", type=int, default=-1, help="which run of the report (default: the last)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--prompt-lengths", type=int, nargs="+", default=[128, 1024])
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "ort_attention"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    dtype = args.dtype or ("fp16" if args.device.startswith("cuda") else "fp32")
+
+    import onnxruntime
+    import torch
+
+    report_path = args.subnet_report if Path(args.subnet_report).is_file() else None
+    dense, subnet, spec = build_models(args.shape, report_path, args.ratio_index)
+    results = {"shape": args.shape, "device": args.device, "dtype": dtype, "weights": "random (timing only)",
+               "subnet_report": report_path, "subnet_inheriting_ratio": spec.inheriting_ratio(),
+               "subnet_head_dims": [l.head_dim for l in spec.layers],
+               "subnet_intermediate_sizes": [l.intermediate_size for l in spec.layers],
+               "versions": {"onnxruntime": onnxruntime.__version__, "torch": torch.__version__},
+               "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None, "timings": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        exports = export_all(dense, subnet, args.device, dtype, Path(tmp))
+        results["validation"] = {f"{k[0]}-{k[1]}": v["validation"] for k, v in exports.items()}
+        for batch in args.batch_sizes:
+            for prompt in args.prompt_lengths:
+                for (name, attention), info in exports.items():
+                    timing = time_model(Path(info["path"]), args.device, batch, prompt, args.new_tokens, args.repeats)
+                    results["timings"].append({"model": name, "attention": attention, "batch": batch,
+                                               "prompt": prompt, **timing})
+                    logging.info("%s/%s b=%d p=%d: prefill %.2f ms, decode %.1f tok/s", name, attention, batch,
+                                 prompt, timing["prefill_ms"], timing["decode_tokens_per_s"])
+    write(results, Path(args.output))
+    sys.stdout.write(Path(args.output).with_suffix(".md").read_text())
+    return 0
+
+
+def write(results: dict, output: Path) -> None:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    rows = {(t["model"], t["attention"], t["batch"], t["prompt"]): t for t in results["timings"]}
+    lines = [f"# ONNX Runtime: dense vs subnet, unfused vs GroupQueryAttention ({results['shape']} shape, "
+             f"{results['dtype']}, {results['gpu'] or results['device']})", "",
+             f"Random weights (timing depends on shapes only). Subnet: inheriting ratio "
+             f"{results['subnet_inheriting_ratio']:.3f}; head sizes {sorted(set(results['subnet_head_dims']))}. "
+             f"onnxruntime {results['versions']['onnxruntime']}. Decode: {results['timings'][0]['repeats']} "
+             "repeats, median.", "",
+             "| batch | prompt | model | prefill ms (unfused) | prefill ms (fused) | decode tok/s (unfused) | "
+             "decode tok/s (fused) | fused speedup (decode) |", "|---:|---:|---|---:|---:|---:|---:|---:|"]
+    for (model, attention, batch, prompt), t in sorted(rows.items()):
+        if attention != "unfused":
+            continue
+        f = rows[(model, "fused", batch, prompt)]
+        lines.append(f"| {batch} | {prompt} | {model} | {t['prefill_ms']:.2f} | {f['prefill_ms']:.2f} | "
+                     f"{t['decode_tokens_per_s']:.1f} | {f['decode_tokens_per_s']:.1f} | "
+                     f"{f['decode_tokens_per_s'] / t['decode_tokens_per_s']:.2f}x |")
+    lines += ["", "| batch | prompt | attention | subnet/dense prefill speedup | subnet/dense decode speedup |",
+              "|---:|---:|---|---:|---:|"]
+    for (model, attention, batch, prompt), t in sorted(rows.items()):
+        if model != "dense":
+            continue
+        s = rows[("subnet", attention, batch, prompt)]
+        lines.append(f"| {batch} | {prompt} | {attention} | {t['prefill_ms'] / s['prefill_ms']:.2f}x | "
+                     f"{s['decode_tokens_per_s'] / t['decode_tokens_per_s']:.2f}x |")
+    output.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
