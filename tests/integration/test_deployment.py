@@ -1,0 +1,49 @@
+"""search -> export -> quantize -> generate on SmolLM2 with small settings (the deployment pipeline)."""
+
+import json
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.integration
+
+
+def test_search_export_quantize_generate(tmp_path):
+    from optimum.onnxruntime import ORTQuantizer
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+    from optimum_subnet import OnnxExportConfig, ORTSubnetModelForCausalLM, SubnetConfig, SubnetOptimizer, export_onnx
+    from optimum_subnet.loading import load_model
+
+    config = SubnetConfig.preset(
+        "fast", 0.7, device="cpu",
+        search__population_size=4, search__num_mutations=2, search__num_crossovers=1, search__top_k=2,
+        search__generations=1, search__fitness_windows=2, search__fitness_seq_len=64,
+        data__num_samples=16, data__seq_len=128, data__eval_seq_len=128, data__eval_max_windows=4,
+    )
+    subnet_dir = SubnetOptimizer.from_pretrained("smollm2-135m").optimize(config, tmp_path / "subnet")
+    onnx_dir = export_onnx(subnet_dir, tmp_path / "onnx", OnnxExportConfig(fuse_attention=True))
+    validation = json.loads((onnx_dir / "validation.json").read_text())
+    assert validation["unfused"]["passed"] and validation["fused"]["passed"]
+    assert sum(validation["fusion"]["rotary"][k] for k in ("fused", "explicit")) > 0
+
+    quantized_dir = tmp_path / "onnx-int8"
+    ORTQuantizer.from_pretrained(onnx_dir).quantize(AutoQuantizationConfig.avx2(is_static=False), quantized_dir)
+
+    subnet, tokenizer = load_model(str(subnet_dir))
+    prompt = tokenizer("The history of the Roman Empire began", return_tensors="pt")
+    inputs = {"input_ids": prompt.input_ids, "attention_mask": prompt.attention_mask}
+    expected = subnet.generate(**inputs, max_new_tokens=8, do_sample=False)
+    fused = ORTSubnetModelForCausalLM.from_pretrained(onnx_dir)
+    assert torch.equal(fused.generate(**inputs, max_new_tokens=8, do_sample=False), expected)
+
+    quantized = ORTSubnetModelForCausalLM.from_pretrained(quantized_dir, file_name="model_quantized.onnx")
+    with torch.no_grad():
+        reference = subnet(**inputs).logits
+    q_logits = quantized(**inputs).logits
+    # int8 dynamic quantization: same next-token choice on most positions of the prompt
+    assert (q_logits.argmax(-1) == reference.argmax(-1)).float().mean() >= 0.75
+    generated = quantized.generate(**inputs, max_new_tokens=8, do_sample=False)
+    assert generated.shape[1] == inputs["input_ids"].shape[1] + 8
+    onnx_size = (onnx_dir / "model.onnx").stat().st_size
+    assert (quantized_dir / "model_quantized.onnx").stat().st_size < 0.5 * onnx_size
