@@ -11,6 +11,7 @@ from __future__ import annotations
 from optimum.commands.base import BaseOptimumCLICommand, CommandInfo
 
 from .evaluate import SubnetEvaluateCommand
+from .explain import SubnetExplainCommand
 from .search import SubnetSearchCommand
 
 
@@ -21,4 +22,6 @@ class SubnetCommand(BaseOptimumCLICommand):
                     subcommand_class=SubnetSearchCommand),
         CommandInfo(name="evaluate", help="Held-out perplexity of a dense model or a saved subnet.",
                     subcommand_class=SubnetEvaluateCommand),
+        CommandInfo(name="explain", help="AtMan relevance of each prompt token for a target continuation.",
+                    subcommand_class=SubnetExplainCommand),
     )
