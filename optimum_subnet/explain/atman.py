@@ -60,8 +60,8 @@ def multiplicative_scores(scores: torch.Tensor, valid: torch.Tensor, factors: to
 def log_bias(factors: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Additive per-key bias ``log(1 - f)``; ``f = 1`` gives a large finite negative (not -inf, so a
     query whose only visible key is suppressed still has a defined softmax)."""
-    floor = torch.finfo(dtype).min / 4
-    return torch.log1p(-factors.to(torch.float32)).clamp(min=floor).to(dtype)
+    compute = torch.float64 if dtype == torch.float64 else torch.float32
+    return torch.log1p(-factors.to(compute)).clamp(min=torch.finfo(dtype).min / 4).to(dtype)
 
 
 # ----------------------------------------------------------------------------------- relevance
@@ -117,7 +117,9 @@ _SENTENCE = re.compile(r"\S.*?(?:[.!?]+(?=\s|$)|(?=\n)|$)", re.DOTALL)
 
 
 def text_spans(text: str, granularity: str) -> list[tuple[int, int]]:
-    """Character spans of the words or sentences of ``text``."""
+    """Character spans of the words (whitespace-separated) or sentences of ``text``. A sentence ends at
+    ``.``, ``!`` or ``?`` followed by whitespace, or at a line break; a rule, not a parser, so an
+    abbreviation such as "Dr." ends a sentence too."""
     if granularity == "word":
         return [m.span() for m in _WORD.finditer(text)]
     if granularity == "sentence":

@@ -40,6 +40,12 @@ class SubnetExplainCommand(BaseOptimumCLICommand):
             from optimum_subnet.loading import load_model, resolve_device
             from optimum_subnet.utils import atomic_output_dir, check_output_dir
 
+            from optimum_subnet.errors import SubnetError
+
+            if not args.target:
+                raise SubnetError("the target is empty; give the continuation to explain (e.g. --target ' Paris')")
+            if not args.prompt.strip():
+                raise SubnetError("the prompt is empty")
             config = AtManConfig(suppression_factor=args.suppression_factor, mode=args.mode,
                                  granularity=args.granularity, correlated=args.correlated, kappa=args.kappa,
                                  batch_size=args.batch_size)
