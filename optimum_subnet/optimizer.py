@@ -23,7 +23,7 @@ import torch
 
 from .adapters import get_adapter
 from .configuration import SubnetConfig
-from .errors import SubnetError
+from .errors import DataError, SubnetError
 from .progress import progress_bar
 from .spec import SPEC_FILE_NAME, SubnetSpec
 
@@ -106,8 +106,12 @@ class SubnetOptimizer:
             from .explain.faithfulness import boolq_prompts
 
             wanted = max(fa.prompts, fa.constraint_prompts if fa.min_spearman is not None else 0)
-            faith_prompts = boolq_prompts(wanted, fa.max_passage_chars, fa.seed, self.tokenizer,
-                                          min(fa.max_tokens, limit or fa.max_tokens))
+            try:
+                faith_prompts = boolq_prompts(wanted, fa.max_passage_chars, fa.seed, self.tokenizer,
+                                              min(fa.max_tokens, limit or fa.max_tokens))
+            except DataError as e:
+                raise DataError(f"{e} (or turn the faithfulness check off: faithfulness.prompts = 0, "
+                                "--faithfulness-prompts 0)") from None
         timings["data"] = time.perf_counter() - t
         logger.info("Data: %d calibration x %d tokens, %d fitness x %d, %d held-out x %d (%s)",
                     len(calibration), d.seq_len, len(fitness_windows), s.fitness_seq_len, len(eval_windows),

