@@ -250,20 +250,23 @@ def plot(results: dict, path: Path) -> bool:
         logger.warning("matplotlib is not installed: no plot")
         return False
     fig, (ax_mem, ax_time) = plt.subplots(1, 2, figsize=(11, 4))
-    for method in results["methods"]:
+    peaks = [p["peak_bytes"] / 2**30 for p in results["points"] if p["status"] == "ok" and "peak_bytes" in p]
+    cap = results["memory_limit_gb"] * 1e9 / 2**30 if results.get("memory_limit_gb") else None
+    oom_y = cap if cap else 1.05 * max(peaks, default=1.0)  # where an out-of-memory point is drawn
+    for index, method in enumerate(results["methods"]):
+        color = f"C{index}"
         points = [p for p in results["points"] if p["method"] == method]
         ok = [p for p in points if p["status"] == "ok"]
         xs = [p["length"] for p in ok]
-        if ok and "peak_bytes" in ok[0]:
-            line, = ax_mem.plot(xs, [p["peak_bytes"] / 2**30 for p in ok], marker="o", label=method)
-            for p in points:
-                if p["status"] == "oom":
-                    ax_mem.plot([p["length"]], [ok[-1]["peak_bytes"] / 2**30 if ok else 0], marker="x",
-                                markersize=12, color=line.get_color())
-        if ok:
-            ax_time.plot(xs, [p["seconds"] for p in ok], marker="o", label=method)
-    if results.get("memory_limit_gb"):
-        ax_mem.axhline(results["memory_limit_gb"] * 1e9 / 2**30, color="gray", linestyle="--", label="memory cap")
+        if peaks:
+            ax_mem.plot(xs, [p["peak_bytes"] / 2**30 for p in ok], marker="o", color=color, label=method)
+            ooms = [p["length"] for p in points if p["status"] == "oom"]
+            ax_mem.plot(ooms, [oom_y] * len(ooms), marker="x", markersize=12, linestyle="none", color=color)
+        ax_time.plot(xs, [p["seconds"] for p in ok], marker="o", color=color, label=method)
+    if peaks and results.get("weights_bytes"):
+        ax_mem.axhline(results["weights_bytes"] / 2**30, color="gray", linestyle=":", label="weights")
+    if cap:
+        ax_mem.axhline(cap, color="gray", linestyle="--", label="memory cap")
     for ax, label in ((ax_mem, "peak GPU memory (GiB)"), (ax_time, "seconds per explanation")):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("sequence length (tokens)")
