@@ -77,9 +77,10 @@ def atman_attention_forward(module, query, key, value, attention_mask, scaling=N
     scaling = head_dim**-0.5 if scaling is None else scaling
     groups = getattr(module, "num_key_value_groups", query.shape[1] // key.shape[1])
     key, value = _repeat_kv(key, groups), _repeat_kv(value, groups)
+    if atman.factors.shape[0] != b or atman.factors.shape[-1] < k_len:
+        raise ValueError(f"suppression factors of shape {tuple(atman.factors.shape)} do not cover a batch of {b} "
+                         f"sequences x {k_len} keys")
     factors = atman.factors.to(device=query.device)[:, None, None, :k_len]  # (b, 1, 1, k)
-    if factors.shape[0] != b:
-        raise ValueError(f"suppression factors for {factors.shape[0]} sequences, batch has {b}")
     valid, additive = _mask_parts(attention_mask, q_len, k_len, query.device)
     chunk = atman.query_chunk or q_len
     dropout = dropout if module.training else 0.0
@@ -103,7 +104,8 @@ def atman_attention_forward(module, query, key, value, attention_mask, scaling=N
             bias = log_bias(factors, query.dtype)
             if a_rows is not None:
                 bias = bias + a_rows.to(query.dtype)
-            bias = bias.expand(b, 1, stop - start, k_len).masked_fill(~v_rows, torch.finfo(query.dtype).min)
+            shape = torch.broadcast_shapes(bias.shape, v_rows.shape, (b, 1, stop - start, k_len))
+            bias = bias.expand(shape).masked_fill(~v_rows, torch.finfo(query.dtype).min)
             outputs.append(torch.nn.functional.scaled_dot_product_attention(
                 q, key, value, attn_mask=bias, dropout_p=dropout, scale=scaling))
     out = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import SubnetError
-from .atman import GRANULARITIES, MODES, cosine_similarity_matrix, group_tokens, relevance_from_losses, \
-    suppression_factors
+from .atman import (GRANULARITIES, MODES, cosine_similarity_matrix, group_tokens, relevance_from_losses,
+                    suppression_factors)
 from .attention import Suppression, atman_attention
 
 logger = logging.getLogger(__name__)
