@@ -4,7 +4,7 @@ Importing the package registers the heterogeneous subnet model types with transf
 ``AutoConfig`` / ``AutoModelForCausalLM``, so saved subnets load with the usual Auto classes.
 """
 
-from .configuration import DataConfig, ReformationConfig, SearchConfig, SubnetConfig
+from .configuration import DataConfig, FaithfulnessConfig, ReformationConfig, SearchConfig, SubnetConfig
 from .errors import SubnetError
 from .models import SubnetLlamaConfig, SubnetLlamaForCausalLM
 from .optimizer import SubnetOptimizer
@@ -27,6 +27,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DataConfig",
+    "FaithfulnessConfig",
     "LayerSpec",
     "ORTSubnetModelForCausalLM",
     "OnnxExportConfig",

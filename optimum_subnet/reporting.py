@@ -46,11 +46,31 @@ def report_markdown(report: dict[str, Any]) -> str:
             f"{ref['mean_attention_error_before']:.3f} -> {ref['mean_attention_error_after']:.3f}, of W_down "
             f"{ref['mean_mlp_error_before']:.3f} -> {ref['mean_mlp_error_after']:.3f}."
         )
+    faith = report.get("faithfulness")
+    if faith:
+        lines.append(faithfulness_markdown(faith))
+    constraint = (search or {}).get("faithfulness_constraint")
+    if constraint:
+        lines.append(f"Faithfulness constraint: {constraint['rejected']} of {constraint['evaluated']} candidates "
+                     f"rejected (mean Spearman < {constraint['min_spearman']} on {constraint['prompts']} prompts).")
     sub = report.get("subnet")
     if sub:
         lines += ["", f"Layers kept: {sub['num_layers']}; head sizes: {sub['head_dims']}; "
                       f"MLP widths: {sub['intermediate_sizes']}."]
     return "\n".join(lines) + "\n"
+
+
+def faithfulness_markdown(faith: dict[str, Any]) -> str:
+    """One line: how closely the subnet's AtMan relevance maps follow the dense model's."""
+
+    def fmt(value):
+        return "n/a" if value is None else f"{value:.3f}"
+
+    atman = faith.get("atman", {})
+    return (f"Faithfulness to the dense model (AtMan relevance, {faith['prompts']} {faith.get('dataset', '')} prompts, "
+            f"{atman.get('granularity', 'token')} level, f = {atman.get('suppression_factor', '?')}, "
+            f"{atman.get('mode', '?')}): Spearman {fmt(faith['spearman'])}, top-{faith['k']} overlap "
+            f"{fmt(faith['top_k_overlap'])} (1.0: same evidence).")
 
 
 def plot_search(report: dict[str, Any], path: Path) -> None:

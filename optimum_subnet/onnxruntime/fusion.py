@@ -77,6 +77,7 @@ class _GraphEditor:
         self.new_inits: list = []
         self.counter = 0
         self.by_name = {node.name: node for node in self.graph.node}
+        self.value_infos: list = []
 
     def name(self, base: str) -> str:
         self.counter += 1
@@ -174,6 +175,10 @@ def fuse_group_query_attention(src: str | Path, dst: str | Path, config) -> dict
             num_heads=heads, kv_num_heads=kv_heads, scale=scale, do_rotary=do_rotary, local_window_size=-1,
         )[0]
         o_proj.input[0] = attn_out
+        # Type/shape of the contrib op's output, so ONNX shape inference (used by ORT's quantizer)
+        # can type everything downstream of it.
+        editor.value_infos.append(onnx.helper.make_tensor_value_info(
+            attn_out, elem_type, ["batch_size", "sequence_length", heads * head_dim]))
         replaced_outputs.update({f"present.{index}.key", f"present.{index}.value"})
         summary_layers.append({"layer": index, "num_heads": heads, "kv_num_heads": kv_heads, "head_size": head_dim,
                                "rotary": "fused" if do_rotary else "explicit"})
@@ -183,6 +188,7 @@ def fuse_group_query_attention(src: str | Path, dst: str | Path, config) -> dict
     del graph.node[:]
     graph.node.extend(kept + editor.new_nodes)
     graph.initializer.extend(editor.new_inits)
+    graph.value_info.extend(editor.value_infos)
     _topological_sort(graph)
     _eliminate_dead_nodes(graph)
     if not any(op.domain == MS_DOMAIN for op in model.opset_import):

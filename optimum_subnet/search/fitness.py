@@ -26,3 +26,29 @@ class PerplexityFitness:
     def __call__(self, genome) -> float:
         subnet = extract_subnet(self.model, self.space.to_spec(genome), self.adapter)
         return perplexity(subnet, self.windows, self.batch_size)
+
+
+class FaithfulnessConstrainedFitness(PerplexityFitness):
+    """Perplexity fitness that rejects (fitness ``inf``) candidates whose AtMan relevance maps drift
+    from the dense model's: mean Spearman below ``min_spearman`` on the scorer's prompts.
+
+    ``scorer`` is a :class:`optimum_subnet.explain.faithfulness.FaithfulnessScorer` holding the dense
+    model's relevance maps, computed once.
+    """
+
+    def __init__(self, model, adapter, space, windows: torch.Tensor, batch_size: int, scorer, min_spearman: float):
+        super().__init__(model, adapter, space, windows, batch_size)
+        self.scorer = scorer
+        self.min_spearman = min_spearman
+        self.rejected = 0
+        self.scores: list[float | None] = []
+
+    @torch.no_grad()
+    def __call__(self, genome) -> float:
+        subnet = extract_subnet(self.model, self.space.to_spec(genome), self.adapter)
+        score = self.scorer.score(subnet)["spearman"]
+        self.scores.append(score)
+        if score is None or score < self.min_spearman:
+            self.rejected += 1
+            return float("inf")
+        return perplexity(subnet, self.windows, self.batch_size)

@@ -58,6 +58,7 @@ def test_search_and_reform_end_to_end(smollm2, tmp_path):
         search__population_size=4, search__num_mutations=2, search__num_crossovers=1, search__top_k=2,
         search__generations=1, search__fitness_windows=2, search__fitness_seq_len=64,
         data__num_samples=16, data__seq_len=128, data__eval_seq_len=128, data__eval_max_windows=6,
+        faithfulness__prompts=2,
     )
     out = SubnetOptimizer(model, tokenizer, "smollm2-135m").optimize(config, tmp_path / "subnet")
     report = json.loads((out / "report.json").read_text())
@@ -69,6 +70,8 @@ def test_search_and_reform_end_to_end(smollm2, tmp_path):
     assert report["search"]["evaluations"] >= 3 and report["reformation"]["method"] == "closed_form"
     for section in ("dense", "initial", "searched", "subnet"):
         assert set(report[section]["ppl"]) == {key}
+    faith = report["faithfulness"]  # the subnet's AtMan relevance maps vs the dense model's on BoolQ prompts
+    assert faith["prompts"] == 2 and -1.0 <= faith["spearman"] <= 1.0 and 0.0 <= faith["top_k_overlap"] <= 1.0
 
     loaded = AutoModelForCausalLM.from_pretrained(out)
     assert sum(p.numel() for p in loaded.parameters()) == report["subnet"]["params"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from optimum.commands.base import BaseOptimumCLICommand, CommandInfo
 
 from .evaluate import SubnetEvaluateCommand
+from .explain import SubnetExplainCommand
 from .export import SubnetExportCommand
 from .generate import SubnetGenerateCommand
 from .search import SubnetSearchCommand
@@ -27,6 +28,8 @@ class SubnetCommand(BaseOptimumCLICommand):
                     subcommand_class=SubnetExportCommand),
         CommandInfo(name="generate", help="Greedy generation from an ONNX folder (ONNX Runtime) or a model folder.",
                     subcommand_class=SubnetGenerateCommand),
+        CommandInfo(name="explain", help="AtMan relevance of each prompt token for a target continuation.",
+                    subcommand_class=SubnetExplainCommand),
     )
 
 

@@ -19,21 +19,35 @@ class SubnetEvaluateCommand(BaseOptimumCLICommand):
         parser.add_argument("--max-windows", type=int, help="evaluate this many evenly spaced windows")
         parser.add_argument("--batch-size", type=int, default=4)
         parser.add_argument("--output", help="write the results as JSON to this file")
+        parser.add_argument("--faithfulness-baseline", metavar="DENSE_MODEL",
+                            help="also compare the model's AtMan relevance maps with this (dense) model's on BoolQ "
+                                 "prompts: Spearman rank correlation and top-k overlap")
+        parser.add_argument("--faithfulness-prompts", type=int, default=8, help="BoolQ prompts (default 8)")
+        parser.add_argument("--faithfulness-top-k", type=int, default=5, help="k of the top-k overlap (default 5)")
+        parser.add_argument("--faithfulness-granularity", default="token", choices=["token", "word", "sentence"])
         add_common_model_args(parser)
 
     def run(self) -> None:
         args = self.args
         setup_logging(args.verbose)
         with user_errors():
+            from optimum_subnet.configuration import FaithfulnessConfig
             from optimum_subnet.evaluation import evaluate_model
 
+            faithfulness = FaithfulnessConfig(prompts=args.faithfulness_prompts, top_k=args.faithfulness_top_k,
+                                              granularity=args.faithfulness_granularity).validate()
             results = evaluate_model(args.model, dataset=args.dataset, seq_lens=args.seq_len,
                                      max_windows=args.max_windows, batch_size=args.batch_size,
                                      text_column=args.text_column, device=args.device, dtype=args.dtype,
-                                     trust_remote_code=args.trust_remote_code, output=args.output)
+                                     trust_remote_code=args.trust_remote_code, output=args.output,
+                                     faithfulness_baseline=args.faithfulness_baseline, faithfulness=faithfulness)
             import sys
 
             sys.stdout.write(f"{'set':<32} {'perplexity':>12}\n")
             for name, value in results["ppl"].items():
                 sys.stdout.write(f"{name:<32} {value:>12.3f}\n")
             sys.stdout.write(f"params: {results['params']:,}\n")
+            if "faithfulness" in results:
+                from optimum_subnet.reporting import faithfulness_markdown
+
+                sys.stdout.write(faithfulness_markdown(results["faithfulness"]) + "\n")

@@ -30,6 +30,11 @@ class SubnetSearchCommand(BaseOptimumCLICommand):
         parser.add_argument("--eval-seq-len", type=int)
         parser.add_argument("--eval-max-windows", type=int)
         parser.add_argument("--reformation", choices=["closed_form", "admm", "none"])
+        parser.add_argument("--faithfulness-prompts", type=int,
+                            help="BoolQ prompts for the report's AtMan faithfulness check (default 4; 0: off)")
+        parser.add_argument("--min-faithfulness", type=float, metavar="SPEARMAN",
+                            help="search constraint: reject candidates whose AtMan relevance maps have a mean "
+                                 "Spearman correlation with the dense model's below this (off by default)")
         parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
         add_common_model_args(parser)
 
@@ -58,6 +63,7 @@ class SubnetSearchCommand(BaseOptimumCLICommand):
                 data__text_column=args.text_column, data__num_samples=args.num_samples,
                 data__seq_len=args.seq_len, data__eval_seq_len=args.eval_seq_len,
                 data__eval_max_windows=args.eval_max_windows, reformation__method=args.reformation,
+                faithfulness__prompts=args.faithfulness_prompts, faithfulness__min_spearman=args.min_faithfulness,
             )
             optimizer = SubnetOptimizer.from_pretrained(args.model, dtype=args.dtype,
                                                         trust_remote_code=args.trust_remote_code)
