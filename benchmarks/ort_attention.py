@@ -42,7 +42,7 @@ SHAPES = {
 }
 
 
-def build_models(shape: str, subnet_report: str | None, ratio_index: int):
+def build_models(shape: str, subnet_report: str | None, ratio_index: int, rope_masks: str = "per-head"):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -65,10 +65,17 @@ def build_models(shape: str, subnet_report: str | None, ratio_index: int):
         head_dims = [config.head_dim // 2] * config.num_hidden_layers
         mlp = [config.intermediate_size // 2] * config.num_hidden_layers
     half = config.head_dim // 2
+    import random
+
+    rng = random.Random(0)
     for layer, hd, width in zip(spec.layers, head_dims, mlp):
-        pairs = list(range(hd // 2))
-        layer.attention_channels = [pairs + [p + half for p in pairs] for _ in layer.kv_heads]
-        layer.mlp_channels = list(range(width))
+        # Our search keeps a different channel set per KV head ("per-head"): the GQA pass must then
+        # rotate explicitly. "shared" masks let GroupQueryAttention rotate (head sizes % 16 == 0).
+        shared = sorted(rng.sample(range(half), hd // 2))
+        masks = [sorted(rng.sample(range(half), hd // 2)) if rope_masks == "per-head" else shared
+                 for _ in layer.kv_heads]
+        layer.attention_channels = [pairs + [p + half for p in pairs] for pairs in masks]
+        layer.mlp_channels = sorted(rng.sample(range(config.intermediate_size), width))
     subnet = extract_subnet(dense, spec.validate())
     return dense, subnet, spec
 
@@ -140,6 +147,8 @@ def main(argv=None) -> int:
     parser.add_argument("--dtype", default=None, help="fp16 on cuda, fp32 on cpu by default")
     parser.add_argument("--subnet-report", default=str(ROOT / "benchmarks" / "results" / "core_smollm2.json"))
     parser.add_argument("--ratio-index", type=int, default=-1, help="which run of the report (default: the last)")
+    parser.add_argument("--rope-masks", default="per-head", choices=["per-head", "shared"],
+                        help="per-head: channel masks like our search produces; shared: one mask per layer")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--prompt-lengths", type=int, nargs="+", default=[128, 1024])
     parser.add_argument("--new-tokens", type=int, default=64)
@@ -153,9 +162,10 @@ def main(argv=None) -> int:
     import torch
 
     report_path = args.subnet_report if Path(args.subnet_report).is_file() else None
-    dense, subnet, spec = build_models(args.shape, report_path, args.ratio_index)
+    dense, subnet, spec = build_models(args.shape, report_path, args.ratio_index, args.rope_masks)
     results = {"shape": args.shape, "device": args.device, "dtype": dtype, "weights": "random (timing only)",
                "subnet_report": report_path, "subnet_inheriting_ratio": spec.inheriting_ratio(),
+               "rope_masks": args.rope_masks,
                "subnet_head_dims": [l.head_dim for l in spec.layers],
                "subnet_intermediate_sizes": [l.intermediate_size for l in spec.layers],
                "versions": {"onnxruntime": onnxruntime.__version__, "torch": torch.__version__},
@@ -183,7 +193,8 @@ def write(results: dict, output: Path) -> None:
     lines = [f"# ONNX Runtime: dense vs subnet, unfused vs GroupQueryAttention ({results['shape']} shape, "
              f"{results['dtype']}, {results['gpu'] or results['device']})", "",
              f"Random weights (timing depends on shapes only). Subnet: inheriting ratio "
-             f"{results['subnet_inheriting_ratio']:.3f}; head sizes {sorted(set(results['subnet_head_dims']))}. "
+             f"{results['subnet_inheriting_ratio']:.3f}; head sizes {sorted(set(results['subnet_head_dims']))}, "
+             f"{results['rope_masks']} rotary masks. "
              f"onnxruntime {results['versions']['onnxruntime']}. Decode: {results['timings'][0]['repeats']} "
              "repeats, median.", "",
              "| batch | prompt | model | prefill ms (unfused) | prefill ms (fused) | decode tok/s (unfused) | "

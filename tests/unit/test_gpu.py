@@ -32,7 +32,7 @@ def test_search_pass_runs_on_cuda(tmp_path, tiny_model_dir):
         "fast", 0.7, device="cuda", search__population_size=4, search__num_mutations=2, search__num_crossovers=1,
         search__top_k=2, search__generations=2, search__fitness_windows=2, search__fitness_seq_len=32,
         data__dataset=str(cal), data__eval_dataset=str(ev), data__num_samples=8, data__seq_len=32,
-        data__eval_seq_len=32, data__eval_max_windows=4)
+        data__eval_seq_len=32, data__eval_max_windows=4, faithfulness__prompts=0)
     out = SubnetOptimizer.from_pretrained(str(tiny_model_dir)).optimize(config, tmp_path / "subnet")
     report = json.loads((out / "report.json").read_text())
     assert report["environment"]["device"] == "cuda"
