@@ -97,7 +97,7 @@ def check_provider(provider: str) -> None:
         raise SubnetError(f"{provider} is not available in this onnxruntime build: {hint}")
 
 
-def _onnx_config_for(model, task: str):
+def _onnx_config_for(model, task: str, dtype: str = "fp32"):
     from optimum.exporters.onnx.model_configs import LlamaOnnxConfig
 
     from . import onnx_config  # noqa: F401  registers subnet_llama
@@ -115,7 +115,8 @@ def _onnx_config_for(model, task: str):
         raise SubnetError(
             f"cannot export model type {model_type!r}; supported: {', '.join(supported_model_types() + ['subnet_llama'])}"
         )
-    return cls(model.config, task=base_task, use_past=use_past, use_past_in_inputs=use_past)
+    # float_dtype: the dummy KV cache must have the export dtype, or the trace mixes fp32 and fp16
+    return cls(model.config, task=base_task, use_past=use_past, use_past_in_inputs=use_past, float_dtype=dtype)
 
 
 def export_onnx(model_or_path, output: str | os.PathLike, config: OnnxExportConfig | None = None, *,
@@ -142,7 +143,7 @@ def export_onnx(model_or_path, output: str | os.PathLike, config: OnnxExportConf
         tokenizer = tokenizer or loaded_tokenizer
     else:
         model = model_or_path
-    onnx_config = _onnx_config_for(model, config.task)
+    onnx_config = _onnx_config_for(model, config.task, config.dtype)
     torch_dtype = torch.float16 if config.dtype == "fp16" else torch.float32
     model = model.to(device=device, dtype=torch_dtype).eval()
 

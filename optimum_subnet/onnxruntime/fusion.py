@@ -120,6 +120,7 @@ def fuse_group_query_attention(src: str | Path, dst: str | Path, config) -> dict
     elem_type = input_names["past_key_values.0.key"].type.tensor_type.elem_type
     np_dtype = np.float16 if elem_type == onnx.TensorProto.FLOAT16 else np.float32
     editor = _GraphEditor(model)
+    initializer_types = {t.name: t.data_type for t in graph.initializer}
     specs = layer_attention_specs(config)
     original_head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     half = original_head_dim // 2
@@ -174,11 +175,14 @@ def fuse_group_query_attention(src: str | Path, dst: str | Path, config) -> dict
             domain=MS_DOMAIN, name=f"/model/layers.{index}/self_attn/GroupQueryAttention",
             num_heads=heads, kv_num_heads=kv_heads, scale=scale, do_rotary=do_rotary, local_window_size=-1,
         )[0]
-        o_proj.input[0] = attn_out
         # Type/shape of the contrib op's output, so ONNX shape inference (used by ORT's quantizer)
         # can type everything downstream of it.
         editor.value_infos.append(onnx.helper.make_tensor_value_info(
             attn_out, elem_type, ["batch_size", "sequence_length", heads * head_dim]))
+        weight_type = initializer_types.get(o_proj.input[1], elem_type)
+        if weight_type != elem_type:  # e.g. an export that kept the attention product in fp32
+            attn_out = editor.node("Cast", [attn_out], to=weight_type)[0]
+        o_proj.input[0] = attn_out
         replaced_outputs.update({f"present.{index}.key", f"present.{index}.value"})
         summary_layers.append({"layer": index, "num_heads": heads, "kv_num_heads": kv_heads, "head_size": head_dim,
                                "rotary": "fused" if do_rotary else "explicit"})
