@@ -19,14 +19,17 @@ class SubnetEvaluateCommand(BaseOptimumCLICommand):
         parser.add_argument("--max-windows", type=int, help="evaluate this many evenly spaced windows")
         parser.add_argument("--batch-size", type=int, default=4)
         parser.add_argument("--output", help="write the results as JSON to this file")
+        parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
         add_common_model_args(parser)
 
     def run(self) -> None:
         args = self.args
         setup_logging(args.verbose)
         with user_errors():
-            from optimum_subnet.evaluation import evaluate_model
+            from optimum_subnet.evaluation import check_output_file, evaluate_model
 
+            if args.output:
+                check_output_file(args.output, args.overwrite)  # before the evaluation, not after
             results = evaluate_model(args.model, dataset=args.dataset, seq_lens=args.seq_len,
                                      max_windows=args.max_windows, batch_size=args.batch_size,
                                      text_column=args.text_column, device=args.device, dtype=args.dtype,

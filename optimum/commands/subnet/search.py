@@ -30,17 +30,28 @@ class SubnetSearchCommand(BaseOptimumCLICommand):
         parser.add_argument("--eval-seq-len", type=int)
         parser.add_argument("--eval-max-windows", type=int)
         parser.add_argument("--reformation", choices=["closed_form", "admm", "none"])
-        parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+        parser.add_argument("--overwrite", action="store_true",
+                            help="replace a non-empty output folder (and discard an interrupted run unless --resume)")
+        parser.add_argument("--resume", action="store_true",
+                            help="continue the interrupted search checkpointed in OUTPUT.partial (same arguments)")
+        parser.add_argument("--spec", help="skip the search: reform and save this subnet_config.json (or a subnet "
+                                           "folder holding one)")
+        parser.add_argument("--skip-memory-check", action="store_true",
+                            help="start even if the estimated peak memory exceeds the available memory")
         add_common_model_args(parser)
 
     def run(self) -> None:
         args = self.args
         setup_logging(args.verbose)
-        with user_errors():
-            from optimum_subnet import SubnetConfig, SubnetOptimizer
+        with user_errors(f"; the search checkpoint in {args.output}.partial is kept: rerun with --resume"):
+            from pathlib import Path
+
+            from optimum_subnet import SubnetConfig, SubnetOptimizer, SubnetSpec
             from optimum_subnet.utils import check_output_dir
 
-            check_output_dir(args.output, args.overwrite)
+            inputs = [args.model, args.calibration_dataset, args.eval_dataset, args.config, args.spec]
+            check_output_dir(args.output, args.overwrite, protected=[p for p in inputs if p and Path(p).exists()])
+            spec = SubnetSpec.load(args.spec) if args.spec else None  # a bad spec fails before the model loads
             if args.config:
                 config = SubnetConfig.from_pretrained(args.config).replace(target_ratio=args.target_ratio)
             else:
@@ -61,7 +72,8 @@ class SubnetSearchCommand(BaseOptimumCLICommand):
             )
             optimizer = SubnetOptimizer.from_pretrained(args.model, dtype=args.dtype,
                                                         trust_remote_code=args.trust_remote_code)
-            path = optimizer.optimize(config, args.output, overwrite=args.overwrite)
+            path = optimizer.optimize(config, args.output, overwrite=args.overwrite, resume=args.resume, spec=spec,
+                                      check_memory=not args.skip_memory_check)
             _print_summary(path)
 
 
