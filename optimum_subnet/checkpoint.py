@@ -72,6 +72,12 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: data}
 
 
+def has_progress(output: str | os.PathLike) -> bool:
+    """Whether ``<output>.partial`` holds checkpoints that ``--resume`` would continue from."""
+    folder = work_dir_for(output)
+    return (folder / FINGERPRINT).is_file() and ((folder / PRE_SEARCH).is_file() or (folder / SEARCH_STATE).is_file())
+
+
 class RunDirectory:
     """``<output>.partial``: the checkpoints of one run (see the module docstring)."""
 
@@ -129,6 +135,11 @@ class RunDirectory:
                 shutil.rmtree(child)
             else:
                 child.unlink()
+
+    def has_progress(self) -> bool:
+        """Whether the folder holds work worth resuming (stages completed before the search, or
+        search generations)."""
+        return has_progress(self.output)
 
     def close(self, remove: bool) -> None:
         """Release the lock; ``remove`` deletes the folder (after the output is in place)."""

@@ -53,7 +53,7 @@ ADVICE = {
     "calibration activations": "reduce --num-samples or --seq-len",
     "importance statistics": "use a device with more memory (the statistics grow with the model's widths)",
     "reformation statistics": "pass --reformation none, or use a device with more memory",
-    "block activations": "reduce the batch size or --seq-len",
+    "block activations": "reduce --seq-len or the calibration batch size (data.batch_size in --config)",
     "logits": "reduce --eval-seq-len or the fitness/eval batch size (--config)",
 }
 
@@ -76,9 +76,10 @@ class MemoryEstimate:
     def peak(self) -> int:
         return self.total(self.peak_stage)
 
-    def describe(self) -> str:
-        parts = sorted(self.stages[self.peak_stage].items(), key=lambda kv: -kv[1])
-        return ", ".join(f"{name} {human_bytes(size)}" for name, size in parts if size)
+    def describe(self, parts: int = 3) -> str:
+        """The peak stage's largest parts, e.g. ``calibration activations 4.0 GiB, model weights 2.5 GiB``."""
+        largest = sorted(self.stages[self.peak_stage].items(), key=lambda kv: -kv[1])[:parts]
+        return ", ".join(f"{name} {human_bytes(size)}" for name, size in largest if size)
 
 
 def estimate_peak_memory(shape: ModelShape, config, dtype_bytes: int, device: str = "cpu",
@@ -152,8 +153,13 @@ def _cgroup_available() -> int | None:
     return None
 
 
-def available_memory(device: str) -> tuple[int, str]:
-    """Free memory on ``device`` in bytes, and where the figure comes from."""
+def memory_budget(device: str, resident: int = 0) -> tuple[int, str]:
+    """Bytes the run may use on ``device`` at its peak, and where the figure comes from.
+
+    ``resident`` is what the run already holds there (the dense model, when it was loaded on that
+    device): it is part of the estimate, so it is added back to the free memory. The
+    ``OPTIMUM_SUBNET_MEMORY_LIMIT`` override is the whole budget.
+    """
     override = os.environ.get(MEMORY_LIMIT_ENV_VAR)
     if override:
         return parse_bytes(override), f"${MEMORY_LIMIT_ENV_VAR}"
@@ -161,23 +167,18 @@ def available_memory(device: str) -> tuple[int, str]:
         import torch
 
         free, _total = torch.cuda.mem_get_info(torch.device(device))
-        return int(free), f"free on {device}"
+        return int(free) + resident, f"free on {device}"
     import psutil
 
     free = int(psutil.virtual_memory().available)
     cgroup = _cgroup_available()
     if cgroup is not None and cgroup < free:
-        return cgroup, "available under the container's memory limit"
-    return free, "available RAM"
+        return cgroup + resident, "available under the container's memory limit"
+    return free + resident, "available RAM"
 
 
-def check_memory(estimate: MemoryEstimate, available: int, resident: int = 0, source: str = "available") -> None:
-    """Refuse (one line, naming what to reduce) if the estimated peak cannot fit.
-
-    ``available`` is the free memory now; ``resident`` what the run already holds on that device
-    (the dense model, when it was loaded there), which the estimate also counts.
-    """
-    budget = available + resident
+def check_memory(estimate: MemoryEstimate, budget: int, source: str = "available") -> None:
+    """Refuse (one line, naming what to reduce) if the estimated peak exceeds ``budget`` bytes."""
     peak = estimate.peak
     if peak > budget:
         parts = estimate.stages[estimate.peak_stage]
@@ -188,5 +189,5 @@ def check_memory(estimate: MemoryEstimate, available: int, resident: int = 0, so
             f"({source}); {ADVICE[largest]}"
         )
     level = logging.WARNING if peak > WARN_FRACTION * budget else logging.INFO
-    logger.log(level, "Estimated peak memory %s on %s (%s), %s available", human_bytes(peak), estimate.device,
-               estimate.peak_stage, human_bytes(budget))
+    logger.log(level, "Estimated peak memory %s on %s (%s), %s available (%s)", human_bytes(peak), estimate.device,
+               estimate.peak_stage, human_bytes(budget), source)

@@ -79,12 +79,13 @@ class SubnetOptimizer:
         work = RunDirectory(save_dir).open(resume=resume, overwrite=overwrite)
         try:
             result = self.run(config, work=work, spec=spec)
-            with atomic_output_dir(save_dir, overwrite, staging=work.path, protected=protected) as tmp:
+            hint = f"nothing was written to {save_dir}; the search is checkpointed: rerun with --resume"
+            with atomic_output_dir(save_dir, overwrite, staging=work.path, protected=protected, hint=hint) as tmp:
                 save_subnet(result["model"], self.tokenizer, result["spec"], tmp)
                 config.save_pretrained(tmp)
                 write_report(result["report"], tmp)
         except BaseException:
-            work.close(remove=False)  # keep the checkpoints for --resume
+            work.close(remove=not work.has_progress())  # keep checkpoints worth resuming, nothing else
             raise
         work.close(remove=True)
         logger.info("Saved subnet to %s", save_dir)
@@ -107,8 +108,8 @@ class SubnetOptimizer:
         device, dtype, sequence lengths, a reachable target (or a valid ``spec``), memory, disk."""
         from . import data as data_lib
         from .loading import resolve_device, torch_dtype
-        from .memory import available_memory, estimate_peak_memory
         from .memory import check_memory as check_fits
+        from .memory import estimate_peak_memory, memory_budget
         from .search import SearchSpace
 
         config.validate()
@@ -134,8 +135,7 @@ class SubnetOptimizer:
             parameter = next(self.model.parameters())
             on_device = torch.device(device).type == parameter.device.type
             resident = sum(p.numel() * p.element_size() for p in self.model.parameters()) if on_device else 0
-            available, source = available_memory(device)
-            check_fits(estimate, available, resident, source)
+            check_fits(estimate, *memory_budget(device, resident))
         if save_dir is not None:
             check_disk_space(save_dir, shape, config, dtype.itemsize)
 

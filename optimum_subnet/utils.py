@@ -117,7 +117,7 @@ def check_output_dir(path: str | os.PathLike, overwrite: bool, protected: Iterab
 
 @contextmanager
 def atomic_output_dir(path: str | os.PathLike, overwrite: bool = False, staging: str | os.PathLike | None = None,
-                      protected: Iterable[str | os.PathLike] = ()) -> Iterator[Path]:
+                      protected: Iterable[str | os.PathLike] = (), hint: str = "nothing was written") -> Iterator[Path]:
     """Yield a temporary folder that is renamed to ``path`` only if the block succeeds.
 
     The temporary folder is created in ``staging`` (a folder on the same file system, e.g. the run's
@@ -132,7 +132,7 @@ def atomic_output_dir(path: str | os.PathLike, overwrite: bool = False, staging:
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=parent))
     try:
-        with writing(final):
+        with writing(final, hint):
             yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

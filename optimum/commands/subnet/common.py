@@ -29,21 +29,25 @@ def _raise_terminated(_signum, _frame):
 
 
 @contextmanager
-def user_errors(interrupted_hint: str = ""):
+def user_errors(interrupted_hint=None):
     """Turn library errors into one line on stderr and a non-zero exit (no traceback).
 
-    Ctrl-C and SIGTERM unwind normally (so partial outputs are removed) and exit with 130 / 143.
+    Ctrl-C and SIGTERM unwind normally (so partial outputs are removed) and exit with 130 / 143;
+    ``interrupted_hint()`` may add what the user can do next (e.g. resume).
     """
     import signal
+
+    def hint() -> str:
+        return interrupted_hint() if interrupted_hint is not None else ""
 
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         yield
     except KeyboardInterrupt:
-        sys.stderr.write(f"error: interrupted{interrupted_hint}\n")
+        sys.stderr.write(f"error: interrupted{hint()}\n")
         sys.exit(130)
     except Terminated:
-        sys.stderr.write(f"error: terminated{interrupted_hint}\n")
+        sys.stderr.write(f"error: terminated{hint()}\n")
         sys.exit(143)
     except Exception as e:  # only SubnetError is a user error; anything else is a bug and keeps its traceback
         from optimum_subnet.errors import SubnetError

@@ -43,7 +43,14 @@ class SubnetSearchCommand(BaseOptimumCLICommand):
     def run(self) -> None:
         args = self.args
         setup_logging(args.verbose)
-        with user_errors(f"; the search checkpoint in {args.output}.partial is kept: rerun with --resume"):
+        def resume_hint() -> str:
+            from optimum_subnet.checkpoint import has_progress, work_dir_for
+
+            if has_progress(args.output):
+                return f"; the search checkpoint in {work_dir_for(args.output)} is kept: rerun with --resume"
+            return ""
+
+        with user_errors(resume_hint):
             from pathlib import Path
 
             from optimum_subnet import SubnetConfig, SubnetOptimizer, SubnetSpec
