@@ -21,6 +21,7 @@ import hashlib
 import logging
 import os
 import shutil
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,7 @@ class RunDirectory:
         self.output = Path(output)
         self.path = work_dir_for(output)
         self._lock_file = None
+        self._created: list[Path] = []
         self.resumed = False
 
     # ------------------------------------------------------------------------------ lifetime
@@ -97,6 +99,7 @@ class RunDirectory:
         if has_run and not resume and not overwrite:
             raise SubnetError(f"{self.path} holds an interrupted search; pass --resume to continue it "
                               "or --overwrite to start over")
+        self._created = [p for p in [self.path, *self.path.parents] if not p.exists()]  # removed again on failure
         with writing(self.path):
             self.path.mkdir(parents=True, exist_ok=True)
         self._lock()
@@ -148,6 +151,10 @@ class RunDirectory:
             self._lock_file = None
         if remove:
             shutil.rmtree(self.path, ignore_errors=True)
+            if not self.output.exists():  # a failed run also takes back the parent folders it created
+                for folder in self._created[1:]:
+                    with suppress(OSError):
+                        folder.rmdir()  # only if empty
 
     # --------------------------------------------------------------------------- fingerprint
     def check_fingerprint(self, fingerprint: dict[str, Any]) -> None:

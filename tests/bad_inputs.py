@@ -4,7 +4,8 @@ One list (:data:`CASES`) feeds both the test (``tests/unit/test_bad_inputs.py``:
 runs the CLI's ``main()`` and must print exactly the line that the README's "Bad input" table shows,
 exit with that code, and leave nothing behind) and the README table itself::
 
-    python -m tests.bad_inputs            # runs every case, prints the Markdown table
+    python -m tests.bad_inputs                  # runs every case, prints the Markdown table
+    python -m tests.bad_inputs --write-readme   # ... and puts it into README.md
 
 Cases run in a scratch folder with relative paths, so messages do not depend on where they run.
 Faults that cannot be produced for real in a test (a full disk, Ctrl-C at a precise moment) are
@@ -267,7 +268,11 @@ CASES = [
          setup=lambda f: spec_file(f, lambda d: d["layers"][0].update(attention_channels=[[0, 8], [1, 2]]))),
     Case("spec-float-index", "`--spec` with a non-integer index", search("--spec", "spec.json"),
          setup=lambda f: spec_file(f, lambda d: d["layers"][0].update(mlp_channels=[0, 1.5]))),
+    Case("spec-and-other-ratio", "`--spec` together with a different `--target-ratio`",
+         search("--spec", "spec.json", ratio="0.5"), setup=lambda f: spec_file(f, lambda d: None)),
     # --- configuration ---------------------------------------------------------------------------
+    Case("no-ratio", "no `--target-ratio` (and no `--spec` or `--config`)",
+         ["search", "--model", "tiny-llama", "--output", "out"], setup=tiny_model),
     Case("config-not-json", "`--config` file that is not JSON", search(config=False) + ["--config", "bad.json"],
          setup=lambda f: (tiny_model(f), (f / "bad.json").write_text("{"))),
     Case("config-unknown-option", "`--config` with an unknown option", search(config=False) + ["--config", "bad.json"],
@@ -378,15 +383,21 @@ def markdown_table(results: list[tuple[Case, int, str]]) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":  # python -m tests.bad_inputs: print the README table
+if __name__ == "__main__":  # python -m tests.bad_inputs [--write-readme]: print (or update) the README table
     import tempfile
 
     import torch
 
+    if torch.cuda.is_available():
+        sys.exit("run this on a machine without a GPU (the CUDA row needs one without)")
     results = []
     for case in CASES:
-        if case.needs_no_gpu and torch.cuda.is_available():
-            continue
         with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as patch:
             results.append((case, *run_case(case, Path(tmp), patch)))
-    print(markdown_table(results))
+    table = markdown_table(results)
+    if "--write-readme" in sys.argv:
+        text = README.read_text(encoding="utf-8")
+        start, end = text.index(TABLE_START) + len(TABLE_START), text.index(TABLE_END)
+        README.write_text(text[:start] + "\n" + table + "\n" + text[end:], encoding="utf-8")
+    else:
+        print(table)

@@ -40,7 +40,10 @@ def user_errors(interrupted_hint=None):
     def hint() -> str:
         return interrupted_hint() if interrupted_hint is not None else ""
 
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = None
     try:
         yield
     except KeyboardInterrupt:
@@ -57,7 +60,8 @@ def user_errors(interrupted_hint=None):
             sys.exit(e.exit_code)
         raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def add_common_model_args(parser) -> None:

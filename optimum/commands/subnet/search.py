@@ -12,8 +12,9 @@ class SubnetSearchCommand(BaseOptimumCLICommand):
     def parse_args(parser) -> None:
         parser.add_argument("--model", default="smollm2-135m",
                             help="built-in alias (smollm2-135m), local folder or hub id (default: smollm2-135m)")
-        parser.add_argument("--target-ratio", type=float, required=True,
-                            help="kept fraction of all parameters, in (0, 1]")
+        parser.add_argument("--target-ratio", type=float,
+                            help="kept fraction of all parameters, in (0, 1] (default with --spec: the spec's, "
+                                 "with --config: the config's)")
         parser.add_argument("--output", required=True, help="folder to write the subnet to")
         parser.add_argument("--preset", default="auto", choices=["auto", "fast", "paper"],
                             help="auto: paper settings with a GPU, fast without")
@@ -43,6 +44,7 @@ class SubnetSearchCommand(BaseOptimumCLICommand):
     def run(self) -> None:
         args = self.args
         setup_logging(args.verbose)
+
         def resume_hint() -> str:
             from optimum_subnet.checkpoint import has_progress, work_dir_for
 
@@ -59,10 +61,11 @@ class SubnetSearchCommand(BaseOptimumCLICommand):
             inputs = [args.model, args.calibration_dataset, args.eval_dataset, args.config, args.spec]
             check_output_dir(args.output, args.overwrite, protected=[p for p in inputs if p and Path(p).exists()])
             spec = SubnetSpec.load(args.spec) if args.spec else None  # a bad spec fails before the model loads
+            ratio = _target_ratio(args.target_ratio, spec, args.config)
             if args.config:
-                config = SubnetConfig.from_pretrained(args.config).replace(target_ratio=args.target_ratio)
+                config = SubnetConfig.from_pretrained(args.config).replace(target_ratio=ratio)
             else:
-                config = SubnetConfig.preset(args.preset, args.target_ratio)
+                config = SubnetConfig.preset(args.preset, ratio)
             if args.population is not None:
                 # keep the paper's proportions N_m = N/2, N_c = 0.3 N, k = N/10 for another N
                 n = args.population
@@ -82,6 +85,20 @@ class SubnetSearchCommand(BaseOptimumCLICommand):
             path = optimizer.optimize(config, args.output, overwrite=args.overwrite, resume=args.resume, spec=spec,
                                       check_memory=not args.skip_memory_check)
             _print_summary(path)
+
+
+def _target_ratio(ratio, spec, config_file):
+    """The target ratio: given, or the spec's (``--spec``), or the config file's (``None`` keeps it)."""
+    from optimum_subnet.errors import SubnetError
+
+    if spec is not None:
+        if ratio is not None and abs(ratio - spec.inheriting_ratio()) > 0.005:
+            raise SubnetError(f"--spec keeps {spec.inheriting_ratio():.4f} of the parameters but --target-ratio is "
+                              f"{ratio}; leave --target-ratio out with --spec")
+        return spec.inheriting_ratio()
+    if ratio is None and not config_file:
+        raise SubnetError("pass --target-ratio (the kept fraction of all parameters, in (0, 1])")
+    return ratio
 
 
 def _print_summary(path) -> None:
