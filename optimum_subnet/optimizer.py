@@ -79,7 +79,7 @@ class SubnetOptimizer:
         work = RunDirectory(save_dir).open(resume=resume, overwrite=overwrite)
         try:
             result = self.run(config, work=work, spec=spec)
-            hint = f"nothing was written to {save_dir}; the search is checkpointed: rerun with --resume"
+            hint = f"nothing was written to {save_dir}; the run is checkpointed: rerun with --resume"
             with atomic_output_dir(save_dir, overwrite, staging=work.path, protected=protected, hint=hint) as tmp:
                 save_subnet(result["model"], self.tokenizer, result["spec"], tmp)
                 config.save_pretrained(tmp)
@@ -110,7 +110,6 @@ class SubnetOptimizer:
         from .loading import resolve_device, torch_dtype
         from .memory import check_memory as check_fits
         from .memory import estimate_peak_memory, memory_budget
-        from .search import SearchSpace
 
         config.validate()
         device = resolve_device(config.device)
@@ -123,13 +122,8 @@ class SubnetOptimizer:
         if spec is not None:
             spec.validate(shape)
         else:  # scores do not change which widths exist, so zero scores test reachability exactly
-            SearchSpace(shape, [torch.zeros(shape.num_key_value_heads, shape.head_dim)] * shape.num_layers,
-                        [torch.zeros(shape.intermediate_size)] * shape.num_layers, config.target_ratio,
-                        attention_range=s.attention_range, mlp_range=s.mlp_range,
-                        head_dim_multiple=s.head_dim_multiple, mlp_multiple=s.mlp_multiple,
-                        depth_search=s.depth_search == "on" or (s.depth_search == "auto" and config.target_ratio <= 0.7),
-                        min_depth=round(s.min_depth_ratio * shape.num_layers), tolerance=s.ratio_tolerance,
-                        mask_fill=s.mask_fill)
+            search_space(shape, config, [torch.zeros(shape.num_key_value_heads, shape.head_dim)] * shape.num_layers,
+                         [torch.zeros(shape.intermediate_size)] * shape.num_layers)
         if check_memory:
             estimate = estimate_peak_memory(shape, config, dtype.itemsize, device, search=spec is None)
             parameter = next(self.model.parameters())
@@ -151,7 +145,7 @@ class SubnetOptimizer:
         from .importance import compute_importance
         from .loading import resolve_device, torch_dtype
         from .reformation import reform
-        from .search import EvolutionarySearch, EvolutionSettings, PerplexityFitness, SearchSpace
+        from .search import EvolutionarySearch, EvolutionSettings, PerplexityFitness
         from .surgery import extract_subnet
 
         started = time.perf_counter()
@@ -223,14 +217,7 @@ class SubnetOptimizer:
                 work.save_pre_search(report, timings, scores)
 
         if spec is None:
-            depth = s.depth_search == "on" or (s.depth_search == "auto" and config.target_ratio <= 0.7)
-            space = SearchSpace(
-                shape, scores.attention, scores.mlp, config.target_ratio,
-                attention_range=s.attention_range, mlp_range=s.mlp_range,
-                head_dim_multiple=s.head_dim_multiple, mlp_multiple=s.mlp_multiple,
-                depth_search=depth, min_depth=round(s.min_depth_ratio * shape.num_layers),
-                tolerance=s.ratio_tolerance, mask_fill=s.mask_fill,
-            )
+            space = search_space(shape, config, scores.attention, scores.mlp)
             initial = space.initial()
             if "initial" not in report:
                 initial_spec = space.to_spec(initial)
@@ -312,6 +299,21 @@ class SubnetOptimizer:
         report["environment"] = environment(device, config.seed)
         report["config"] = config.to_dict()
         return {"model": subnet, "spec": final_spec, "report": report}
+
+
+def search_space(shape, config: SubnetConfig, attention_scores, mlp_scores):
+    """The :class:`SearchSpace` of ``config`` (depth search only for targets <= 0.7 under "auto")."""
+    from .search import SearchSpace
+
+    s = config.search
+    depth = s.depth_search == "on" or (s.depth_search == "auto" and config.target_ratio <= 0.7)
+    return SearchSpace(
+        shape, attention_scores, mlp_scores, config.target_ratio,
+        attention_range=s.attention_range, mlp_range=s.mlp_range,
+        head_dim_multiple=s.head_dim_multiple, mlp_multiple=s.mlp_multiple,
+        depth_search=depth, min_depth=round(s.min_depth_ratio * shape.num_layers),
+        tolerance=s.ratio_tolerance, mask_fill=s.mask_fill,
+    )
 
 
 def save_subnet(model, tokenizer, spec: SubnetSpec, folder: Path) -> None:
