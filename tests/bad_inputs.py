@@ -137,8 +137,9 @@ class Case:
     needs_no_gpu: bool = False
 
 
-def search(*args: str, model: str = "tiny-llama", ratio: str = "0.7", config: bool = True) -> list[str]:
-    return ["search", "--model", model, "--target-ratio", ratio, "--output", "out",
+def search(*args: str, model: str = "tiny-llama", ratio: str | None = "0.7", config: bool = True) -> list[str]:
+    """``search`` arguments; ``ratio=None`` leaves ``--target-ratio`` out (``--spec`` brings its own)."""
+    return ["search", "--model", model, *(["--target-ratio", ratio] if ratio else []), "--output", "out",
             *(["--config", "fast.json"] if config else []), *args]
 
 
@@ -253,20 +254,20 @@ CASES = [
          setup=model_and_config),
     Case("seq-len-one", "`--seq-len 1`", search("--seq-len", "1"), setup=model_and_config),
     # --- subnet spec (--spec) --------------------------------------------------------------------
-    Case("spec-not-json", "`--spec` file that is not JSON", search("--spec", "spec.json"),
+    Case("spec-not-json", "`--spec` file that is not JSON", search("--spec", "spec.json", ratio=None),
          setup=lambda f: (model_and_config(f), (f / "spec.json").write_text("{layers: ["))),
     Case("spec-wrong-layer-count", "`--spec` made for a model with another layer count",
-         search("--spec", "spec.json"), setup=lambda f: spec_file(f, lambda d: None, num_hidden_layers=6)),
+         search("--spec", "spec.json", ratio=None), setup=lambda f: spec_file(f, lambda d: None, num_hidden_layers=6)),
     Case("spec-index-out-of-range", "`--spec` with an MLP channel index out of range",
-         search("--spec", "spec.json"),
+         search("--spec", "spec.json", ratio=None),
          setup=lambda f: spec_file(f, lambda d: d["layers"][0].update(mlp_channels=[0, 1, 128]))),
-    Case("spec-duplicates", "`--spec` with duplicate channel indices", search("--spec", "spec.json"),
+    Case("spec-duplicates", "`--spec` with duplicate channel indices", search("--spec", "spec.json", ratio=None),
          setup=lambda f: spec_file(f, lambda d: d["layers"][1].update(mlp_channels=[3, 3, 4]))),
-    Case("spec-duplicate-layers", "`--spec` listing a layer twice", search("--spec", "spec.json"),
+    Case("spec-duplicate-layers", "`--spec` listing a layer twice", search("--spec", "spec.json", ratio=None),
          setup=lambda f: spec_file(f, lambda d: d["layers"].insert(1, d["layers"][0]))),
-    Case("spec-unpaired-rope", "`--spec` keeping a rotary channel without its pair", search("--spec", "spec.json"),
+    Case("spec-unpaired-rope", "`--spec` keeping a rotary channel without its pair", search("--spec", "spec.json", ratio=None),
          setup=lambda f: spec_file(f, lambda d: d["layers"][0].update(attention_channels=[[0, 8], [1, 2]]))),
-    Case("spec-float-index", "`--spec` with a non-integer index", search("--spec", "spec.json"),
+    Case("spec-float-index", "`--spec` with a non-integer index", search("--spec", "spec.json", ratio=None),
          setup=lambda f: spec_file(f, lambda d: d["layers"][0].update(mlp_channels=[0, 1.5]))),
     Case("spec-and-other-ratio", "`--spec` together with a different `--target-ratio`",
          search("--spec", "spec.json", ratio="0.5"), setup=lambda f: spec_file(f, lambda d: None)),
@@ -317,6 +318,57 @@ CASES = [
 ]
 
 
+#: What each case is about: a phrase its message must contain, whatever the README says (the README
+#: check alone would accept a regression that is pasted into the README).
+EXPECT = {
+    "unknown-model": "unknown model 'no-such-model'",
+    "missing-model-folder": "does not exist",
+    "no-config-json": "has no config.json",
+    "unsupported-architecture": "unsupported architecture 'gpt2'",
+    "weights-shape-mismatch": "do not match its config (size mismatch)",
+    "weights-missing": "misses tensors",
+    "weights-extra": "has extra tensors",
+    "pickle-weights": "only pickle weights",
+    "custom-code": "--trust-remote-code",
+    "nan-weights": "NaN/inf",
+    "ratio-zero": "target ratio must be in (0, 1]",
+    "ratio-above-one": "target ratio must be in (0, 1]",
+    "ratio-nan": "target ratio must be in (0, 1]",
+    "ratio-below-embeddings": "embeddings alone",
+    "ratio-unreachable": "unreachable in this search space",
+    "empty-calibration": "is empty",
+    "short-calibration": "too short",
+    "missing-calibration": "does not exist",
+    "jsonl-without-text": "no 'text' column",
+    "seq-len-above-limit": "exceeds the model's limit",
+    "seq-len-one": "at least 2 tokens",
+    "spec-not-json": "not valid JSON",
+    "spec-wrong-layer-count": "made for another model (differs in: num_layers)",
+    "spec-index-out-of-range": "out of range",
+    "spec-duplicates": "unique and sorted",
+    "spec-duplicate-layers": "unique and in increasing order",
+    "spec-unpaired-rope": "in pairs",
+    "spec-float-index": "must be an integer",
+    "spec-and-other-ratio": "leave --target-ratio out",
+    "no-ratio": "pass --target-ratio",
+    "config-not-json": "not valid JSON",
+    "config-unknown-option": "unknown search option",
+    "output-not-empty": "pass --overwrite",
+    "output-is-file": "is not a folder",
+    "output-is-symlink": "symbolic link",
+    "output-holds-model": "holds the input",
+    "interrupted-run-present": "pass --resume",
+    "resume-other-arguments": "differs in: config.search.generations",
+    "cuda-without-gpu": "no GPU is available",
+    "not-enough-memory": "reduce --num-samples or --seq-len",
+    "disk-too-small": "not enough disk space",
+    "disk-full-mid-save": "no space left on the device",
+    "disk-full-overwrite": "no space left on the device",
+    "ctrl-c-mid-save": "interrupted",
+    "evaluate-output-exists": "pass --overwrite",
+}
+
+
 # ---------------------------------------------------------------------------------------- runner
 def run_cli(args: list[str]) -> tuple[int, str]:
     """Run ``optimum-cli subnet ARGS`` in this process: (exit code, stderr)."""
@@ -353,6 +405,7 @@ def run_case(case: Case, folder: Path, monkeypatch: pytest.MonkeyPatch) -> tuple
     code, stderr = run_cli(case.args)
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, f"{case.id}: expected one error line, got:\n{stderr[-3000:]}"
+    assert EXPECT[case.id] in errors[0], f"{case.id}: {errors[0]!r} does not say {EXPECT[case.id]!r}"
     assert "Traceback" not in stderr, f"{case.id}: traceback printed:\n{stderr[-3000:]}"
     new = {p for p in tree(folder) - before if p.split(os.sep)[0] not in case.leaves}
     assert not new, f"{case.id}: left behind {sorted(new)}"

@@ -8,7 +8,7 @@ says so. See ``tests/bad_inputs.py`` (``python -m tests.bad_inputs`` regenerates
 import pytest
 import torch
 
-from tests.bad_inputs import CASES, left_behind, readme_rows, run_case
+from tests.bad_inputs import CASES, EXPECT, left_behind, readme_rows, run_case
 
 pytestmark = pytest.mark.unit
 
@@ -16,6 +16,7 @@ pytestmark = pytest.mark.unit
 def test_readme_lists_every_case_once():
     rows = readme_rows()
     assert sorted(rows) == sorted(case.tried for case in CASES)
+    assert sorted(EXPECT) == sorted(case.id for case in CASES)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
