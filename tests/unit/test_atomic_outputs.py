@@ -13,6 +13,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from optimum_subnet.errors import ResourceError, SubnetError
 from optimum_subnet.utils import atomic_output_dir, check_output_dir, write_json, writing
@@ -118,3 +119,29 @@ def test_sigterm_mid_search_leaves_no_output_and_a_resumable_checkpoint(tmp_path
     assert not (tmp_path / "out").exists()
     assert json.loads(state.read_text())["generation"] >= 1
     assert not [p for p in (tmp_path / "out.partial").iterdir() if p.name.startswith(".")]  # no temporaries
+
+
+def test_a_failed_run_takes_back_the_folders_it_created(tmp_path):
+    from optimum_subnet import SubnetConfig, SubnetOptimizer
+    from optimum_subnet.errors import NonFiniteError
+
+    model = tiny_llama()
+    with torch.no_grad():
+        model.model.layers[0].mlp.up_proj.weight[0, 0] = float("inf")
+    (tmp_path / "cal.txt").write_text(SAMPLE_TEXT)
+    config = SubnetConfig.preset("fast", 0.7, device="cpu", data__dataset=str(tmp_path / "cal.txt"),
+                                 data__seq_len=32, data__eval_seq_len=32, search__fitness_seq_len=32)
+    with pytest.raises(NonFiniteError):
+        SubnetOptimizer(model, char_tokenizer(), "tiny").optimize(config, tmp_path / "new" / "deep" / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cal.txt"]
+
+
+def test_two_processes_cannot_share_a_work_folder(tmp_path):
+    from optimum_subnet.checkpoint import RunDirectory
+
+    first = RunDirectory(tmp_path / "out").open()
+    with pytest.raises(SubnetError, match="another process is working on"):
+        RunDirectory(tmp_path / "out").open()
+    first.close(remove=True)
+    RunDirectory(tmp_path / "out").open().close(remove=True)  # free again once released
+    assert list(tmp_path.iterdir()) == []
