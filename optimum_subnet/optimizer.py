@@ -109,7 +109,7 @@ class SubnetOptimizer:
         from . import data as data_lib
         from .loading import resolve_device, torch_dtype
         from .memory import check_memory as check_fits
-        from .memory import estimate_peak_memory, memory_budget
+        from .memory import estimate_peak_memory, memory_budget, resident_weight_bytes
 
         config.validate()
         device = resolve_device(config.device)
@@ -127,8 +127,12 @@ class SubnetOptimizer:
         if check_memory:
             estimate = estimate_peak_memory(shape, config, dtype.itemsize, device, search=spec is None)
             parameter = next(self.model.parameters())
-            on_device = torch.device(device).type == parameter.device.type
-            resident = sum(p.numel() * p.element_size() for p in self.model.parameters()) if on_device else 0
+            if torch.device(device).type != parameter.device.type:
+                resident = 0  # the weights still have to move there
+            elif parameter.device.type == "cpu":
+                resident = resident_weight_bytes(self.model)
+            else:
+                resident = sum(p.numel() * p.element_size() for p in self.model.parameters())
             check_fits(estimate, *memory_budget(device, resident))
         if save_dir is not None:
             check_disk_space(save_dir, shape, config, dtype.itemsize)

@@ -300,8 +300,8 @@ CASES = [
     Case("cuda-without-gpu", "`--device cuda` on a machine without a GPU", search("--device", "cuda"),
          setup=model_and_config, needs_no_gpu=True),
     Case("not-enough-memory", "peak memory above what is available (`--num-samples 4096`, "
-         "`OPTIMUM_SUBNET_MEMORY_LIMIT=64MiB`)", search("--num-samples", "4096", "--seq-len", "256"),
-         setup=model_and_config, env={"OPTIMUM_SUBNET_MEMORY_LIMIT": "64MiB"}),
+         "`OPTIMUM_SUBNET_MEMORY_LIMIT=700MiB`)", search("--num-samples", "4096", "--seq-len", "256"),
+         setup=model_and_config, env={"OPTIMUM_SUBNET_MEMORY_LIMIT": "700MiB"}),
     Case("disk-too-small", "disk too small for the output (simulated: 1 MiB free)", search(),
          setup=model_and_config, fault=_small_disk),
     Case("disk-full-mid-save", "disk full while the weights are written (simulated `ENOSPC`)", search(),

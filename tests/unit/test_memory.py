@@ -128,3 +128,15 @@ def test_preflight_refuses_before_reading_any_data(tmp_path, monkeypatch):
         optimizer.optimize(_config(device="cpu"), tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
     optimizer.preflight(_config(device="cpu"), tmp_path / "out", check_memory=False)  # the escape hatch
+
+
+def test_memory_mapped_weights_are_not_counted_as_already_resident(tiny_model_dir):
+    from optimum_subnet.loading import load_model
+    from optimum_subnet.memory import resident_weight_bytes
+
+    in_memory = tiny_llama()
+    assert resident_weight_bytes(in_memory) == sum(p.numel() * p.element_size() for p in in_memory.parameters())
+    mapped, _ = load_model(str(tiny_model_dir))  # float32 file loaded as float32: transformers maps it
+    copied, _ = load_model(str(tiny_model_dir), dtype="bfloat16")  # converted: a copy in process memory
+    assert resident_weight_bytes(mapped) == 0
+    assert resident_weight_bytes(copied) == sum(p.numel() * p.element_size() for p in copied.parameters())
