@@ -7,7 +7,7 @@ work="${1:-$(mktemp -d)}"
 optimum-cli subnet search --model smollm2-135m --target-ratio 0.8 --output "$work/subnet" --overwrite \
     --preset fast --generations 1 --population 4 --num-samples 16 --seq-len 128 \
     --eval-seq-len 128 --eval-max-windows 8 --faithfulness-prompts 2
-optimum-cli subnet evaluate --model "$work/subnet" --seq-len 128 --max-windows 8 --output "$work/eval.json"
+optimum-cli subnet evaluate --model "$work/subnet" --seq-len 128 --max-windows 8 --output "$work/eval.json" --overwrite
 python - "$work" <<'PY'
 import json, sys
 work = sys.argv[1]

@@ -144,6 +144,12 @@ class SubnetConfig:
     faithfulness: FaithfulnessConfig = field(default_factory=FaithfulnessConfig)
 
     def __post_init__(self):
+        if not isinstance(self.preset, str):
+            # The ``preset`` classmethod below shadows this field's default in the class body, so the
+            # dataclass default is that method; fall back to the documented default instead (a bound
+            # method here made ``to_dict`` unserializable: --config files without "preset" crashed
+            # when the run saved its configuration, after all the work).
+            self.preset = "paper"
         self.validate()
 
     def validate(self) -> "SubnetConfig":

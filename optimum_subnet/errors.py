@@ -26,3 +26,11 @@ class DataError(SubnetError):
 
 class NonFiniteError(SubnetError):
     """NaN or inf appeared in activations or losses."""
+
+
+class CheckpointError(SubnetError):
+    """A search checkpoint is unreadable or belongs to a run with other inputs."""
+
+
+class ResourceError(SubnetError):
+    """Not enough memory or disk space for the run, detected before the work (or a write) starts."""

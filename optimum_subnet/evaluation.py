@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -98,7 +100,24 @@ def evaluate_model(model_name_or_path: str, dataset: str = "enwiki-extract", seq
                                                   reference_tokenizer=baseline_tokenizer)
         results["faithfulness"]["baseline"] = faithfulness_baseline
     if output:
-        from .utils import write_json
+        from .utils import write_json, writing
 
-        write_json(output, results)
+        with writing(output):
+            Path(output).parent.mkdir(parents=True, exist_ok=True)
+            write_json(output, results)
     return results
+
+
+def check_output_file(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Refuse a results path before the evaluation: a folder, a symbolic link, or an existing file
+    without ``overwrite``."""
+    from .errors import SubnetError
+
+    path = Path(path)
+    if path.is_symlink():
+        raise SubnetError(f"output path {path} is a symbolic link; pass the real file instead")
+    if path.is_dir():
+        raise SubnetError(f"output path {path} is a folder; pass a file name such as {path / 'results.json'}")
+    if path.exists() and not overwrite:
+        raise SubnetError(f"output file {path} exists; pass --overwrite to replace it")
+    return path

@@ -62,10 +62,14 @@ def resolve_device(name: str) -> str:
 
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SubnetError("CUDA was requested but no GPU is available; use --device cpu")
-    if name != "cpu" and not name.startswith("cuda"):
+    if name != "cpu" and name != "cuda" and not (name.startswith("cuda:") and name[5:].isdigit()):
         raise SubnetError(f"unknown device {name!r}; use auto, cpu or cuda[:N]")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise SubnetError("CUDA was requested but no GPU is available; use --device cpu")
+        index = int(name[5:]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise SubnetError(f"{name} was requested but only {torch.cuda.device_count()} GPU(s) are visible")
     return name
 
 
@@ -159,24 +163,45 @@ def load_config(name_or_path: str, trust_remote_code: bool = False):
             "not a local folder, and not reachable on the hub"
         ) from None
     except ValueError as e:
+        if "custom code" in str(e) or "trust_remote_code" in str(e):
+            raise UnsupportedModelError(
+                f"model {name_or_path!r} needs its own Python code to load (auto_map in config.json); "
+                "it is never run unless you pass --trust-remote-code"
+            ) from None
         raise UnsupportedModelError(f"cannot read the config of {name_or_path!r}: {str(e).splitlines()[0]}") from None
 
 
+#: Weight files that would need unpickling; never read (safetensors only).
+PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.pth", "tf_model.h5",
+                  "flax_model.msgpack")
+#: Keys a checkpoint may lack or carry without being mismatched (buffers transformers recomputes).
+_IGNORED_KEYS = ("rotary_emb.inv_freq",)
+
+
 def load_model(name_or_path: str, dtype: str = "float32", device: str = "cpu", trust_remote_code: bool = False):
-    """``(model, tokenizer)`` in eval mode. Only safetensors weights are read (never pickles)."""
+    """``(model, tokenizer)`` in eval mode. Only safetensors weights are read (never pickles), and
+    weights that do not match the config (shapes, missing or extra tensors) are refused rather than
+    silently re-initialized or dropped."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from . import models  # noqa: F401
 
     config = load_config(name_or_path, trust_remote_code)
     path = resolve_model_path(name_or_path)
+    folder = Path(path)
+    if folder.is_dir() and not list(folder.glob("*.safetensors")):
+        pickles = [name for name in PICKLE_WEIGHTS if (folder / name).exists()]
+        if pickles:
+            raise SubnetError(f"model folder {name_or_path} has only pickle weights ({pickles[0]}); optimum-subnet "
+                              "reads safetensors only: convert them with a tool you trust")
     try:
-        model = AutoModelForCausalLM.from_pretrained(
+        model, info = AutoModelForCausalLM.from_pretrained(
             path,
             config=config,
             dtype=torch_dtype(dtype),
             use_safetensors=True,
             trust_remote_code=trust_remote_code,
+            output_loading_info=True,
         )
     except OSError as e:
         raise SubnetError(f"cannot load weights of {name_or_path!r}: {str(e).splitlines()[0]}") from None
@@ -184,6 +209,15 @@ def load_model(name_or_path: str, dtype: str = "float32", device: str = "cpu", t
         if "size mismatch" in str(e):
             raise SubnetError(f"weights of {name_or_path!r} do not match its config (size mismatch)") from None
         raise
+    for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+        keys = [k if isinstance(k, str) else k[0] for k in info.get(kind) or []]
+        keys = [k for k in keys if not k.endswith(_IGNORED_KEYS)
+                and not (k == "lm_head.weight" and getattr(config, "tie_word_embeddings", False))]
+        if keys:
+            what = {"missing_keys": "misses", "unexpected_keys": "has extra",
+                    "mismatched_keys": "has wrongly shaped"}[kind]
+            raise SubnetError(f"weights of {name_or_path!r} do not match its config: the checkpoint {what} "
+                              f"tensors ({len(keys)}, e.g. {sorted(keys)[0]})")
     model.to(device).eval()
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)

@@ -7,6 +7,12 @@
 
 Stages, each timed and reported: data -> dense perplexity -> importance (one calibration sweep) ->
 initial uniform subnet -> evolutionary search -> reformation -> save (atomically).
+
+Reliability (``optimize``): every input is checked before the work starts (``preflight``: device,
+sequence lengths, a reachable target, a given spec, peak memory, disk space); progress is
+checkpointed after every search generation in ``<output>.partial`` (:mod:`.checkpoint`), so a
+killed run continues with ``resume=True`` and ends exactly as an uninterrupted one; the output
+folder appears only once complete.
 """
 
 from __future__ import annotations
@@ -53,42 +59,114 @@ class SubnetOptimizer:
         return cls(model_or_path, tokenizer)
 
     # ------------------------------------------------------------------------------------ run
-    def optimize(self, config: SubnetConfig, save_dir: str | os.PathLike, overwrite: bool = False) -> Path:
-        """Search, reform and save; returns the output folder (written atomically)."""
+    def optimize(self, config: SubnetConfig, save_dir: str | os.PathLike, overwrite: bool = False,
+                 resume: bool = False, spec: SubnetSpec | None = None, check_memory: bool = True) -> Path:
+        """Search (or take ``spec``), reform and save; returns the output folder.
+
+        ``save_dir`` appears only once complete. Search progress is checkpointed in
+        ``<save_dir>.partial`` after every generation; ``resume=True`` continues a killed run from
+        there (with the same inputs) and ends with the same subnet as an uninterrupted run.
+        ``overwrite`` replaces an existing output folder and discards an interrupted run's
+        checkpoints unless ``resume`` is set. ``spec`` skips the search and reforms that subnet.
+        """
+        from .checkpoint import RunDirectory
         from .utils import atomic_output_dir, check_output_dir
 
         config.validate()
-        check_output_dir(save_dir, overwrite)  # refuse before hours of work, not after
-        result = self.run(config)
-        with atomic_output_dir(save_dir, overwrite) as tmp:
-            save_subnet(result["model"], self.tokenizer, result["spec"], tmp)
-            config.save_pretrained(tmp)
-            write_report(result["report"], tmp)
+        protected = self.input_paths(config)
+        check_output_dir(save_dir, overwrite, protected)  # refuse before hours of work, not after
+        self.preflight(config, save_dir, spec=spec, check_memory=check_memory)
+        work = RunDirectory(save_dir).open(resume=resume, overwrite=overwrite)
+        try:
+            result = self.run(config, work=work, spec=spec)
+            hint = f"nothing was written to {save_dir}; the run is checkpointed: rerun with --resume"
+            with atomic_output_dir(save_dir, overwrite, staging=work.path, protected=protected, hint=hint) as tmp:
+                save_subnet(result["model"], self.tokenizer, result["spec"], tmp)
+                config.save_pretrained(tmp)
+                write_report(result["report"], tmp)
+        except BaseException:
+            work.close(remove=not work.has_progress())  # keep checkpoints worth resuming, nothing else
+            raise
+        work.close(remove=True)
         logger.info("Saved subnet to %s", save_dir)
         return Path(save_dir)
 
-    def run(self, config: SubnetConfig) -> dict[str, Any]:
-        """The whole pass in memory: ``{"model", "spec", "report"}``."""
+    def input_paths(self, config: SubnetConfig) -> list[Path]:
+        """Local files and folders the run reads (the output folder must never hold them)."""
+        from .loading import BUILTIN_MODELS
+        from .utils import cache_dir
+
+        paths = [cache_dir() / "models" / self.model_name] if self.model_name in BUILTIN_MODELS else []
+        for name in (self.model_name, config.data.dataset, config.data.eval_dataset):
+            if name and Path(name).exists():
+                paths.append(Path(name))
+        return paths
+
+    def preflight(self, config: SubnetConfig, save_dir: str | os.PathLike | None = None,
+                  spec: SubnetSpec | None = None, check_memory: bool = True) -> None:
+        """Every check that needs no data pass, so a wrong input fails in seconds, not after hours:
+        device, dtype, sequence lengths, a reachable target (or a valid ``spec``), memory, disk."""
         from . import data as data_lib
+        from .loading import resolve_device, torch_dtype
+        from .memory import check_memory as check_fits
+        from .memory import estimate_peak_memory, memory_budget, resident_weight_bytes
+
+        config.validate()
+        device = resolve_device(config.device)
+        dtype = torch_dtype(config.dtype)
+        shape = self.adapter.shape(self.model.config)
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        s, d = config.search, config.data
+        for length in (d.seq_len, d.eval_seq_len) + ((s.fitness_seq_len,) if spec is None else ()):
+            data_lib.check_sequence_length(length, limit)
+        if spec is not None:
+            spec.validate(shape)
+        else:  # scores do not change which widths exist, so zero scores test reachability exactly
+            search_space(shape, config, [torch.zeros(shape.num_key_value_heads, shape.head_dim)] * shape.num_layers,
+                         [torch.zeros(shape.intermediate_size)] * shape.num_layers)
+        if check_memory:
+            estimate = estimate_peak_memory(shape, config, dtype.itemsize, device, search=spec is None)
+            parameter = next(self.model.parameters())
+            if torch.device(device).type != parameter.device.type:
+                resident = 0  # the weights still have to move there
+            elif parameter.device.type == "cpu":
+                resident = resident_weight_bytes(self.model)
+            else:
+                resident = sum(p.numel() * p.element_size() for p in self.model.parameters())
+            check_fits(estimate, *memory_budget(device, resident))
+        if save_dir is not None:
+            check_disk_space(save_dir, shape, config, dtype.itemsize)
+
+    def run(self, config: SubnetConfig, work=None, spec: SubnetSpec | None = None) -> dict[str, Any]:
+        """The whole pass in memory: ``{"model", "spec", "report"}``.
+
+        ``work`` (a :class:`~.checkpoint.RunDirectory`) receives checkpoints and, when resuming,
+        provides them; ``spec`` replaces the search by that subnet.
+        """
+        from . import data as data_lib
+        from .checkpoint import tensors_digest, weights_digest
         from .evaluation import perplexity
         from .importance import compute_importance
         from .loading import resolve_device, torch_dtype
         from .reformation import reform
-        from .search import EvolutionarySearch, EvolutionSettings, PerplexityFitness, SearchSpace
+        from .search import EvolutionarySearch, EvolutionSettings, PerplexityFitness
         from .surgery import extract_subnet
 
         started = time.perf_counter()
         torch.manual_seed(config.seed)
         device = resolve_device(config.device)
+        weights = weights_digest(self.model) if work is not None else None
         model = self.model.to(device=device, dtype=torch_dtype(config.dtype)).eval()
         adapter, shape = self.adapter, self.adapter.shape(model.config)
+        if spec is not None:
+            spec.validate(shape)
         s, d, r = config.search, config.data, config.reformation
         timings: dict[str, float] = {}
 
         # --- data --------------------------------------------------------------------------------
         t = time.perf_counter()
         limit = getattr(model.config, "max_position_embeddings", None)
-        for length in (d.seq_len, d.eval_seq_len, s.fitness_seq_len):
+        for length in (d.seq_len, d.eval_seq_len) + ((s.fitness_seq_len,) if spec is None else ()):
             data_lib.check_sequence_length(length, limit)
         calibration_stream = data_lib.tokenize_stream(
             data_lib.load_texts(d.dataset, "calibration", d.text_column), self.tokenizer)
@@ -121,75 +199,103 @@ class SubnetOptimizer:
             with progress_bar(total=len(eval_windows), desc=f"Perplexity ({label})", unit="window") as bar:
                 return {eval_key: perplexity(m, eval_windows, d.eval_batch_size, progress=bar)}
 
-        dense_spec = SubnetSpec.dense(shape)
-        report: dict[str, Any] = {"model": self.model_name, "target_ratio": config.target_ratio}
-        t = time.perf_counter()
-        report["dense"] = {"params": dense_spec.params(), "block_params": dense_spec.block_params(),
-                           "ppl": evaluate(model, "dense")}
-        timings["evaluate_dense"] = time.perf_counter() - t
-
-        # --- importance + initial subnet ------------------------------------------------------------
-        t = time.perf_counter()
-        with progress_bar(total=shape.num_layers, desc="Importance", unit="layer") as bar:
-            scores = compute_importance(model, adapter, calibration, d.batch_size, device, config.importance_damp,
-                                        progress=bar)
-        timings["importance"] = time.perf_counter() - t
-        depth = s.depth_search == "on" or (s.depth_search == "auto" and config.target_ratio <= 0.7)
-        space = SearchSpace(
-            shape, scores.attention, scores.mlp, config.target_ratio,
-            attention_range=s.attention_range, mlp_range=s.mlp_range,
-            head_dim_multiple=s.head_dim_multiple, mlp_multiple=s.mlp_multiple,
-            depth_search=depth, min_depth=round(s.min_depth_ratio * shape.num_layers),
-            tolerance=s.ratio_tolerance, mask_fill=s.mask_fill,
-        )
-        initial = space.initial()
-        initial_spec = space.to_spec(initial)
-        report["initial"] = {"params": initial_spec.params(), "inheriting_ratio": initial_spec.inheriting_ratio(),
-                             "ppl": evaluate(extract_subnet(model, initial_spec, adapter), "initial")}
-
-        # --- search ------------------------------------------------------------------------------------
-        settings = EvolutionSettings(**{k: getattr(s, k) for k in EvolutionSettings.__dataclass_fields__})
-        if fa.min_spearman is not None:
-            from .explain.faithfulness import FaithfulnessScorer
-            from .search import FaithfulnessConstrainedFitness
-
-            t = time.perf_counter()
-            scorer = FaithfulnessScorer(model, self.tokenizer, faith_prompts[: fa.constraint_prompts],
-                                        fa.atman_config(), fa.top_k)
-            timings["faithfulness_constraint_reference"] = time.perf_counter() - t
-            fitness = FaithfulnessConstrainedFitness(model, adapter, space, fitness_windows, s.fitness_batch_size,
-                                                     scorer, fa.min_spearman)
+        if work is not None:
+            work.check_fingerprint({
+                "config": config.to_dict(),
+                "model": {"name": self.model_name, "shape": shape.to_dict(), "weights": weights},
+                "data": {"calibration": tensors_digest(calibration), "fitness": tensors_digest(fitness_windows),
+                         "evaluation": tensors_digest(eval_windows)},
+                "spec": spec.key() if spec is not None else None,
+                "versions": {k: v for k, v in package_versions().items()
+                             if k in ("optimum-subnet", "torch", "transformers")},
+            })
+        cached = work.load_pre_search() if work is not None else None
+        if cached is not None:  # resumed: the stages before the search ran in an earlier process
+            report, saved_timings, scores = cached
+            timings.update(saved_timings)
+            logger.info("Resumed: dense and initial perplexity and importance scores read from %s", work.path)
         else:
-            fitness = PerplexityFitness(model, adapter, space, fitness_windows, s.fitness_batch_size)
-        planned = max(1, s.generations * s.population_size)  # the initial subnet counts in generation 1
-        with progress_bar(total=planned, desc="Search", unit="cand") as bar:
-            def on_progress(generation: int, evaluations: int, best: float) -> None:
-                bar.n = min(evaluations, planned)
-                bar.set_postfix(gen=generation + 1, best=f"{best:.2f}")
-                bar.refresh()
+            dense_spec = SubnetSpec.dense(shape)
+            report = {"model": self.model_name, "target_ratio": config.target_ratio}
+            t = time.perf_counter()
+            report["dense"] = {"params": dense_spec.params(), "block_params": dense_spec.block_params(),
+                               "ppl": evaluate(model, "dense")}
+            timings["evaluate_dense"] = time.perf_counter() - t
+            scores = None
+            if spec is None:
+                # --- importance + initial subnet --------------------------------------------------------
+                t = time.perf_counter()
+                with progress_bar(total=shape.num_layers, desc="Importance", unit="layer") as bar:
+                    scores = compute_importance(model, adapter, calibration, d.batch_size, device,
+                                                config.importance_damp, progress=bar)
+                timings["importance"] = time.perf_counter() - t
+            if work is not None and spec is not None:
+                work.save_pre_search(report, timings, scores)
 
-            search = EvolutionarySearch(space, settings, fitness, seed=config.seed, progress=on_progress)
-            result = search.run(initial)
-        searched_spec = space.to_spec(result.best)
+        if spec is None:
+            space = search_space(shape, config, scores.attention, scores.mlp)
+            initial = space.initial()
+            if "initial" not in report:
+                initial_spec = space.to_spec(initial)
+                report["initial"] = {"params": initial_spec.params(),
+                                     "inheriting_ratio": initial_spec.inheriting_ratio(),
+                                     "ppl": evaluate(extract_subnet(model, initial_spec, adapter), "initial")}
+                if work is not None:
+                    work.save_pre_search(report, timings, scores)
+
+            # --- search ------------------------------------------------------------------------------
+            settings = EvolutionSettings(**{k: getattr(s, k) for k in EvolutionSettings.__dataclass_fields__})
+            if fa.min_spearman is not None:
+                from .explain.faithfulness import FaithfulnessScorer
+                from .search import FaithfulnessConstrainedFitness
+
+                t = time.perf_counter()
+                scorer = FaithfulnessScorer(model, self.tokenizer, faith_prompts[: fa.constraint_prompts],
+                                            fa.atman_config(), fa.top_k)
+                timings["faithfulness_constraint_reference"] = time.perf_counter() - t
+                fitness = FaithfulnessConstrainedFitness(model, adapter, space, fitness_windows,
+                                                         s.fitness_batch_size, scorer, fa.min_spearman)
+            else:
+                fitness = PerplexityFitness(model, adapter, space, fitness_windows, s.fitness_batch_size)
+            planned = max(1, s.generations * s.population_size)  # the initial subnet counts in generation 1
+            with progress_bar(total=planned, desc="Search", unit="cand") as bar:
+                def on_progress(generation: int, evaluations: int, best: float) -> None:
+                    bar.n = min(evaluations, planned)
+                    bar.set_postfix(gen=generation + 1, best=f"{best:.2f}")
+                    bar.refresh()
+
+                search = EvolutionarySearch(space, settings, fitness, seed=config.seed, progress=on_progress,
+                                            checkpoint=work.save_search_state if work is not None else None)
+                state = work.load_search_state() if work is not None else None
+                if state is not None:
+                    search.load_state_dict(state)
+                    timings["resumed_from_generation"] = search.generation
+                    logger.info("Resuming the search after generation %d of %d", search.generation, s.generations)
+                result = search.run(initial)
+            searched_spec = space.to_spec(result.best)
+        else:
+            searched_spec = SubnetSpec(shape=shape, layers=spec.layers)
+            report["spec"] = {"given": True, "key": spec.key(), "metadata": spec.metadata}
         subnet = extract_subnet(model, searched_spec, adapter)
         report["searched"] = {"params": searched_spec.params(), "inheriting_ratio": searched_spec.inheriting_ratio(),
                               "ppl": evaluate(subnet, "searched")}
-        report["search"] = {
-            "generations": s.generations,
-            "evaluations": result.evaluations,
-            "seconds": result.seconds,
-            "seconds_per_evaluation": result.seconds_per_evaluation,
-            "initial_fitness": result.initial_fitness,
-            "best_fitness": result.best_fitness,
-            "best_fitness_per_generation": result.best_fitness_per_generation,
-            "history": result.history,
-            "space": space.describe(),
-            "fitness": {"windows": len(fitness_windows), "seq_len": s.fitness_seq_len, "metric": "perplexity"},
-        }
-        if fa.min_spearman is not None:
-            report["search"]["faithfulness_constraint"] = {
-                "min_spearman": fa.min_spearman, "prompts": fa.constraint_prompts, "rejected": fitness.rejected,
-                "evaluated": len(fitness.scores)}
+        if spec is None:
+            report["search"] = {
+                "generations": s.generations,
+                "evaluations": result.evaluations,
+                "seconds": result.seconds,
+                "seconds_per_evaluation": result.seconds_per_evaluation,
+                "initial_fitness": result.initial_fitness,
+                "best_fitness": result.best_fitness,
+                "best_fitness_per_generation": result.best_fitness_per_generation,
+                "history": result.history,
+                "space": space.describe(),
+                "fitness": {"windows": len(fitness_windows), "seq_len": s.fitness_seq_len, "metric": "perplexity"},
+            }
+            if fa.min_spearman is not None:
+                report["search"]["faithfulness_constraint"] = {
+                    "min_spearman": fa.min_spearman, "prompts": fa.constraint_prompts, "rejected": fitness.rejected,
+                    "evaluated": len(fitness.scores)}
 
         # --- reformation --------------------------------------------------------------------------------
         with progress_bar(total=len(searched_spec.layers), desc=f"Reformation ({r.method})", unit="layer") as bar:
@@ -245,6 +351,21 @@ def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
+def search_space(shape, config: SubnetConfig, attention_scores, mlp_scores):
+    """The :class:`SearchSpace` of ``config`` (depth search only for targets <= 0.7 under "auto")."""
+    from .search import SearchSpace
+
+    s = config.search
+    depth = s.depth_search == "on" or (s.depth_search == "auto" and config.target_ratio <= 0.7)
+    return SearchSpace(
+        shape, attention_scores, mlp_scores, config.target_ratio,
+        attention_range=s.attention_range, mlp_range=s.mlp_range,
+        head_dim_multiple=s.head_dim_multiple, mlp_multiple=s.mlp_multiple,
+        depth_search=depth, min_depth=round(s.min_depth_ratio * shape.num_layers),
+        tolerance=s.ratio_tolerance, mask_fill=s.mask_fill,
+    )
+
+
 def save_subnet(model, tokenizer, spec: SubnetSpec, folder: Path) -> None:
     """Weights (safetensors), config with ``auto_map`` + modeling code, tokenizer, subnet spec."""
     from .models import AUTO_MAP, REMOTE_CODE_FILES
@@ -269,17 +390,48 @@ def write_report(report: dict[str, Any], folder: Path) -> None:
     plot_search(report, folder / "search_progress.png")
 
 
-def environment(device: str, seed: int) -> dict[str, Any]:
+def package_versions() -> dict[str, str | None]:
     import importlib.metadata as md
 
     versions = {}
-    for package in ("optimum-subnet", "torch", "transformers", "optimum", "optimum-onnx", "datasets", "numpy"):
+    for package in ("optimum-subnet", "torch", "transformers", "optimum", "optimum-onnx", "datasets", "numpy",
+                    "safetensors"):
         try:
             versions[package] = md.version(package)
         except md.PackageNotFoundError:
             versions[package] = None
-    info = {"python": platform.python_version(), "platform": platform.platform(), "device": device,
-            "seed": seed, "versions": versions, "torch_threads": torch.get_num_threads()}
+    return versions
+
+
+def environment(device: str, seed: int) -> dict[str, Any]:
+    """What a rerun needs to reproduce the result: the same seed gives the same subnet with the same
+    library versions on the same hardware (thread count and GPU model change float reductions)."""
+    info = {"python": platform.python_version(), "platform": platform.platform(), "machine": platform.machine(),
+            "device": device, "seed": seed, "versions": package_versions(), "torch_threads": torch.get_num_threads(),
+            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
     if device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return info
+
+
+def check_disk_space(save_dir: str | os.PathLike, shape, config: SubnetConfig, dtype_bytes: int,
+                     free: int | None = None) -> None:
+    """Refuse a run whose output cannot fit on the output's file system (checked before the work).
+
+    Needed: the subnet's weights at the target ratio (plus the ratio tolerance) in the run's dtype,
+    its importance scores in the work folder, and 16 MiB for tokenizer, code, reports and checkpoints.
+    """
+    from .errors import ResourceError
+    from .utils import human_bytes
+
+    params = shape.dense_params() * min(1.0, config.target_ratio + config.search.ratio_tolerance)
+    scores = shape.num_layers * (shape.num_key_value_heads * shape.head_dim + shape.intermediate_size) * 4
+    needed = int(params * dtype_bytes) + scores + 16 * 2**20
+    if free is None:
+        folder = Path(os.path.abspath(save_dir)).parent
+        while not folder.exists():
+            folder = folder.parent
+        free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise ResourceError(f"not enough disk space for {save_dir}: the subnet needs about {human_bytes(needed)} "
+                            f"but {human_bytes(free)} is free there; free some space or choose another --output")

@@ -2,8 +2,31 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
+
+#: The report's wall-clock fields: they differ between two runs of the same search (e.g. a resumed
+#: run and an uninterrupted one). Every other field is reproducible from the seed, the inputs and
+#: the library versions on the same hardware. ``timings`` also records ``resumed_from_generation``.
+TIMING_FIELDS = ("timings", "search.seconds", "search.seconds_per_evaluation", "search.history[].seconds",
+                 "reformation.seconds")
+
+
+def without_timings(report: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``report`` without :data:`TIMING_FIELDS` (what two reproducible runs share)."""
+    report = copy.deepcopy(report)
+    for field in TIMING_FIELDS:
+        parts = field.split(".")
+        targets = [report]
+        for part in parts[:-1]:
+            if part.endswith("[]"):
+                targets = [item for t in targets for item in t.get(part[:-2], [])]
+            else:
+                targets = [t[part] for t in targets if isinstance(t.get(part), dict)]
+        for target in targets:
+            target.pop(parts[-1], None)
+    return report
 
 
 def _ppl(entry: dict[str, Any]) -> str:

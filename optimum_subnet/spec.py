@@ -189,6 +189,10 @@ class SubnetSpec:
         if shape != self.shape:
             diffs = [k for k, v in shape.to_dict().items() if self.shape.to_dict().get(k) != v]
             raise InvalidSpecError(f"subnet spec was made for another model (differs in: {', '.join(diffs)})")
+        if shape.num_attention_heads % shape.num_key_value_heads:
+            raise InvalidSpecError("subnet spec shape: num_attention_heads must be a multiple of num_key_value_heads")
+        if shape.rope and shape.head_dim % 2:
+            raise InvalidSpecError("subnet spec shape: a rotary head_dim must be even")
         if not self.layers:
             raise InvalidSpecError("subnet spec keeps no decoder layer")
         sources = self.source_indices
@@ -230,27 +234,43 @@ class SubnetSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SubnetSpec":
+        """Parse and validate (strictly: JSON integers only, known keys only); :class:`InvalidSpecError`
+        names the first problem, so a bad spec is refused before any model work."""
         try:
+            if not isinstance(data, dict):
+                raise InvalidSpecError(f"a subnet spec is a JSON object, got {type(data).__name__}")
             version = data.get("format_version", SPEC_FORMAT_VERSION)
             if version != SPEC_FORMAT_VERSION:
                 raise InvalidSpecError(f"unsupported subnet spec format_version {version}")
-            shape = ModelShape(**data["shape"])
-            layers = [
-                LayerSpec(
-                    source_index=int(layer["source_index"]),
-                    kv_heads=[int(i) for i in layer["kv_heads"]],
-                    attention_channels=[[int(i) for i in c] for c in layer["attention_channels"]],
-                    mlp_channels=[int(i) for i in layer["mlp_channels"]],
-                    attention_out_bias=bool(layer.get("attention_out_bias", False)),
-                    mlp_out_bias=bool(layer.get("mlp_out_bias", False)),
-                )
-                for layer in data["layers"]
-            ]
+            shape = ModelShape(**_typed_fields(ModelShape, data["shape"], "shape"))
+            if not isinstance(data["layers"], list):
+                raise InvalidSpecError("subnet spec 'layers' must be a list")
+            layers = []
+            for layer in data["layers"]:
+                if not isinstance(layer, dict):
+                    raise InvalidSpecError("each subnet spec layer must be a JSON object")
+                unknown = sorted(set(layer) - _LAYER_KEYS)
+                if unknown:
+                    raise InvalidSpecError(f"unknown subnet spec layer field(s): {', '.join(unknown)}")
+                where = f"layer {layer.get('source_index')}"
+                if not isinstance(layer["attention_channels"], list):
+                    raise InvalidSpecError(f"{where} attention_channels must be a list of lists")
+                layers.append(LayerSpec(
+                    source_index=_int(layer["source_index"], f"{where} source_index"),
+                    kv_heads=_int_list(layer["kv_heads"], f"{where} kv_heads"),
+                    attention_channels=[_int_list(c, f"{where} attention channels") for c in layer["attention_channels"]],
+                    mlp_channels=_int_list(layer["mlp_channels"], f"{where} mlp channels"),
+                    attention_out_bias=_bool(layer.get("attention_out_bias", False), f"{where} attention_out_bias"),
+                    mlp_out_bias=_bool(layer.get("mlp_out_bias", False), f"{where} mlp_out_bias"),
+                ))
+            metadata = data.get("metadata", {})
+            if not isinstance(metadata, dict):
+                raise InvalidSpecError("subnet spec metadata must be a JSON object")
         except InvalidSpecError:
             raise
         except (KeyError, TypeError, ValueError) as e:
             raise InvalidSpecError(f"malformed subnet spec: {type(e).__name__}: {e}") from None
-        return cls(shape=shape, layers=layers, metadata=dict(data.get("metadata", {}))).validate()
+        return cls(shape=shape, layers=layers, metadata=dict(metadata)).validate()
 
     def save(self, path: str | os.PathLike) -> None:
         from .utils import write_json
@@ -273,6 +293,49 @@ class SubnetSpec:
 
 
 SPEC_FILE_NAME = "subnet_config.json"
+
+
+_LAYER_KEYS = {"source_index", "kv_heads", "attention_channels", "mlp_channels", "attention_out_bias", "mlp_out_bias"}
+
+
+def _int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidSpecError(f"{what} must be an integer, got {value!r}")
+    return value
+
+
+def _bool(value: Any, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidSpecError(f"{what} must be true or false, got {value!r}")
+    return value
+
+
+def _int_list(values: Any, what: str) -> list[int]:
+    if not isinstance(values, list):
+        raise InvalidSpecError(f"{what} must be a list of integers")
+    return [_int(v, what) for v in values]
+
+
+def _typed_fields(cls, values: Any, what: str) -> dict[str, Any]:
+    """``values`` checked against the dataclass ``cls``'s field types (str / int / bool only)."""
+    import dataclasses
+
+    if not isinstance(values, dict):
+        raise InvalidSpecError(f"subnet spec {what} must be a JSON object")
+    types = {f.name: f.type for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(types))
+    if unknown:
+        raise InvalidSpecError(f"unknown subnet spec {what} field(s): {', '.join(unknown)}")
+    for name, value in values.items():
+        expected = types[name]
+        ok = (isinstance(value, str) if expected == "str" else isinstance(value, bool) if expected == "bool"
+              else isinstance(value, int) and not isinstance(value, bool) and value > 0)
+        if not ok:
+            raise InvalidSpecError(f"subnet spec {what}.{name} must be {_TYPE_WORDS[expected]}, got {value!r}")
+    return values
+
+
+_TYPE_WORDS = {"str": "a string", "bool": "true or false", "int": "a positive integer"}
 
 
 def _check_index_list(values: Sequence[int], upper: int, what: str) -> None:

@@ -135,7 +135,8 @@ def export_onnx(model_or_path, output: str | os.PathLike, config: OnnxExportConf
     from ..utils import atomic_output_dir, check_output_dir
 
     config = config or OnnxExportConfig()
-    check_output_dir(output, overwrite)
+    inputs = [model_or_path] if isinstance(model_or_path, (str, os.PathLike)) and Path(model_or_path).exists() else []
+    check_output_dir(output, overwrite, protected=inputs)
     check_provider(config.provider)
     device = resolve_device(config.device)
     if isinstance(model_or_path, (str, os.PathLike)):
@@ -147,7 +148,7 @@ def export_onnx(model_or_path, output: str | os.PathLike, config: OnnxExportConf
     torch_dtype = torch.float16 if config.dtype == "fp16" else torch.float32
     model = model.to(device=device, dtype=torch_dtype).eval()
 
-    with atomic_output_dir(output, overwrite) as tmp:
+    with atomic_output_dir(output, overwrite, protected=inputs) as tmp:
         start = time.perf_counter()
         _export_graph(model, onnx_config, tmp, config)
         export_seconds = time.perf_counter() - start

@@ -10,20 +10,32 @@ without a model.
   ``num_crossovers`` crossovers of two random top-k parents, the rest initial-style mutants; the
   new top ``k`` is taken from the old top ``k`` and the new candidates together.
 
-Fitness values are cached by candidate, so a candidate met twice is evaluated once.
+Fitness values are cached by candidate (keyed by a content hash), so a candidate met twice is
+evaluated once.
+
+Resuming: after every generation the engine hands ``state_dict()`` (completed generations, top-k,
+fitness cache, RNG state, counters, history; plain JSON) to the ``checkpoint`` callback. A new engine
+given that state with ``load_state_dict`` continues exactly where the old one stopped: a search
+killed at any point and resumed from its last checkpoint ends with the same result as one that
+was never interrupted (candidates of the unfinished generation are produced and evaluated again).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
-from dataclasses import dataclass, field
-from typing import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
 
+from ..errors import CheckpointError, SubnetError
 from .space import Genome, SearchSpace
+from .state import genome_from_json, genome_key, genome_to_json, rng_state_from_json, rng_state_to_json
 
 logger = logging.getLogger(__name__)
+
+STATE_FORMAT_VERSION = 1
 
 
 @dataclass
@@ -60,23 +72,35 @@ class SearchResult:
 
 class EvolutionarySearch:
     def __init__(self, space: SearchSpace, settings: EvolutionSettings, fitness: Callable[[Genome], float],
-                 seed: int = 0, progress: Callable[[int, int, float], None] | None = None):
+                 seed: int = 0, progress: Callable[[int, int, float], None] | None = None,
+                 checkpoint: Callable[[dict[str, Any]], None] | None = None):
         self.space = space
         self.settings = settings
         self.fitness = fitness
         self.rng = random.Random(seed)
         self.progress = progress
-        self.cache: dict[Genome, float] = {}
+        self.checkpoint = checkpoint
+        self.cache: dict[str, float] = {}  # genome_key -> fitness
         self.evaluations = 0
         self.evaluation_seconds = 0.0
+        # Progress of the run (what a checkpoint holds besides the cache and the RNG).
+        self.generation = 0  # completed generations
+        self.top: list[Genome] = []
+        self.initial_key: str | None = None
+        self.initial_fitness: float | None = None
+        self.best_per_generation: list[float] = []
+        self.history: list[dict] = []
+        self.elapsed = 0.0  # search seconds spent before the current run() call (earlier processes)
 
-    def evaluate(self, genome: Genome) -> float:
-        if genome not in self.cache:
+    def evaluate(self, genome: Genome, key: str | None = None) -> float:
+        key = key or genome_key(genome)
+        if key not in self.cache:
             start = time.perf_counter()
-            self.cache[genome] = float(self.fitness(genome))
+            value = float(self.fitness(genome))
             self.evaluation_seconds += time.perf_counter() - start
             self.evaluations += 1
-        return self.cache[genome]
+            self.cache[key] = value
+        return self.cache[key]
 
     # -------------------------------------------------------------------------------- producers
     def _initial_mutant(self, initial: Genome) -> Genome | None:
@@ -97,62 +121,145 @@ class EvolutionarySearch:
         a, b = self.rng.sample(parents, 2)
         return self.space.crossover(a, b, self.rng)
 
-    def _fresh(self, produce, parents, initial, taken: set) -> Genome | None:
+    def _fresh(self, produce, parents, initial, taken: set[str]) -> tuple[Genome, str] | None:
         """A new in-budget candidate not evaluated before (at most ``max_tries`` attempts)."""
         for _ in range(self.settings.max_tries):
             child = produce(parents, initial)
-            if child is not None and child not in self.cache and child not in taken:
-                return child
+            if child is not None:
+                key = genome_key(child)
+                if key not in self.cache and key not in taken:
+                    return child, key
         return None
 
     # -------------------------------------------------------------------------------------- run
     def run(self, initial: Genome) -> SearchResult:
+        """Run the remaining generations (all of them, unless a state was loaded) and return the best."""
         s = self.settings
-        start = time.perf_counter()
-        initial_fitness = self.evaluate(initial)
-        top: list[Genome] = [initial]
-        best_per_generation: list[float] = []
-        history: list[dict] = []
-        for generation in range(s.generations):
+        start = time.perf_counter() - self.elapsed
+        if not self.top:
+            self.initial_key = genome_key(initial)
+            self.initial_fitness = self.evaluate(initial, self.initial_key)
+            self.top = [initial]
+        elif genome_key(initial) != self.initial_key:
+            raise CheckpointError("the loaded search state was started from another initial subnet")
+        while self.generation < s.generations:
+            generation = self.generation
             if generation == 0:
                 plan = [(lambda p, i: self._initial_mutant(i), s.population_size - 1)]
             else:
                 rest = max(0, s.population_size - s.num_mutations - s.num_crossovers)
                 plan = [(self._mutant, s.num_mutations), (self._crossover, s.num_crossovers),
                         (lambda p, i: self._initial_mutant(i), rest)]
-            children: list[Genome] = []
-            taken: set = set()
+            children: list[tuple[Genome, str]] = []
+            taken: set[str] = set()
             for produce, count in plan:
                 for _ in range(count):
-                    child = self._fresh(produce, top, initial, taken)
-                    if child is not None:
-                        children.append(child)
-                        taken.add(child)
-            for child in children:
-                self.evaluate(child)
+                    fresh = self._fresh(produce, self.top, initial, taken)
+                    if fresh is not None:
+                        children.append(fresh)
+                        taken.add(fresh[1])
+            top_keys = [genome_key(g) for g in self.top]
+            for child, key in children:
+                self.evaluate(child, key)
                 if self.progress is not None:
-                    self.progress(generation, self.evaluations, min(self.cache[g] for g in top + [child]))
-            pool = list(dict.fromkeys(top + children))
-            pool.sort(key=lambda g: self.cache[g])
-            top = pool[: s.top_k]
-            best_per_generation.append(self.cache[top[0]])
-            history.append({
+                    self.progress(generation, self.evaluations, min(self.cache[k] for k in top_keys + [key]))
+            pool: dict[str, Genome] = {}
+            for genome, key in list(zip(self.top, top_keys)) + children:
+                pool.setdefault(key, genome)
+            ranked = sorted(pool.items(), key=lambda item: self.cache[item[0]])[: s.top_k]
+            self.top = [genome for _, genome in ranked]
+            best = self.cache[ranked[0][0]]
+            self.generation += 1
+            self.elapsed = time.perf_counter() - start
+            self.best_per_generation.append(best)
+            self.history.append({
                 "generation": generation + 1,
                 "candidates": len(children),
-                "best": self.cache[top[0]],
-                "top_k_mean": sum(self.cache[g] for g in top) / len(top),
+                "best": best,
+                "top_k_mean": sum(self.cache[k] for k, _ in ranked) / len(ranked),
                 "evaluations": self.evaluations,
-                "seconds": time.perf_counter() - start,
+                "seconds": self.elapsed,
             })
             logger.info("generation %d/%d: best fitness %.3f (%d new candidates, %d evaluations)",
-                        generation + 1, s.generations, self.cache[top[0]], len(children), self.evaluations)
+                        generation + 1, s.generations, best, len(children), self.evaluations)
+            if self.checkpoint is not None:
+                self.checkpoint(self.state_dict())
+        self.elapsed = time.perf_counter() - start
+        best_key = genome_key(self.top[0])
         return SearchResult(
-            best=top[0],
-            best_fitness=self.cache[top[0]],
-            initial_fitness=initial_fitness,
-            best_fitness_per_generation=best_per_generation,
+            best=self.top[0],
+            best_fitness=self.cache[best_key],
+            initial_fitness=self.initial_fitness,
+            best_fitness_per_generation=list(self.best_per_generation),
             evaluations=self.evaluations,
-            seconds=time.perf_counter() - start,
+            seconds=self.elapsed,
             evaluation_seconds=self.evaluation_seconds,
-            history=history,
+            history=list(self.history),
         )
+
+    # ------------------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue the search exactly, as plain JSON-compatible values."""
+        return {
+            "format_version": STATE_FORMAT_VERSION,
+            "settings": asdict(self.settings),
+            "generation": self.generation,
+            "initial_key": self.initial_key,
+            "initial_fitness": self.initial_fitness,
+            "top": [genome_to_json(g) for g in self.top],
+            "cache": [[key, value] for key, value in self.cache.items()],
+            "rng": rng_state_to_json(self.rng.getstate()),
+            "evaluations": self.evaluations,
+            "evaluation_seconds": self.evaluation_seconds,
+            "seconds": self.elapsed,
+            "best_fitness_per_generation": list(self.best_per_generation),
+            "history": [dict(entry) for entry in self.history],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state`` (from :meth:`state_dict`); :class:`CheckpointError` if it does not fit."""
+        try:
+            if state.get("format_version") != STATE_FORMAT_VERSION:
+                raise CheckpointError(f"unsupported search state format_version {state.get('format_version')!r}")
+            if state["settings"] != asdict(self.settings):
+                changed = sorted(k for k, v in asdict(self.settings).items() if state["settings"].get(k) != v)
+                raise CheckpointError(f"search state was saved with other search settings ({', '.join(changed)})")
+            generation = int(state["generation"])
+            if not 0 <= generation <= self.settings.generations:
+                raise CheckpointError(f"search state is at generation {generation} of {self.settings.generations}")
+            top = [genome_from_json(g) for g in state["top"]]
+            cache = {}
+            for key, value in state["cache"]:
+                if not isinstance(key, str) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                    raise ValueError("fitness cache entries are [genome key, finite number]")
+                cache[key] = float(value)
+            rng_state = rng_state_from_json(state["rng"])
+            random.Random().setstate(rng_state)  # validates it
+            if not top or len(top) > self.settings.top_k:
+                raise ValueError(f"top-k must hold 1..{self.settings.top_k} genomes")
+            for genome in top:
+                if len(genome) != self.space.shape.num_layers:
+                    raise ValueError(f"a genome has {len(genome)} layers, the model {self.space.shape.num_layers}")
+                self.space.to_spec(genome).validate()
+                if genome_key(genome) not in cache:
+                    raise ValueError("a top-k genome has no cached fitness")
+            initial_key, initial_fitness = str(state["initial_key"]), float(state["initial_fitness"])
+            best = [float(v) for v in state["best_fitness_per_generation"]]
+            history = [dict(entry) for entry in state["history"]]
+            if len(best) != generation or len(history) != generation:
+                raise ValueError("history does not match the generation count")
+            evaluations, evaluation_seconds, seconds = (int(state["evaluations"]), float(state["evaluation_seconds"]),
+                                                        float(state["seconds"]))
+        except CheckpointError:
+            raise
+        except SubnetError as e:  # InvalidSpecError of a top-k genome
+            raise CheckpointError(f"search state holds an invalid subnet: {e}") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise CheckpointError(f"search state is malformed: {type(e).__name__}: {e}") from None
+        self.rng.setstate(rng_state)
+        self.cache = cache
+        self.top = top
+        self.generation = generation
+        self.initial_key, self.initial_fitness = initial_key, initial_fitness
+        self.best_per_generation, self.history = best, history
+        self.evaluations, self.evaluation_seconds, self.elapsed = evaluations, evaluation_seconds, seconds

@@ -20,14 +20,38 @@ def setup_logging(verbose: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+class Terminated(BaseException):
+    """SIGTERM (a scheduler's or ``kill``'s request to stop), raised so that cleanup code runs."""
+
+
+def _raise_terminated(_signum, _frame):
+    raise Terminated()
+
+
 @contextmanager
-def user_errors():
-    """Turn library errors into one line on stderr and a non-zero exit (no traceback)."""
+def user_errors(interrupted_hint=None):
+    """Turn library errors into one line on stderr and a non-zero exit (no traceback).
+
+    Ctrl-C and SIGTERM unwind normally (so partial outputs are removed) and exit with 130 / 143;
+    ``interrupted_hint()`` may add what the user can do next (e.g. resume).
+    """
+    import signal
+
+    def hint() -> str:
+        return interrupted_hint() if interrupted_hint is not None else ""
+
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = None
     try:
         yield
     except KeyboardInterrupt:
-        sys.stderr.write("error: interrupted\n")
+        sys.stderr.write(f"error: interrupted{hint()}\n")
         sys.exit(130)
+    except Terminated:
+        sys.stderr.write(f"error: terminated{hint()}\n")
+        sys.exit(143)
     except Exception as e:  # only SubnetError is a user error; anything else is a bug and keeps its traceback
         from optimum_subnet.errors import SubnetError
 
@@ -35,6 +59,9 @@ def user_errors():
             sys.stderr.write(f"error: {e}\n")
             sys.exit(e.exit_code)
         raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def add_common_model_args(parser) -> None:

@@ -25,6 +25,7 @@ class SubnetEvaluateCommand(BaseOptimumCLICommand):
         parser.add_argument("--faithfulness-prompts", type=int, default=8, help="BoolQ prompts (default 8)")
         parser.add_argument("--faithfulness-top-k", type=int, default=5, help="k of the top-k overlap (default 5)")
         parser.add_argument("--faithfulness-granularity", default="token", choices=["token", "word", "sentence"])
+        parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
         add_common_model_args(parser)
 
     def run(self) -> None:
@@ -32,8 +33,10 @@ class SubnetEvaluateCommand(BaseOptimumCLICommand):
         setup_logging(args.verbose)
         with user_errors():
             from optimum_subnet.configuration import FaithfulnessConfig
-            from optimum_subnet.evaluation import evaluate_model
+            from optimum_subnet.evaluation import check_output_file, evaluate_model
 
+            if args.output:
+                check_output_file(args.output, args.overwrite)  # before the evaluation, not after
             faithfulness = FaithfulnessConfig(prompts=args.faithfulness_prompts, top_k=args.faithfulness_top_k,
                                               granularity=args.faithfulness_granularity).validate()
             results = evaluate_model(args.model, dataset=args.dataset, seq_lens=args.seq_len,

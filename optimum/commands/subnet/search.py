@@ -12,8 +12,9 @@ class SubnetSearchCommand(BaseOptimumCLICommand):
     def parse_args(parser) -> None:
         parser.add_argument("--model", default="smollm2-135m",
                             help="built-in alias (smollm2-135m), local folder or hub id (default: smollm2-135m)")
-        parser.add_argument("--target-ratio", type=float, required=True,
-                            help="kept fraction of all parameters, in (0, 1]")
+        parser.add_argument("--target-ratio", type=float,
+                            help="kept fraction of all parameters, in (0, 1] (default with --spec: the spec's, "
+                                 "with --config: the config's)")
         parser.add_argument("--output", required=True, help="folder to write the subnet to")
         parser.add_argument("--preset", default="auto", choices=["auto", "fast", "paper"],
                             help="auto: paper settings with a GPU, fast without")
@@ -35,21 +36,41 @@ class SubnetSearchCommand(BaseOptimumCLICommand):
         parser.add_argument("--min-faithfulness", type=float, metavar="SPEARMAN",
                             help="search constraint: reject candidates whose AtMan relevance maps have a mean "
                                  "Spearman correlation with the dense model's below this (off by default)")
-        parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+        parser.add_argument("--overwrite", action="store_true",
+                            help="replace a non-empty output folder (and discard an interrupted run unless --resume)")
+        parser.add_argument("--resume", action="store_true",
+                            help="continue the interrupted search checkpointed in OUTPUT.partial (same arguments)")
+        parser.add_argument("--spec", help="skip the search: reform and save this subnet_config.json (or a subnet "
+                                           "folder holding one)")
+        parser.add_argument("--skip-memory-check", action="store_true",
+                            help="start even if the estimated peak memory exceeds the available memory")
         add_common_model_args(parser)
 
     def run(self) -> None:
         args = self.args
         setup_logging(args.verbose)
-        with user_errors():
-            from optimum_subnet import SubnetConfig, SubnetOptimizer
+
+        def resume_hint() -> str:
+            from optimum_subnet.checkpoint import has_progress, work_dir_for
+
+            if has_progress(args.output):
+                return f"; the search checkpoint in {work_dir_for(args.output)} is kept: rerun with --resume"
+            return ""
+
+        with user_errors(resume_hint):
+            from pathlib import Path
+
+            from optimum_subnet import SubnetConfig, SubnetOptimizer, SubnetSpec
             from optimum_subnet.utils import check_output_dir
 
-            check_output_dir(args.output, args.overwrite)
+            inputs = [args.model, args.calibration_dataset, args.eval_dataset, args.config, args.spec]
+            check_output_dir(args.output, args.overwrite, protected=[p for p in inputs if p and Path(p).exists()])
+            spec = SubnetSpec.load(args.spec) if args.spec else None  # a bad spec fails before the model loads
+            ratio = _target_ratio(args.target_ratio, spec, args.config)
             if args.config:
-                config = SubnetConfig.from_pretrained(args.config).replace(target_ratio=args.target_ratio)
+                config = SubnetConfig.from_pretrained(args.config).replace(target_ratio=ratio)
             else:
-                config = SubnetConfig.preset(args.preset, args.target_ratio)
+                config = SubnetConfig.preset(args.preset, ratio)
             if args.population is not None:
                 # keep the paper's proportions N_m = N/2, N_c = 0.3 N, k = N/10 for another N
                 n = args.population
@@ -67,8 +88,23 @@ class SubnetSearchCommand(BaseOptimumCLICommand):
             )
             optimizer = SubnetOptimizer.from_pretrained(args.model, dtype=args.dtype,
                                                         trust_remote_code=args.trust_remote_code)
-            path = optimizer.optimize(config, args.output, overwrite=args.overwrite)
+            path = optimizer.optimize(config, args.output, overwrite=args.overwrite, resume=args.resume, spec=spec,
+                                      check_memory=not args.skip_memory_check)
             _print_summary(path)
+
+
+def _target_ratio(ratio, spec, config_file):
+    """The target ratio: given, or the spec's (``--spec``), or the config file's (``None`` keeps it)."""
+    from optimum_subnet.errors import SubnetError
+
+    if spec is not None:
+        if ratio is not None and abs(ratio - spec.inheriting_ratio()) > 0.005:
+            raise SubnetError(f"--spec keeps {spec.inheriting_ratio():.4f} of the parameters but --target-ratio is "
+                              f"{ratio}; leave --target-ratio out with --spec")
+        return spec.inheriting_ratio()
+    if ratio is None and not config_file:
+        raise SubnetError("pass --target-ratio (the kept fraction of all parameters, in (0, 1])")
+    return ratio
 
 
 def _print_summary(path) -> None:

@@ -1,0 +1,456 @@
+"""Every bad input we tried on ``optimum-cli subnet``, and what the user gets.
+
+One list (:data:`CASES`) feeds both the test (``tests/unit/test_bad_inputs.py``: each case really
+runs the CLI's ``main()`` and must print exactly the line that the README's "Bad input" table shows,
+exit with that code, and leave nothing behind) and the README table itself::
+
+    python -m tests.bad_inputs                  # runs every case, prints the Markdown table
+    python -m tests.bad_inputs --write-readme   # ... and puts it into README.md
+
+Cases run in a scratch folder with relative paths, so messages do not depend on where they run.
+Faults that cannot be produced for real in a test (a full disk, Ctrl-C at a precise moment) are
+injected with monkeypatch; the table says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from tests.conftest import SAMPLE_TEXT, char_tokenizer, tiny_llama
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+TABLE_START, TABLE_END = "<!-- bad-input-table:start -->", "<!-- bad-input-table:end -->"
+
+
+# ------------------------------------------------------------------------------------- fixtures
+def tiny_model(folder: Path, name: str = "tiny-llama", **overrides) -> Path:
+    path = folder / name
+    tiny_llama(**overrides).save_pretrained(path, safe_serialization=True)
+    char_tokenizer().save_pretrained(path)
+    return path
+
+
+def edit_config(path: Path, **changes) -> None:
+    config = json.loads((path / "config.json").read_text())
+    config.update(changes)
+    (path / "config.json").write_text(json.dumps(config))
+
+
+def fast_config(folder: Path, **search) -> None:
+    """``fast.json``: a full pipeline on the tiny model in a few seconds."""
+    from optimum_subnet import SubnetConfig
+
+    (folder / "cal.txt").write_text(SAMPLE_TEXT)
+    overrides = {f"search__{k}": v for k, v in search.items()}
+    config = SubnetConfig.preset(
+        "fast", 0.7, search__generations=2, search__population_size=4, search__num_mutations=2,
+        search__num_crossovers=1, search__top_k=2, search__fitness_windows=2, search__fitness_seq_len=32,
+        data__dataset="cal.txt", data__num_samples=8, data__seq_len=32, data__eval_seq_len=32,
+        data__eval_max_windows=4, **overrides)
+    (folder / "fast.json").write_text(json.dumps(config.to_dict()))
+
+
+def model_and_config(folder: Path) -> None:
+    tiny_model(folder)
+    fast_config(folder)
+
+
+def spec_file(folder: Path, mutate: Callable[[dict], None], name: str = "spec.json", **model_overrides) -> None:
+    from optimum_subnet.adapters import get_adapter
+    from optimum_subnet.spec import SubnetSpec
+
+    model_and_config(folder)
+    model = tiny_llama(**model_overrides)
+    data = SubnetSpec.dense(get_adapter(model.config).shape(model.config)).to_dict()
+    mutate(data)
+    (folder / name).write_text(json.dumps(data))
+
+
+class Interrupt(Exception):
+    pass
+
+
+def fail_on_call(monkeypatch, target: str, error: BaseException, write_first: bool = False) -> None:
+    """Make ``target`` (``module:attribute``) raise ``error``; ``write_first`` writes half a file first
+    (the first positional argument's path) so that the fault really strikes mid-save."""
+    import importlib
+
+    module_name, attribute = target.split(":")
+    module = importlib.import_module(module_name)
+
+    def broken(*args, **kwargs):
+        if write_first:
+            path = Path(kwargs.get("filename") or args[1])
+            path.write_bytes(b"\0" * 1024)
+        raise error
+
+    monkeypatch.setattr(module, attribute, broken)
+
+
+def interrupted_run(folder: Path, monkeypatch) -> None:
+    """A search killed after its first generation (leaves ``out.partial`` to resume)."""
+    from optimum_subnet import checkpoint
+
+    model_and_config(folder)
+    original = checkpoint.RunDirectory.save_search_state
+
+    def save_then_die(self, state):
+        original(self, state)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(checkpoint.RunDirectory, "save_search_state", save_then_die)
+        code, _ = run_cli(["search", "--model", "tiny-llama", "--target-ratio", "0.7", "--config", "fast.json",
+                           "--output", "out"])
+    assert code == 130 and (folder / "out.partial" / "search_state.json").is_file()
+
+
+def old_output(folder: Path) -> None:
+    model_and_config(folder)
+    (folder / "out").mkdir()
+    (folder / "out" / "config.json").write_text("old")
+
+
+# ----------------------------------------------------------------------------------------- cases
+@dataclass
+class Case:
+    id: str
+    tried: str  # the README's "input tried" column (Markdown)
+    args: list[str]
+    setup: Callable[[Path], None] | None = None
+    fault: Callable[[Path, pytest.MonkeyPatch], None] | None = None  # injected, after setup
+    env: dict[str, str] = field(default_factory=dict)
+    code: int = 2
+    leaves: tuple[str, ...] = ()  # new paths the case may leave (resumable checkpoints)
+    check: Callable[[Path], None] | None = None  # extra assertions on the folder afterwards
+    needs_no_gpu: bool = False
+
+
+def search(*args: str, model: str = "tiny-llama", ratio: str | None = "0.7", config: bool = True) -> list[str]:
+    """``search`` arguments; ``ratio=None`` leaves ``--target-ratio`` out (``--spec`` brings its own)."""
+    return ["search", "--model", model, *(["--target-ratio", ratio] if ratio else []), "--output", "out",
+            *(["--config", "fast.json"] if config else []), *args]
+
+
+def _keep_file_intact(folder: Path) -> None:
+    assert (folder / "out" / "keep.txt").read_text() == "mine"
+
+
+def _old_output_intact(folder: Path) -> None:
+    assert sorted(p.name for p in (folder / "out").iterdir()) == ["config.json"]
+    assert (folder / "out" / "config.json").read_text() == "old"
+
+
+def _no_code_ran(folder: Path) -> None:
+    assert not (folder / "PWNED").exists(), "the model's custom code ran without --trust-remote-code"
+
+
+def _custom_code_model(folder: Path) -> None:
+    path = tiny_model(folder, "custom")
+    edit_config(path, model_type="custom_llama",
+                auto_map={"AutoConfig": "configuration_custom.CustomConfig",
+                          "AutoModelForCausalLM": "modeling_custom.CustomModel"})
+    (path / "configuration_custom.py").write_text(
+        "from pathlib import Path\nPath('PWNED').write_text('custom code ran')\n"
+        "from transformers import LlamaConfig\n\nclass CustomConfig(LlamaConfig):\n    model_type = 'custom_llama'\n")
+
+
+def _pickle_model(folder: Path) -> None:
+    path = folder / "pickled"
+    tiny_llama().save_pretrained(path, safe_serialization=False)
+    char_tokenizer().save_pretrained(path)
+
+
+def _no_unpickling(folder: Path, monkeypatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load (unpickling) was called"))
+
+
+def _nan_model(folder: Path) -> None:
+    import torch
+
+    model = tiny_llama()
+    with torch.no_grad():
+        model.model.layers[1].mlp.down_proj.weight[0, 0] = float("nan")
+    model.save_pretrained(folder / "nan-llama", safe_serialization=True)
+    char_tokenizer().save_pretrained(folder / "nan-llama")
+    fast_config(folder)
+
+
+def _gpt2(folder: Path) -> None:
+    from transformers import GPT2Config
+
+    GPT2Config(n_layer=1, n_embd=8, n_head=2).save_pretrained(folder / "gpt2-model")
+
+
+def _disk_full_mid_save(folder: Path, monkeypatch) -> None:
+    fail_on_call(monkeypatch, "transformers.modeling_utils:safe_save_file",
+                 OSError(errno.ENOSPC, "No space left on device"), write_first=True)
+
+
+def _ctrl_c_mid_save(folder: Path, monkeypatch) -> None:
+    fail_on_call(monkeypatch, "optimum_subnet.optimizer:write_report", KeyboardInterrupt())
+
+
+def _small_disk(folder: Path, monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(total=2**30, used=2**30 - 2**20, free=2**20))
+
+
+CASES = [
+    # --- model ----------------------------------------------------------------------------------
+    Case("unknown-model", "unknown model or alias (`--model no-such-model`, hub offline)",
+         search(model="no-such-model", config=False)),
+    Case("missing-model-folder", "model folder that does not exist (`--model ./missing`)",
+         search(model="./missing", config=False)),
+    Case("no-config-json", "model folder without `config.json`", search(model="empty-model", config=False),
+         setup=lambda f: (f / "empty-model").mkdir()),
+    Case("unsupported-architecture", "unsupported architecture (a GPT-2 folder)", search(model="gpt2-model", config=False),
+         setup=_gpt2),
+    Case("weights-shape-mismatch", "weights that do not match `config.json` (intermediate_size edited)", search(),
+         setup=lambda f: (model_and_config(f), edit_config(f / "tiny-llama", intermediate_size=96))),
+    Case("weights-missing", "`config.json` with more layers than the weights hold", search(),
+         setup=lambda f: (model_and_config(f), edit_config(f / "tiny-llama", num_hidden_layers=5))),
+    Case("weights-extra", "`config.json` with fewer layers than the weights hold", search(),
+         setup=lambda f: (model_and_config(f), edit_config(f / "tiny-llama", num_hidden_layers=3))),
+    Case("pickle-weights", "weights only as a pickle (`pytorch_model.bin`); `torch.load` booby-trapped",
+         search(model="pickled"), setup=lambda f: (_pickle_model(f), fast_config(f)), fault=_no_unpickling),
+    Case("custom-code", "model whose config needs its own code, without `--trust-remote-code`",
+         search(model="custom"), setup=lambda f: (_custom_code_model(f), fast_config(f)), check=_no_code_ran),
+    Case("nan-weights", "NaN in the weights (NaN/inf activations)", search(model="nan-llama"), setup=_nan_model),
+    # --- ratio -----------------------------------------------------------------------------------
+    Case("ratio-zero", "`--target-ratio 0`", search(ratio="0", config=False)),
+    Case("ratio-above-one", "`--target-ratio 1.5`", search(ratio="1.5", config=False)),
+    Case("ratio-nan", "`--target-ratio nan`", search(ratio="nan", config=False)),
+    Case("ratio-below-embeddings", "`--target-ratio 0.02` (below the embeddings' share)", search(ratio="0.02"),
+         setup=model_and_config),
+    Case("ratio-unreachable", "`--target-ratio 0.3` (below the search space's smallest subnet)", search(ratio="0.3"),
+         setup=model_and_config),
+    # --- data ------------------------------------------------------------------------------------
+    Case("empty-calibration", "empty calibration file", search("--calibration-dataset", "empty.txt"),
+         setup=lambda f: (model_and_config(f), (f / "empty.txt").write_text("  \n"))),
+    Case("short-calibration", "calibration text shorter than one window (`--seq-len 200`, 50 characters)",
+         search("--calibration-dataset", "short.txt", "--seq-len", "200"),
+         setup=lambda f: (model_and_config(f), (f / "short.txt").write_text("x" * 50))),
+    Case("missing-calibration", "calibration file that does not exist", search("--calibration-dataset", "nope.txt"),
+         setup=model_and_config),
+    Case("jsonl-without-text", "`.jsonl` calibration data without a `text` column",
+         search("--calibration-dataset", "data.jsonl"),
+         setup=lambda f: (model_and_config(f), (f / "data.jsonl").write_text('{"body": "hello"}\n'))),
+    Case("seq-len-above-limit", "`--seq-len 512` on a model with 256 positions", search("--seq-len", "512"),
+         setup=model_and_config),
+    Case("seq-len-one", "`--seq-len 1`", search("--seq-len", "1"), setup=model_and_config),
+    # --- subnet spec (--spec) --------------------------------------------------------------------
+    Case("spec-not-json", "`--spec` file that is not JSON", search("--spec", "spec.json", ratio=None),
+         setup=lambda f: (model_and_config(f), (f / "spec.json").write_text("{layers: ["))),
+    Case("spec-wrong-layer-count", "`--spec` made for a model with another layer count",
+         search("--spec", "spec.json", ratio=None), setup=lambda f: spec_file(f, lambda d: None, num_hidden_layers=6)),
+    Case("spec-index-out-of-range", "`--spec` with an MLP channel index out of range",
+         search("--spec", "spec.json", ratio=None),
+         setup=lambda f: spec_file(f, lambda d: d["layers"][0].update(mlp_channels=[0, 1, 128]))),
+    Case("spec-duplicates", "`--spec` with duplicate channel indices", search("--spec", "spec.json", ratio=None),
+         setup=lambda f: spec_file(f, lambda d: d["layers"][1].update(mlp_channels=[3, 3, 4]))),
+    Case("spec-duplicate-layers", "`--spec` listing a layer twice", search("--spec", "spec.json", ratio=None),
+         setup=lambda f: spec_file(f, lambda d: d["layers"].insert(1, d["layers"][0]))),
+    Case("spec-unpaired-rope", "`--spec` keeping a rotary channel without its pair", search("--spec", "spec.json", ratio=None),
+         setup=lambda f: spec_file(f, lambda d: d["layers"][0].update(attention_channels=[[0, 8], [1, 2]]))),
+    Case("spec-float-index", "`--spec` with a non-integer index", search("--spec", "spec.json", ratio=None),
+         setup=lambda f: spec_file(f, lambda d: d["layers"][0].update(mlp_channels=[0, 1.5]))),
+    Case("spec-and-other-ratio", "`--spec` together with a different `--target-ratio`",
+         search("--spec", "spec.json", ratio="0.5"), setup=lambda f: spec_file(f, lambda d: None)),
+    # --- configuration ---------------------------------------------------------------------------
+    Case("no-ratio", "no `--target-ratio` (and no `--spec` or `--config`)",
+         ["search", "--model", "tiny-llama", "--output", "out"], setup=tiny_model),
+    Case("config-not-json", "`--config` file that is not JSON", search(config=False) + ["--config", "bad.json"],
+         setup=lambda f: (tiny_model(f), (f / "bad.json").write_text("{"))),
+    Case("config-unknown-option", "`--config` with an unknown option", search(config=False) + ["--config", "bad.json"],
+         setup=lambda f: (tiny_model(f), (f / "bad.json").write_text('{"search": {"generation": 3}}'))),
+    # --- output ----------------------------------------------------------------------------------
+    Case("output-not-empty", "existing non-empty output folder (no `--overwrite`)", search(),
+         setup=lambda f: (model_and_config(f), (f / "out").mkdir(), (f / "out" / "keep.txt").write_text("mine")),
+         check=_keep_file_intact),
+    Case("output-is-file", "output path that is a file", search(),
+         setup=lambda f: (model_and_config(f), (f / "out").write_text("a file"))),
+    Case("output-is-symlink", "output path that is a symbolic link", search("--overwrite"),
+         setup=lambda f: (model_and_config(f), (f / "elsewhere").mkdir(), (f / "out").symlink_to(f / "elsewhere"))),
+    Case("output-holds-model", "`--overwrite` of a folder that holds the input model",
+         ["search", "--model", "models/tiny-llama", "--target-ratio", "0.7", "--output", "models", "--overwrite",
+          "--config", "fast.json"],
+         setup=lambda f: ((f / "models").mkdir(), tiny_model(f / "models"), fast_config(f))),
+    Case("interrupted-run-present", "an interrupted search in `out.partial`, rerun without `--resume`", search(),
+         setup=lambda f: (model_and_config(f), (f / "out.partial").mkdir(),
+                          (f / "out.partial" / "fingerprint.json").write_text("{}"))),
+    Case("resume-other-arguments", "`--resume` with other arguments than the interrupted run (`--generations 3`)",
+         search("--resume", "--generations", "3"), fault=lambda f, m: interrupted_run(f, m),
+         leaves=("out.partial",)),
+    # --- resources -------------------------------------------------------------------------------
+    Case("cuda-without-gpu", "`--device cuda` on a machine without a GPU", search("--device", "cuda"),
+         setup=model_and_config, needs_no_gpu=True),
+    Case("not-enough-memory", "peak memory above what is available (`--num-samples 4096`, "
+         "`OPTIMUM_SUBNET_MEMORY_LIMIT=700MiB`)", search("--num-samples", "4096", "--seq-len", "256"),
+         setup=model_and_config, env={"OPTIMUM_SUBNET_MEMORY_LIMIT": "700MiB"}),
+    Case("disk-too-small", "disk too small for the output (simulated: 1 MiB free)", search(),
+         setup=model_and_config, fault=_small_disk),
+    Case("disk-full-mid-save", "disk full while the weights are written (simulated `ENOSPC`)", search(),
+         setup=model_and_config, fault=_disk_full_mid_save, leaves=("out.partial",)),
+    Case("disk-full-overwrite", "disk full while replacing an existing output (`--overwrite`, simulated)",
+         search("--overwrite"), setup=old_output, fault=_disk_full_mid_save, leaves=("out.partial",),
+         check=_old_output_intact),
+    Case("ctrl-c-mid-save", "Ctrl-C while the output is written (simulated `KeyboardInterrupt`)", search(),
+         setup=model_and_config, fault=_ctrl_c_mid_save, code=130, leaves=("out.partial",)),
+    # --- evaluate ---------------------------------------------------------------------------------
+    Case("evaluate-output-exists", "`subnet evaluate --output results.json` when the file exists",
+         ["evaluate", "--model", "tiny-llama", "--output", "results.json"],
+         setup=lambda f: (tiny_model(f), (f / "results.json").write_text("{}"))),
+]
+
+
+#: What each case is about: a phrase its message must contain, whatever the README says (the README
+#: check alone would accept a regression that is pasted into the README).
+EXPECT = {
+    "unknown-model": "unknown model 'no-such-model'",
+    "missing-model-folder": "does not exist",
+    "no-config-json": "has no config.json",
+    "unsupported-architecture": "unsupported architecture 'gpt2'",
+    "weights-shape-mismatch": "do not match its config (size mismatch)",
+    "weights-missing": "misses tensors",
+    "weights-extra": "has extra tensors",
+    "pickle-weights": "only pickle weights",
+    "custom-code": "--trust-remote-code",
+    "nan-weights": "NaN/inf",
+    "ratio-zero": "target ratio must be in (0, 1]",
+    "ratio-above-one": "target ratio must be in (0, 1]",
+    "ratio-nan": "target ratio must be in (0, 1]",
+    "ratio-below-embeddings": "embeddings alone",
+    "ratio-unreachable": "unreachable in this search space",
+    "empty-calibration": "is empty",
+    "short-calibration": "too short",
+    "missing-calibration": "does not exist",
+    "jsonl-without-text": "no 'text' column",
+    "seq-len-above-limit": "exceeds the model's limit",
+    "seq-len-one": "at least 2 tokens",
+    "spec-not-json": "not valid JSON",
+    "spec-wrong-layer-count": "made for another model (differs in: num_layers)",
+    "spec-index-out-of-range": "out of range",
+    "spec-duplicates": "unique and sorted",
+    "spec-duplicate-layers": "unique and in increasing order",
+    "spec-unpaired-rope": "in pairs",
+    "spec-float-index": "must be an integer",
+    "spec-and-other-ratio": "leave --target-ratio out",
+    "no-ratio": "pass --target-ratio",
+    "config-not-json": "not valid JSON",
+    "config-unknown-option": "unknown search option",
+    "output-not-empty": "pass --overwrite",
+    "output-is-file": "is not a folder",
+    "output-is-symlink": "symbolic link",
+    "output-holds-model": "holds the input",
+    "interrupted-run-present": "pass --resume",
+    "resume-other-arguments": "differs in: config.search.generations",
+    "cuda-without-gpu": "no GPU is available",
+    "not-enough-memory": "reduce --num-samples or --seq-len",
+    "disk-too-small": "not enough disk space",
+    "disk-full-mid-save": "no space left on the device",
+    "disk-full-overwrite": "no space left on the device",
+    "ctrl-c-mid-save": "interrupted",
+    "evaluate-output-exists": "pass --overwrite",
+}
+
+
+# ---------------------------------------------------------------------------------------- runner
+def run_cli(args: list[str]) -> tuple[int, str]:
+    """Run ``optimum-cli subnet ARGS`` in this process: (exit code, stderr)."""
+    from optimum.commands.optimum_cli import main
+
+    stderr = io.StringIO()
+    argv = sys.argv
+    sys.argv = ["optimum-cli", "subnet", *args]
+    code = 0
+    try:
+        with contextlib.redirect_stderr(stderr):
+            main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.argv = argv
+    return code, stderr.getvalue()
+
+
+def tree(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+def run_case(case: Case, folder: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
+    """Set the case up in ``folder``, run it, check that it left nothing behind; (code, error line)."""
+    monkeypatch.chdir(folder)
+    for key, value in {"OPTIMUM_SUBNET_NO_PROGRESS": "1", "HF_HUB_OFFLINE": "1", **case.env}.items():
+        monkeypatch.setenv(key, value)
+    if case.setup is not None:
+        case.setup(folder)
+    if case.fault is not None:
+        case.fault(folder, monkeypatch)
+    before = tree(folder)
+    code, stderr = run_cli(case.args)
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, f"{case.id}: expected one error line, got:\n{stderr[-3000:]}"
+    assert EXPECT[case.id] in errors[0], f"{case.id}: {errors[0]!r} does not say {EXPECT[case.id]!r}"
+    assert "Traceback" not in stderr, f"{case.id}: traceback printed:\n{stderr[-3000:]}"
+    new = {p for p in tree(folder) - before if p.split(os.sep)[0] not in case.leaves}
+    assert not new, f"{case.id}: left behind {sorted(new)}"
+    if case.check is not None:
+        case.check(folder)
+    return code, errors[0]
+
+
+def left_behind(case: Case) -> str:
+    return ", ".join(f"`{name}` (resumable)" for name in case.leaves) or "nothing"
+
+
+def readme_rows() -> dict[str, tuple[str, int, str]]:
+    """The README table as ``{input tried: (message, exit code, left behind)}``."""
+    text = README.read_text(encoding="utf-8")
+    table = text[text.index(TABLE_START) + len(TABLE_START): text.index(TABLE_END)]
+    rows = {}
+    for line in table.strip().splitlines()[2:]:
+        tried, message, code, left = [cell.strip() for cell in line.strip().strip("|").split(" | ")]
+        rows[tried] = (message.strip("`").replace("\\|", "|"), int(code), left)
+    return rows
+
+
+def markdown_table(results: list[tuple[Case, int, str]]) -> str:
+    lines = ["| input tried | what the user gets (stderr) | exit | left behind |", "|---|---|---:|---|"]
+    for case, code, line in results:
+        lines.append(f"| {case.tried} | `{line.replace('|', chr(92) + '|')}` | {code} | {left_behind(case)} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m tests.bad_inputs [--write-readme]: print (or update) the README table
+    import tempfile
+
+    import torch
+
+    if torch.cuda.is_available():
+        sys.exit("run this on a machine without a GPU (the CUDA row needs one without)")
+    results = []
+    for case in CASES:
+        with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as patch:
+            results.append((case, *run_case(case, Path(tmp), patch)))
+    table = markdown_table(results)
+    if "--write-readme" in sys.argv:
+        text = README.read_text(encoding="utf-8")
+        start, end = text.index(TABLE_START) + len(TABLE_START), text.index(TABLE_END)
+        README.write_text(text[:start] + "\n" + table + "\n" + text[end:], encoding="utf-8")
+    else:
+        print(table)
