@@ -56,9 +56,12 @@ def build_models(shape: str, subnet_report: str | None, ratio_index: int, rope_m
     spec = SubnetSpec.dense(get_adapter(config).shape(config))
     widths = None
     if subnet_report:
-        runs = json.loads(Path(subnet_report).read_text())
-        run = runs[ratio_index] if isinstance(runs, list) else runs
-        widths = (run["subnet"]["head_dims"], run["subnet"]["intermediate_sizes"], run["target_ratio"])
+        data = json.loads(Path(subnet_report).read_text())
+        if isinstance(data, dict) and "head_dims" in data:  # a widths file (benchmarks/results/specs/)
+            widths = (data["head_dims"], data["intermediate_sizes"], data.get("target_ratio"))
+        else:  # a core_quality report: one of its runs
+            run = data[ratio_index] if isinstance(data, list) else data
+            widths = (run["subnet"]["head_dims"], run["subnet"]["intermediate_sizes"], run["target_ratio"])
     if widths and len(widths[0]) == config.num_hidden_layers:
         head_dims, mlp, _ = widths
     else:
@@ -145,7 +148,9 @@ def main(argv=None) -> int:
     parser.add_argument("--shape", default="smollm2", choices=sorted(SHAPES))
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--dtype", default=None, help="fp16 on cuda, fp32 on cpu by default")
-    parser.add_argument("--subnet-report", default=str(ROOT / "benchmarks" / "results" / "core_smollm2.json"))
+    parser.add_argument("--subnet-report", default=str(ROOT / "benchmarks" / "results" / "specs" /
+                                                        "smollm2_0.8_fast_widths.json"),
+                        help="a widths file or a core_quality report (its per-layer head sizes and MLP widths)")
     parser.add_argument("--ratio-index", type=int, default=-1, help="which run of the report (default: the last)")
     parser.add_argument("--rope-masks", default="per-head", choices=["per-head", "shared"],
                         help="per-head: channel masks like our search produces; shared: one mask per layer")
