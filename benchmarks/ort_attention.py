@@ -42,7 +42,13 @@ SHAPES = {
 }
 
 
-def build_models(shape: str, subnet_report: str | None, ratio_index: int, rope_masks: str = "per-head"):
+def build_models(shape: str, subnet_report: str | None, ratio_index: int, variants: list[str]):
+    """The dense model and one subnet per variant: ``per-head`` (a channel mask per KV head, as our
+    default search produces), ``shared`` (one mask per layer), ``shared16`` (one mask per layer and head
+    sizes rounded down to multiples of 16: what ``--attention-masks layer --head-dim-multiple 16``
+    searches; GroupQueryAttention then rotates in-kernel in every layer)."""
+    import random
+
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -53,46 +59,43 @@ def build_models(shape: str, subnet_report: str | None, ratio_index: int, rope_m
     config = LlamaConfig(**SHAPES[shape])
     torch.manual_seed(0)
     dense = LlamaForCausalLM(config).eval()
-    spec = SubnetSpec.dense(get_adapter(config).shape(config))
     widths = None
     if subnet_report:
         data = json.loads(Path(subnet_report).read_text())
         if isinstance(data, dict) and "head_dims" in data:  # a widths file (benchmarks/results/specs/)
-            widths = (data["head_dims"], data["intermediate_sizes"], data.get("target_ratio"))
+            widths = (data["head_dims"], data["intermediate_sizes"])
         else:  # a core_quality report: one of its runs
             run = data[ratio_index] if isinstance(data, list) else data
-            widths = (run["subnet"]["head_dims"], run["subnet"]["intermediate_sizes"], run["target_ratio"])
-    if widths and len(widths[0]) == config.num_hidden_layers:
-        head_dims, mlp, _ = widths
-    else:
-        head_dims = [config.head_dim // 2] * config.num_hidden_layers
-        mlp = [config.intermediate_size // 2] * config.num_hidden_layers
+            widths = (run["subnet"]["head_dims"], run["subnet"]["intermediate_sizes"])
+    if not widths or len(widths[0]) != config.num_hidden_layers:
+        widths = ([config.head_dim // 2] * config.num_hidden_layers,
+                  [config.intermediate_size // 2] * config.num_hidden_layers)
     half = config.head_dim // 2
-    import random
+    subnets = {}
+    for variant in variants:
+        rng = random.Random(0)
+        spec = SubnetSpec.dense(get_adapter(config).shape(config))
+        for layer, hd, width in zip(spec.layers, *widths):
+            if variant == "shared16":
+                hd = max(16, hd // 16 * 16)
+            shared = sorted(rng.sample(range(half), hd // 2))
+            masks = [sorted(rng.sample(range(half), hd // 2)) if variant == "per-head" else shared
+                     for _ in layer.kv_heads]
+            layer.attention_channels = [pairs + [p + half for p in pairs] for pairs in masks]
+            layer.mlp_channels = sorted(rng.sample(range(config.intermediate_size), width))
+        subnets[f"subnet-{variant}"] = (extract_subnet(dense, spec.validate()), spec)
+    return dense, subnets
 
-    rng = random.Random(0)
-    for layer, hd, width in zip(spec.layers, head_dims, mlp):
-        # Our search keeps a different channel set per KV head ("per-head"): the GQA pass must then
-        # rotate explicitly. "shared" masks let GroupQueryAttention rotate (head sizes % 16 == 0).
-        shared = sorted(rng.sample(range(half), hd // 2))
-        masks = [sorted(rng.sample(range(half), hd // 2)) if rope_masks == "per-head" else shared
-                 for _ in layer.kv_heads]
-        layer.attention_channels = [pairs + [p + half for p in pairs] for pairs in masks]
-        layer.mlp_channels = sorted(rng.sample(range(config.intermediate_size), width))
-    subnet = extract_subnet(dense, spec.validate())
-    return dense, subnet, spec
 
-
-def export_all(dense, subnet, device: str, dtype: str, workdir: Path) -> dict:
+def export_all(models: dict, device: str, dtype: str, workdir: Path) -> dict:
     from optimum_subnet.exporters.onnx import OnnxExportConfig, export_onnx, read_validation
 
     folders = {}
-    for name, model in (("dense", dense), ("subnet", subnet)):
-        unfused = export_onnx(model, workdir / f"{name}-unfused", OnnxExportConfig(dtype=dtype, device=device))
-        fused = export_onnx(model, workdir / f"{name}-fused",
-                            OnnxExportConfig(dtype=dtype, device=device, fuse_attention=True))
-        folders[(name, "unfused")] = unfused
-        folders[(name, "fused")] = fused
+    for name, model in models.items():
+        folders[(name, "unfused")] = export_onnx(model, workdir / f"{name}-unfused",
+                                                 OnnxExportConfig(dtype=dtype, device=device))
+        folders[(name, "fused")] = export_onnx(model, workdir / f"{name}-fused",
+                                               OnnxExportConfig(dtype=dtype, device=device, fuse_attention=True))
     return {key: {"path": str(path), "validation": read_validation(path)} for key, path in folders.items()}
 
 
@@ -152,8 +155,8 @@ def main(argv=None) -> int:
                                                         "smollm2_0.8_fast_widths.json"),
                         help="a widths file or a core_quality report (its per-layer head sizes and MLP widths)")
     parser.add_argument("--ratio-index", type=int, default=-1, help="which run of the report (default: the last)")
-    parser.add_argument("--rope-masks", default="per-head", choices=["per-head", "shared"],
-                        help="per-head: channel masks like our search produces; shared: one mask per layer")
+    parser.add_argument("--variants", nargs="+", default=["per-head", "shared16"],
+                        choices=["per-head", "shared", "shared16"], help="subnet variants (see build_models)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--prompt-lengths", type=int, nargs="+", default=[128, 1024])
     parser.add_argument("--new-tokens", type=int, default=64)
@@ -167,16 +170,18 @@ def main(argv=None) -> int:
     import torch
 
     report_path = args.subnet_report if Path(args.subnet_report).is_file() else None
-    dense, subnet, spec = build_models(args.shape, report_path, args.ratio_index, args.rope_masks)
+    dense, subnets = build_models(args.shape, report_path, args.ratio_index, args.variants)
     results = {"shape": args.shape, "device": args.device, "dtype": dtype, "weights": "random (timing only)",
-               "subnet_report": report_path, "subnet_inheriting_ratio": spec.inheriting_ratio(),
-               "rope_masks": args.rope_masks,
-               "subnet_head_dims": [l.head_dim for l in spec.layers],
-               "subnet_intermediate_sizes": [l.intermediate_size for l in spec.layers],
+               "subnet_report": report_path,
+               "subnets": {name: {"inheriting_ratio": spec.inheriting_ratio(),
+                                  "head_dims": [layer.head_dim for layer in spec.layers],
+                                  "intermediate_sizes": [layer.intermediate_size for layer in spec.layers]}
+                           for name, (_, spec) in subnets.items()},
                "versions": {"onnxruntime": onnxruntime.__version__, "torch": torch.__version__},
                "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None, "timings": []}
     with tempfile.TemporaryDirectory() as tmp:
-        exports = export_all(dense, subnet, args.device, dtype, Path(tmp))
+        models = {"dense": dense, **{name: model for name, (model, _) in subnets.items()}}
+        exports = export_all(models, args.device, dtype, Path(tmp))
         results["validation"] = {f"{k[0]}-{k[1]}": v["validation"] for k, v in exports.items()}
         for batch in args.batch_sizes:
             for prompt in args.prompt_lengths:
@@ -186,6 +191,7 @@ def main(argv=None) -> int:
                                                "prompt": prompt, **timing})
                     logging.info("%s/%s b=%d p=%d: prefill %.2f ms, decode %.1f tok/s", name, attention, batch,
                                  prompt, timing["prefill_ms"], timing["decode_tokens_per_s"])
+                    write(results, Path(args.output))  # a run cut short keeps what it measured
     write(results, Path(args.output))
     sys.stdout.write(Path(args.output).with_suffix(".md").read_text())
     return 0
@@ -195,30 +201,34 @@ def write(results: dict, output: Path) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     rows = {(t["model"], t["attention"], t["batch"], t["prompt"]): t for t in results["timings"]}
+    names = list(dict.fromkeys(t["model"] for t in results["timings"]))
+    subnets = "; ".join(f"{name}: ratio {info['inheriting_ratio']:.3f}, head sizes {sorted(set(info['head_dims']))}"
+                        for name, info in results["subnets"].items())
+    repeats = results["timings"][0]["repeats"] if results["timings"] else 0
     lines = [f"# ONNX Runtime: dense vs subnet, unfused vs GroupQueryAttention ({results['shape']} shape, "
              f"{results['dtype']}, {results['gpu'] or results['device']})", "",
-             f"Random weights (timing depends on shapes only). Subnet: inheriting ratio "
-             f"{results['subnet_inheriting_ratio']:.3f}; head sizes {sorted(set(results['subnet_head_dims']))}, "
-             f"{results['rope_masks']} rotary masks. "
-             f"onnxruntime {results['versions']['onnxruntime']}. Decode: {results['timings'][0]['repeats']} "
-             "repeats, median.", "",
+             f"Random weights (timing depends on shapes only). {subnets}. onnxruntime "
+             f"{results['versions']['onnxruntime']}; IO binding; medians of {repeats} repeats.", "",
              "| batch | prompt | model | prefill ms (unfused) | prefill ms (fused) | decode tok/s (unfused) | "
-             "decode tok/s (fused) | fused speedup (decode) |", "|---:|---:|---|---:|---:|---:|---:|---:|"]
+             "decode tok/s (fused) | fused / unfused decode |", "|---:|---:|---|---:|---:|---:|---:|---:|"]
     for (model, attention, batch, prompt), t in sorted(rows.items()):
-        if attention != "unfused":
+        f = rows.get((model, "fused", batch, prompt))
+        if attention != "unfused" or f is None:
             continue
-        f = rows[(model, "fused", batch, prompt)]
         lines.append(f"| {batch} | {prompt} | {model} | {t['prefill_ms']:.2f} | {f['prefill_ms']:.2f} | "
                      f"{t['decode_tokens_per_s']:.1f} | {f['decode_tokens_per_s']:.1f} | "
                      f"{f['decode_tokens_per_s'] / t['decode_tokens_per_s']:.2f}x |")
-    lines += ["", "| batch | prompt | attention | subnet/dense prefill speedup | subnet/dense decode speedup |",
-              "|---:|---:|---|---:|---:|"]
+    lines += ["", "| batch | prompt | attention | subnet | subnet/dense prefill speedup | subnet/dense decode speedup |",
+              "|---:|---:|---|---|---:|---:|"]
     for (model, attention, batch, prompt), t in sorted(rows.items()):
         if model != "dense":
             continue
-        s = rows[("subnet", attention, batch, prompt)]
-        lines.append(f"| {batch} | {prompt} | {attention} | {t['prefill_ms'] / s['prefill_ms']:.2f}x | "
-                     f"{s['decode_tokens_per_s'] / t['decode_tokens_per_s']:.2f}x |")
+        for name in names:
+            sub = rows.get((name, attention, batch, prompt))
+            if name == "dense" or sub is None:
+                continue
+            lines.append(f"| {batch} | {prompt} | {attention} | {name} | {t['prefill_ms'] / sub['prefill_ms']:.2f}x | "
+                         f"{sub['decode_tokens_per_s'] / t['decode_tokens_per_s']:.2f}x |")
     output.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 

@@ -51,6 +51,11 @@ class SearchConfig:
     ratio_tolerance: float = 0.002
     #: How a mask mutation fills its new members: "uniform" (paper) or "importance"-weighted.
     mask_fill: str = "uniform"
+    #: One attention channel mask per KV head ("kv_head", the paper) or one per layer shared by all KV
+    #: heads ("layer"): then every head keeps the same rotary frequencies, so ONNX Runtime's
+    #: GroupQueryAttention applies RoPE in-kernel (with head sizes that are multiples of 16), which
+    #: decodes faster than the explicit per-head rotation a "kv_head" subnet needs.
+    attention_mask_sharing: str = "kv_head"
     fitness_windows: int = 4
     fitness_seq_len: int = 2048
     fitness_batch_size: int = 4
@@ -164,6 +169,9 @@ class SubnetConfig:
              "num_mutations + num_crossovers must not exceed the population size"),
             (0 < s.mask_overlap <= 1, f"mask_overlap must be in (0, 1], got {s.mask_overlap}"),
             (s.depth_search in ("auto", "on", "off"), f"depth_search must be auto, on or off, got {s.depth_search!r}"),
+            (s.attention_mask_sharing in ("kv_head", "layer"),
+             f"attention_mask_sharing must be kv_head or layer, got {s.attention_mask_sharing!r}"),
+            (s.head_dim_multiple >= 1 and s.mlp_multiple >= 1, "width multiples must be >= 1"),
             (s.fitness_windows >= 1 and s.fitness_seq_len >= 2, "fitness needs at least one window of >= 2 tokens"),
             (d.num_samples >= 1, f"calibration needs at least one sample, got {d.num_samples}"),
             (d.seq_len >= 2 and d.eval_seq_len >= 2, "sequence lengths must be at least 2 tokens"),

@@ -362,7 +362,7 @@ def search_space(shape, config: SubnetConfig, attention_scores, mlp_scores):
         attention_range=s.attention_range, mlp_range=s.mlp_range,
         head_dim_multiple=s.head_dim_multiple, mlp_multiple=s.mlp_multiple,
         depth_search=depth, min_depth=round(s.min_depth_ratio * shape.num_layers),
-        tolerance=s.ratio_tolerance, mask_fill=s.mask_fill,
+        tolerance=s.ratio_tolerance, mask_fill=s.mask_fill, mask_sharing=s.attention_mask_sharing,
     )
 
 

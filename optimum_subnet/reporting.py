@@ -10,6 +10,7 @@ from typing import Any
 #: run and an uninterrupted one). Every other field is reproducible from the seed, the inputs and
 #: the library versions on the same hardware. ``timings`` also records ``resumed_from_generation``.
 TIMING_FIELDS = ("timings", "search.seconds", "search.seconds_per_evaluation", "search.history[].seconds",
+                 "faithfulness.seconds", "faithfulness.reference_seconds",
                  "reformation.seconds")
 
 

@@ -71,11 +71,15 @@ class SearchSpace:
         min_depth: int | None = None,
         tolerance: float = 0.002,
         mask_fill: str = "uniform",
+        mask_sharing: str = "kv_head",
     ):
         if not 0 < target_ratio <= 1:
             raise SubnetError(f"target ratio must be in (0, 1], got {target_ratio}")
         if mask_fill not in ("uniform", "importance"):
             raise SubnetError(f"mask_fill must be 'uniform' or 'importance', got {mask_fill!r}")
+        if mask_sharing not in ("kv_head", "layer"):
+            raise SubnetError(f"attention mask sharing must be 'kv_head' or 'layer', got {mask_sharing!r}")
+        self.mask_sharing = mask_sharing
         self.shape = shape
         self.target_ratio = target_ratio
         self.tolerance = tolerance
@@ -108,13 +112,17 @@ class SearchSpace:
         self.depth_search = depth_search
         self.min_depth = shape.num_layers if not depth_search else max(2, min_depth or shape.num_layers)
 
-        # Importance in search units: pairs sum their two channels' scores.
+        # Importance in search units: pairs sum their two channels' scores. With one mask per layer
+        # ("layer" sharing) every KV head ranks units by the layer's summed score, so all KV heads keep
+        # the same rotary channels: ONNX Runtime's GroupQueryAttention can then rotate in-kernel.
         self.attention_scores = []
         for scores in attention_scores:
             scores = scores.double()
             if shape.rope:
                 half = shape.head_dim // 2
                 scores = scores[:, :half] + scores[:, half:]
+            if mask_sharing == "layer":
+                scores = scores.sum(dim=0, keepdim=True).expand(scores.shape[0], -1)
             self.attention_scores.append(scores.tolist())
         self.mlp_scores = [s.double().tolist() for s in mlp_scores]
 
@@ -262,11 +270,14 @@ class SearchSpace:
                 mlp_width = rng.choice(self.mlp_widths)
             attention, mlp = gene.attention, gene.mlp
             if attention_width != gene.attention_width or rng.random() < mask_prob:
+                heads = gene.attention[:1] if self.mask_sharing == "layer" else gene.attention
                 attention = tuple(
                     mutate_mask(head, self.attention_universe, attention_width, overlap, rng,
                                 self.attention_scores[i][h] if self.mask_fill == "importance" else None)
-                    for h, head in enumerate(gene.attention)
+                    for h, head in enumerate(heads)
                 )
+                if self.mask_sharing == "layer":
+                    attention = attention * len(gene.attention)
             if mlp_width != gene.mlp_width or rng.random() < mask_prob:
                 mlp = mutate_mask(gene.mlp, self.shape.intermediate_size, mlp_width, overlap, rng,
                                   self.mlp_scores[i] if self.mask_fill == "importance" else None)
@@ -334,6 +345,7 @@ class SearchSpace:
             "head_dim_multiple": self.head_dim_multiple,
             "mlp_multiple": self.mlp_multiple,
             "mask_fill": self.mask_fill,
+            "mask_sharing": self.mask_sharing,
         }
 
 

@@ -102,3 +102,20 @@ def test_unreachable_ratio_is_refused():
         _space(0.3, attention_range=(0.9, 1.0), mlp_range=(0.9, 1.0))
     with pytest.raises(SubnetError, match="target ratio must be in"):
         _space(1.5)
+
+
+def test_layer_shared_masks_keep_one_rotary_set_per_layer():
+    space = _space(0.6, depth=True, mask_sharing="layer")
+    rng = random.Random(5)
+    genome = space.initial()
+    for _ in range(40):
+        child = space.mutate(genome, rng, depth_prob=0.2, ratio_prob=0.3, mask_prob=0.6, overlap=0.8)
+        if child is not None:
+            genome = child
+            for gene in genome:
+                if gene is not None:
+                    assert all(head == gene.attention[0] for head in gene.attention)
+    spec = space.to_spec(genome)
+    assert all(len({tuple(c) for c in layer.attention_channels}) == 1 for layer in spec.layers)
+    with pytest.raises(SubnetError, match="mask sharing"):
+        _space(0.6, mask_sharing="head")

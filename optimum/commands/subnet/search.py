@@ -31,6 +31,12 @@ class SubnetSearchCommand(BaseOptimumCLICommand):
         parser.add_argument("--eval-seq-len", type=int)
         parser.add_argument("--eval-max-windows", type=int)
         parser.add_argument("--reformation", choices=["closed_form", "admm", "none"])
+        parser.add_argument("--attention-masks", choices=["kv_head", "layer"],
+                            help="one attention channel mask per KV head (paper) or one per layer (all heads keep the "
+                                 "same RoPE channels: faster fused attention in ONNX Runtime)")
+        parser.add_argument("--head-dim-multiple", type=int, help="round head sizes to this multiple (default 8; "
+                                                                 "16 lets ONNX Runtime fuse RoPE into attention)")
+        parser.add_argument("--mlp-multiple", type=int, help="round MLP widths to this multiple (default 64)")
         parser.add_argument("--faithfulness-prompts", type=int,
                             help="BoolQ prompts for the report's AtMan faithfulness check (default 4; 0: off)")
         parser.add_argument("--min-faithfulness", type=float, metavar="SPEARMAN",
@@ -84,6 +90,8 @@ class SubnetSearchCommand(BaseOptimumCLICommand):
                 data__text_column=args.text_column, data__num_samples=args.num_samples,
                 data__seq_len=args.seq_len, data__eval_seq_len=args.eval_seq_len,
                 data__eval_max_windows=args.eval_max_windows, reformation__method=args.reformation,
+                search__attention_mask_sharing=args.attention_masks,
+                search__head_dim_multiple=args.head_dim_multiple, search__mlp_multiple=args.mlp_multiple,
                 faithfulness__prompts=args.faithfulness_prompts, faithfulness__min_spearman=args.min_faithfulness,
             )
             optimizer = SubnetOptimizer.from_pretrained(args.model, dtype=args.dtype,
