@@ -27,6 +27,8 @@ class ORTSubnetModelForCausalLM(ORTModelForCausalLM):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self._static_length: int | None = None
+        self._static_buffers: tuple | None = None
         # name -> (kv heads, head size), read from the graph's static dims
         self.kv_shapes: dict[str, tuple[int, int]] = {}
         for name in self.key_value_input_names:
@@ -35,6 +37,74 @@ class ORTSubnetModelForCausalLM(ORTModelForCausalLM):
             if not isinstance(heads, int) or not isinstance(head_dim, int):
                 raise ValueError(f"ONNX input {name} has a dynamic head count or head size ({shape}); re-export it")
             self.kv_shapes[name] = (heads, head_dim)
+
+    # ------------------------------------------------------------------------------ static KV cache
+    def enable_static_cache(self, max_length: int) -> "ORTSubnetModelForCausalLM":
+        """Decode into fixed, preallocated KV buffers shared by each layer's past and present.
+
+        Needs an export whose every layer is fused into GroupQueryAttention (``--fuse-attention``),
+        which then writes each step's keys/values in place (ORT's past/present buffer sharing)
+        instead of concatenating a new, longer cache every step; and IO binding. ``max_length``
+        bounds prompt + generated tokens.
+        """
+        import onnx
+
+        graph = onnx.load(str(self.path), load_external_data=False).graph
+        producers = {out: node.op_type for node in graph.node for out in node.output}
+        unfused = [n for n in self.key_value_output_names if producers.get(n) != "GroupQueryAttention"]
+        if unfused:
+            raise ValueError(f"a static KV cache needs every layer fused into GroupQueryAttention "
+                             f"(export with --fuse-attention); {len(unfused)} present outputs are not, e.g. {unfused[0]}")
+        if max_length < 2:
+            raise ValueError(f"max_length must be at least 2, got {max_length}")
+        self.use_io_binding = True
+        self._static_length = int(max_length)
+        self._static_buffers = None
+        return self
+
+    def disable_static_cache(self) -> None:
+        self._static_length = None
+        self._static_buffers = None
+
+    def _is_static(self, past) -> bool:
+        return (self._static_buffers is not None and past is not None
+                and past[0].data_ptr() == self._static_buffers[0].data_ptr())
+
+    def _static_forward(self, input_ids, attention_mask, past_key_values, position_ids):
+        batch_size, in_len = input_ids.shape
+        if attention_mask is None:
+            past_len = past_key_values[1].shape[-2] if past_key_values is not None else 0
+            attention_mask = torch.ones((batch_size, past_len + in_len), dtype=torch.long, device=self.device)
+        total = attention_mask.shape[1]
+        if total > self._static_length:
+            raise ValueError(f"sequence of {total} tokens exceeds the static cache's max_length {self._static_length}")
+        if not self._is_static(past_key_values):  # a new sequence: fresh buffers
+            self._static_buffers = tuple(
+                torch.zeros((batch_size, *self._static_dims(name)), dtype=self.dtype, device=self.device)
+                for name in self.key_value_input_names)
+        buffers = self._static_buffers
+        if position_ids is None and "position_ids" in self.input_names:
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)[:, total - in_len:]
+        model_inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
+        model_inputs = {k: v for k, v in model_inputs.items() if k in self.input_names}
+        model_inputs.update(zip(self.key_value_input_names, buffers))
+        presents = dict(zip(self.key_value_output_names, buffers))
+        output_shapes, output_buffers = self._prepare_io_binding(
+            model_inputs, known_output_shapes={n: tuple(b.shape) for n, b in presents.items()},
+            known_output_buffers=presents)
+        if self.device.type != "cpu":
+            self._io_binding.synchronize_inputs()
+        self.session.run_with_iobinding(self._io_binding)
+        if self.device.type != "cpu":
+            self._io_binding.synchronize_outputs()
+        logits = output_buffers["logits"].view(output_shapes["logits"])
+        views = tuple(buffer[:, :, :total] for buffer in buffers)  # what generate() sees: the filled part
+        return CausalLMOutputWithPast(logits=logits, past_key_values=tuple(views[i : i + 2]
+                                                                           for i in range(0, len(views), 2)))
+
+    def _static_dims(self, name: str) -> tuple[int, int, int]:
+        heads, head_dim = self.kv_shapes[name]
+        return heads, self._static_length, head_dim
 
     def forward(self, input_ids, attention_mask=None, past_key_values=None, position_ids=None, use_cache=None,
                 **kwargs) -> CausalLMOutputWithPast:
@@ -46,6 +116,8 @@ class ORTSubnetModelForCausalLM(ORTModelForCausalLM):
                              "(re-export with task text-generation-with-past)")
         if past_key_values is not None and isinstance(past_key_values[0], (tuple, list)):
             past_key_values = tuple(t for pair in past_key_values for t in pair)
+        if self._static_length is not None and use_torch and use_cache:
+            return self._static_forward(input_ids, attention_mask, past_key_values, position_ids)
 
         batch_size, in_len = input_ids.shape
         past_len = past_key_values[1].shape[-2] if past_key_values is not None else 0

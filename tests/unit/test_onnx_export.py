@@ -187,3 +187,33 @@ def test_cli_generate_and_missing_config(tmp_path, exported):
     (broken / "model.onnx").write_bytes((exported[0] / "model.onnx").read_bytes())
     out = _cli("subnet", "generate", "--model", str(broken), "--prompt", "x")
     assert out.returncode == 2 and "has no config.json" in out.stderr
+
+
+def test_static_kv_cache_decodes_in_place(tmp_path):
+    """Every layer fused: past and present share one preallocated buffer per layer (GQA writes in place)."""
+    model = tiny_llama(seed=4)
+    spec = SubnetSpec.dense(get_adapter(model.config).shape(model.config))
+    spec.layers[1].attention_channels = [[0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15]]  # explicit rotary
+    spec.layers[2].mlp_channels = list(range(0, 128, 2))
+    sub = extract_subnet(model, spec.validate())
+    path = export_onnx(sub, tmp_path / "fused", OnnxExportConfig(fuse_attention=True), tokenizer=char_tokenizer())
+    ort_model = ORTSubnetModelForCausalLM.from_pretrained(path)
+    ids, mask = _prompt()
+    expected = sub.generate(ids, attention_mask=mask, max_new_tokens=10, do_sample=False)
+    dynamic = ort_model.generate(ids, attention_mask=mask, max_new_tokens=10, do_sample=False)
+    ort_model.enable_static_cache(max_length=32)
+    static = ort_model.generate(ids, attention_mask=mask, max_new_tokens=10, do_sample=False)
+    assert torch.equal(static, expected) and torch.equal(dynamic, expected)
+    buffers = ort_model._static_buffers
+    assert buffers[0].shape == (2, 2, 32, 16) and buffers[2].shape == (2, 2, 32, 8)
+    with pytest.raises(ValueError, match="exceeds the static cache"):
+        ort_model.generate(ids, attention_mask=mask, max_new_tokens=40, do_sample=False)
+
+
+def test_static_cache_refuses_unfused_layers(exported):
+    unfused = ORTSubnetModelForCausalLM.from_pretrained(exported[0])
+    with pytest.raises(ValueError, match="needs every layer fused"):
+        unfused.enable_static_cache(64)
+    partly = ORTSubnetModelForCausalLM.from_pretrained(exported[1])  # layer 3 (head size 6) stays unfused
+    with pytest.raises(ValueError, match="needs every layer fused"):
+        partly.enable_static_cache(64)
