@@ -28,7 +28,8 @@ def test_search_export_quantize_generate(tmp_path):
     assert sum(validation["fusion"]["rotary"][k] for k in ("fused", "explicit")) > 0
 
     quantized_dir = tmp_path / "onnx-int8"
-    ORTQuantizer.from_pretrained(onnx_dir).quantize(AutoQuantizationConfig.avx2(is_static=False), quantized_dir)
+    ORTQuantizer.from_pretrained(onnx_dir).quantize(AutoQuantizationConfig.avx2(is_static=False, per_channel=True),
+                                                    quantized_dir)
 
     subnet, tokenizer = load_model(str(subnet_dir))
     prompt = tokenizer("The history of the Roman Empire began", return_tensors="pt")
@@ -38,12 +39,29 @@ def test_search_export_quantize_generate(tmp_path):
     assert torch.equal(fused.generate(**inputs, max_new_tokens=8, do_sample=False), expected)
 
     quantized = ORTSubnetModelForCausalLM.from_pretrained(quantized_dir, file_name="model_quantized.onnx")
-    with torch.no_grad():
-        reference = subnet(**inputs).logits
-    q_logits = quantized(**inputs).logits
-    # int8 dynamic quantization: same next-token choice on most positions of the prompt
-    assert (q_logits.argmax(-1) == reference.argmax(-1)).float().mean() >= 0.75
+    # int8 weights change logits, so greedy tokens of a heavily pruned 135M model may differ; what must hold
+    # is that the quantized model still models the text: held-out perplexity close to the fp32 export's.
+    from optimum_subnet import data as data_lib
+
+    windows = data_lib.evaluation_windows(data_lib.tokenize_stream(data_lib.load_texts("enwiki-extract", "evaluation"),
+                                                                   tokenizer), 128, max_windows=4)
+    fp32_ppl, int8_ppl = (_ort_perplexity(m, windows) for m in (fused, quantized))
+    assert int8_ppl < 1.3 * fp32_ppl, (fp32_ppl, int8_ppl)
     generated = quantized.generate(**inputs, max_new_tokens=8, do_sample=False)
     assert generated.shape[1] == inputs["input_ids"].shape[1] + 8
     onnx_size = (onnx_dir / "model.onnx").stat().st_size
     assert (quantized_dir / "model_quantized.onnx").stat().st_size < 0.5 * onnx_size
+
+
+def _ort_perplexity(model, windows) -> float:
+    import math
+
+    import torch.nn.functional as F
+
+    total, count = 0.0, 0
+    for window in windows:
+        ids = window.unsqueeze(0)
+        logits = model(ids, attention_mask=torch.ones_like(ids)).logits.float()
+        total += F.cross_entropy(logits[0, :-1], ids[0, 1:], reduction="sum").item()
+        count += ids.shape[1] - 1
+    return math.exp(total / count)
