@@ -87,24 +87,33 @@ def build_models(shape: str, subnet_report: str | None, ratio_index: int, varian
     return dense, subnets
 
 
-def export_all(models: dict, device: str, dtype: str, workdir: Path) -> dict:
+def export_all(models: dict, device: str, dtype: str, workdir: Path, modes: list[str]) -> dict:
+    """One ONNX folder per (model, mode); ``fused-static`` times the fused folder with a static KV cache."""
     from optimum_subnet.exporters.onnx import OnnxExportConfig, export_onnx, read_validation
 
     folders = {}
     for name, model in models.items():
-        folders[(name, "unfused")] = export_onnx(model, workdir / f"{name}-unfused",
-                                                 OnnxExportConfig(dtype=dtype, device=device))
-        folders[(name, "fused")] = export_onnx(model, workdir / f"{name}-fused",
-                                               OnnxExportConfig(dtype=dtype, device=device, fuse_attention=True))
+        if "unfused" in modes:
+            folders[(name, "unfused")] = export_onnx(model, workdir / f"{name}-unfused",
+                                                     OnnxExportConfig(dtype=dtype, device=device))
+        if "fused" in modes or "fused-static" in modes:
+            fused = export_onnx(model, workdir / f"{name}-fused",
+                                OnnxExportConfig(dtype=dtype, device=device, fuse_attention=True))
+            for mode in ("fused", "fused-static"):
+                if mode in modes:
+                    folders[(name, mode)] = fused
     return {key: {"path": str(path), "validation": read_validation(path)} for key, path in folders.items()}
 
 
-def time_model(folder: Path, device: str, batch: int, prompt: int, new_tokens: int, repeats: int) -> dict:
+def time_model(folder: Path, device: str, batch: int, prompt: int, new_tokens: int, repeats: int,
+               static: bool = False) -> dict:
     import torch
 
     from optimum_subnet.onnxruntime.loading import load_ort_model
 
     model = load_ort_model(folder, "cuda" if device.startswith("cuda") else "cpu", use_io_binding=True)
+    if static:  # fixed per-layer KV buffers that GroupQueryAttention updates in place
+        model.enable_static_cache(prompt + new_tokens + 1)
     torch_device = model.device
     vocab = model.config.vocab_size
     ids = torch.randint(3, vocab, (batch, prompt), device=torch_device)
@@ -155,6 +164,9 @@ def main(argv=None) -> int:
                                                         "smollm2_0.8_fast_widths.json"),
                         help="a widths file or a core_quality report (its per-layer head sizes and MLP widths)")
     parser.add_argument("--ratio-index", type=int, default=-1, help="which run of the report (default: the last)")
+    parser.add_argument("--modes", nargs="+", default=["unfused", "fused"],
+                        choices=["unfused", "fused", "fused-static"],
+                        help="attention graphs to time (fused-static: fused + static in-place KV cache)")
     parser.add_argument("--variants", nargs="+", default=["per-head", "shared16"],
                         choices=["per-head", "shared", "shared16"], help="subnet variants (see build_models)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
@@ -181,12 +193,13 @@ def main(argv=None) -> int:
                "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None, "timings": []}
     with tempfile.TemporaryDirectory() as tmp:
         models = {"dense": dense, **{name: model for name, (model, _) in subnets.items()}}
-        exports = export_all(models, args.device, dtype, Path(tmp))
+        exports = export_all(models, args.device, dtype, Path(tmp), args.modes)
         results["validation"] = {f"{k[0]}-{k[1]}": v["validation"] for k, v in exports.items()}
         for batch in args.batch_sizes:
             for prompt in args.prompt_lengths:
                 for (name, attention), info in exports.items():
-                    timing = time_model(Path(info["path"]), args.device, batch, prompt, args.new_tokens, args.repeats)
+                    timing = time_model(Path(info["path"]), args.device, batch, prompt, args.new_tokens, args.repeats,
+                                        static=attention == "fused-static")
                     results["timings"].append({"model": name, "attention": attention, "batch": batch,
                                                "prompt": prompt, **timing})
                     logging.info("%s/%s b=%d p=%d: prefill %.2f ms, decode %.1f tok/s", name, attention, batch,
@@ -209,15 +222,11 @@ def write(results: dict, output: Path) -> None:
              f"{results['dtype']}, {results['gpu'] or results['device']})", "",
              f"Random weights (timing depends on shapes only). {subnets}. onnxruntime "
              f"{results['versions']['onnxruntime']}; IO binding; medians of {repeats} repeats.", "",
-             "| batch | prompt | model | prefill ms (unfused) | prefill ms (fused) | decode tok/s (unfused) | "
-             "decode tok/s (fused) | fused / unfused decode |", "|---:|---:|---|---:|---:|---:|---:|---:|"]
-    for (model, attention, batch, prompt), t in sorted(rows.items()):
-        f = rows.get((model, "fused", batch, prompt))
-        if attention != "unfused" or f is None:
-            continue
-        lines.append(f"| {batch} | {prompt} | {model} | {t['prefill_ms']:.2f} | {f['prefill_ms']:.2f} | "
-                     f"{t['decode_tokens_per_s']:.1f} | {f['decode_tokens_per_s']:.1f} | "
-                     f"{f['decode_tokens_per_s'] / t['decode_tokens_per_s']:.2f}x |")
+             "| batch | prompt | model | attention | prefill ms | decode ms/token | decode tok/s |",
+             "|---:|---:|---|---|---:|---:|---:|"]
+    for (model, attention, batch, prompt), t in sorted(rows.items(), key=lambda kv: (kv[0][2], kv[0][3], kv[0][0])):
+        lines.append(f"| {batch} | {prompt} | {model} | {attention} | {t['prefill_ms']:.2f} | "
+                     f"{t['decode_ms_per_token']:.2f} | {t['decode_tokens_per_s']:.1f} |")
     lines += ["", "| batch | prompt | attention | subnet | subnet/dense prefill speedup | subnet/dense decode speedup |",
               "|---:|---:|---|---|---:|---:|"]
     for (model, attention, batch, prompt), t in sorted(rows.items()):
