@@ -6,9 +6,9 @@ every layer's activations for the backward pass and grows faster, running out of
 pays in time instead: N + 1 forward passes for N explained tokens.
 
     # on the GPU machine (transformers 5.x is fine), from the repository root:
-    PYTHONPATH=$PWD python3 benchmarks/atman_memory.py --output $OUT
+    PYTHONPATH=$PWD/src python3 benchmarks/atman_memory.py --output $OUT
     # quick end-to-end check on a CPU:
-    PYTHONPATH=$PWD python benchmarks/atman_memory.py --device cpu --model tiny --lengths 32 64 --output /tmp/am
+    PYTHONPATH=$PWD/src python benchmarks/atman_memory.py --device cpu --model tiny --lengths 32 64 --output /tmp/am
 
 Methods (``--methods``):
 

@@ -2,7 +2,7 @@
 # One GPU-machine command for issues 3 and 7 (shared/docs/GPU.md: the wheel parts precede it).
 # Writes results under $OUT (at most 8 files come back) and one combined log; prints short tables last.
 set -uo pipefail
-export PYTHONPATH=$HOME/site:$PWD PYTHONUNBUFFERED=1 OPTIMUM_SUBNET_NO_PROGRESS=1 HF_HUB_OFFLINE=1
+export PYTHONPATH=$HOME/site:$PWD/src PYTHONUNBUFFERED=1 OPTIMUM_SUBNET_NO_PROGRESS=1 HF_HUB_OFFLINE=1
 log=$OUT/session.log
 python3 - >>$log 2>&1 <<'PY'
 import onnxruntime as ort, torch, transformers, optimum

@@ -11,7 +11,7 @@ from tests.bad_inputs import model_and_config, run_cli
 
 pytestmark = pytest.mark.unit
 
-PACKAGE = Path(__file__).resolve().parents[2] / "optimum_subnet"
+PACKAGE = Path(__file__).resolve().parents[2] / "src" / "optimum_subnet"
 
 
 def test_package_code_never_unpickles():
