@@ -187,8 +187,7 @@ class RunDirectory:
         if scores is not None:
             from safetensors.torch import save_file
 
-            tensors = {f"attention.{i}": t.contiguous() for i, t in enumerate(scores.attention)}
-            tensors.update({f"mlp.{i}": t.contiguous() for i, t in enumerate(scores.mlp)})
+            tensors = scores.to_tensors()
             target = self.path / IMPORTANCE
             tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
             with writing(target, "rerun with --resume once there is space"):
@@ -219,9 +218,7 @@ class RunDirectory:
             except (OSError, SafetensorError) as e:
                 raise CheckpointError(f"cannot resume: {self.path / IMPORTANCE} is unreadable ({e}); "
                                       "pass --overwrite to start over") from None
-            layers = len([k for k in tensors if k.startswith("attention.")])
-            scores = ImportanceScores(attention=[tensors[f"attention.{i}"] for i in range(layers)],
-                                      mlp=[tensors[f"mlp.{i}"] for i in range(layers)])
+            scores = ImportanceScores.from_tensors(tensors)
         return saved["report"], saved["timings"], scores
 
     # ---------------------------------------------------------------------------- search stage

@@ -21,6 +21,8 @@ from typing import Any
 from .errors import SubnetError
 
 CONFIG_NAME = "subnet_optimization.json"
+#: "ours" and the baselines of :mod:`optimum_subnet.baselines` (kept here so configs validate without torch)
+METHODS = ("ours", "flap", "wanda-sp", "magnitude", "random")
 
 
 @dataclass
@@ -56,6 +58,13 @@ class SearchConfig:
     #: GroupQueryAttention applies RoPE in-kernel (with head sizes that are multiples of 16), which
     #: decodes faster than the explicit per-head rotation a "kv_head" subnet needs.
     attention_mask_sharing: str = "kv_head"
+    #: Channel metric that ranks channels and seeds the search: "fluctuation" (FLAP's weighted input
+    #: variance, measured much better on SmolLM2) or "obs" (the paper's Eq. 2-4).
+    importance: str = "fluctuation"
+    #: Initial subnet: "uniform" (the paper: the same ratio in every layer), "global" (one standardized
+    #: threshold over all layers and modules, FLAP's adaptive structure) or "best" (both evaluated on the
+    #: fitness windows, the better seeds the search).
+    initialization: str = "best"
     fitness_windows: int = 4
     fitness_seq_len: int = 2048
     fitness_batch_size: int = 4
@@ -83,6 +92,21 @@ class ReformationConfig:
     damp: float | None = None
     rho: float = 1.0
     iterations: int = 30
+
+
+@dataclass
+class BaselineConfig:
+    """Settings of the structured-pruning baselines (``SubnetConfig.method`` other than ``ours``).
+
+    ``None`` means each method's own choice (:mod:`optimum_subnet.baselines.methods`): FLAP uses a
+    global (adaptive) structure and bias compensation, the others a uniform structure without bias.
+    ``attention_unit``: ``head`` (whole KV heads with their query group, as the papers prune) or
+    ``pair`` (RoPE channel pairs inside the heads, our method's search space).
+    """
+
+    attention_unit: str = "head"
+    structure: str | None = None
+    bias_compensation: bool | None = None
 
 
 @dataclass
@@ -139,6 +163,8 @@ class FaithfulnessConfig:
 class SubnetConfig:
     target_ratio: float = 0.8
     preset: str = "paper"
+    #: "ours" (importance + evolutionary search + reformation) or a baseline: flap, wanda-sp, magnitude, random
+    method: str = "ours"
     seed: int = 0
     device: str = "auto"
     dtype: str = "float32"
@@ -147,6 +173,7 @@ class SubnetConfig:
     data: DataConfig = field(default_factory=DataConfig)
     reformation: ReformationConfig = field(default_factory=ReformationConfig)
     faithfulness: FaithfulnessConfig = field(default_factory=FaithfulnessConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
 
     def __post_init__(self):
         if not isinstance(self.preset, str):
@@ -172,11 +199,22 @@ class SubnetConfig:
             (s.attention_mask_sharing in ("kv_head", "layer"),
              f"attention_mask_sharing must be kv_head or layer, got {s.attention_mask_sharing!r}"),
             (s.head_dim_multiple >= 1 and s.mlp_multiple >= 1, "width multiples must be >= 1"),
+            (s.importance in ("fluctuation", "obs"), f"importance must be fluctuation or obs, got {s.importance!r}"),
+            (s.initialization in ("best", "uniform", "global"),
+             f"initialization must be best, uniform or global, got {s.initialization!r}"),
             (s.fitness_windows >= 1 and s.fitness_seq_len >= 2, "fitness needs at least one window of >= 2 tokens"),
             (d.num_samples >= 1, f"calibration needs at least one sample, got {d.num_samples}"),
             (d.seq_len >= 2 and d.eval_seq_len >= 2, "sequence lengths must be at least 2 tokens"),
             (r.method in ("closed_form", "admm", "none"), f"unknown reformation method {r.method!r}"),
             (self.dtype in ("float32", "float16", "bfloat16"), f"unknown dtype {self.dtype!r}"),
+            (self.method in METHODS, f"unknown method {self.method!r}; use one of {', '.join(METHODS)}"),
+            (self.baseline.attention_unit in ("head", "pair"),
+             f"baseline attention_unit must be head or pair, got {self.baseline.attention_unit!r}"),
+            (self.baseline.structure in (None, "uniform", "global"),
+             f"baseline structure must be uniform or global, got {self.baseline.structure!r}"),
+            (not (self.uses_bias_compensation and r.method != "none"),
+             "bias compensation and reformation both rectify W_O / W_down: set the reformation to none "
+             "(--reformation none) or leave bias compensation off"),
         ]
         for ok, message in checks:
             if not ok:
@@ -184,9 +222,26 @@ class SubnetConfig:
         self.faithfulness.validate()
         return self
 
+    @property
+    def uses_bias_compensation(self) -> bool:
+        if self.method == "ours":
+            return False
+        if self.baseline.bias_compensation is not None:
+            return self.baseline.bias_compensation
+        # FLAP's default; a reformation (a least-squares version of the same compensation) replaces it
+        return self.method == "flap" and self.reformation.method == "none"
+
     # -------------------------------------------------------------------------------- presets
     @classmethod
-    def preset(cls, name: str, target_ratio: float, **overrides: Any) -> "SubnetConfig":
+    def preset(cls, name: str, target_ratio: float, method: str = "ours", **overrides: Any) -> "SubnetConfig":
+        """A documented starting point. With a baseline ``method`` the reformation defaults to
+        ``none`` (each baseline as its paper defines it; pass ``reformation__method`` to add ours)."""
+        if method != "ours" and "reformation__method" not in overrides:
+            overrides["reformation__method"] = "none"
+        return cls._preset(name, target_ratio, method=method, **overrides)
+
+    @classmethod
+    def _preset(cls, name: str, target_ratio: float, **overrides: Any) -> "SubnetConfig":
         if name == "auto":
             import torch
 
@@ -228,7 +283,7 @@ class SubnetConfig:
     def from_dict(cls, data: dict[str, Any]) -> "SubnetConfig":
         data = dict(data)
         sections = {"search": SearchConfig, "data": DataConfig, "reformation": ReformationConfig,
-                    "faithfulness": FaithfulnessConfig}
+                    "faithfulness": FaithfulnessConfig, "baseline": BaselineConfig}
         try:
             for name, section_cls in sections.items():
                 if name in data and not isinstance(data[name], section_cls):

@@ -54,10 +54,12 @@ def count_parameters(model) -> int:
 def evaluate_model(model_name_or_path: str, dataset: str = "enwiki-extract", seq_lens=(512,), max_windows=None,
                    batch_size: int = 4, text_column: str = "text", device: str = "auto", dtype: str = "float32",
                    trust_remote_code: bool = False, output: str | None = None,
-                   faithfulness_baseline: str | None = None, faithfulness=None) -> dict:
+                   faithfulness_baseline: str | None = None, faithfulness=None, tasks=None,
+                   limit: int | float | None = None, zero_shot_batch_size: int = 16) -> dict:
     """Held-out perplexity of a model (dense or subnet) at one or more window lengths; with
     ``faithfulness_baseline`` (the dense model), also how closely the model's AtMan relevance maps
-    follow the baseline's (``faithfulness``: a :class:`FaithfulnessConfig`)."""
+    follow the baseline's (``faithfulness``: a :class:`FaithfulnessConfig`); with ``tasks``,
+    zero-shot accuracy through lm-eval (:mod:`optimum_subnet.zeroshot`, ``limit`` documents per task)."""
     from . import data as data_lib
     from .loading import load_model, resolve_device
     from .progress import progress_bar
@@ -72,6 +74,14 @@ def evaluate_model(model_name_or_path: str, dataset: str = "enwiki-extract", seq
         if faithfulness.prompts < 1:
             raise SubnetError("the faithfulness check needs at least one prompt")
         boolq_path()
+    zero_shot_configs = None
+    if tasks:  # check task names and data before the model loads
+        from .zeroshot import parse_tasks, task_configs
+
+        tasks = parse_tasks(tasks)
+        if limit is not None and not limit > 0:
+            raise SubnetError(f"--limit must be a positive number of documents, got {limit}")
+        zero_shot_configs = task_configs(tasks)
     model, tokenizer = load_model(model_name_or_path, dtype=dtype, trust_remote_code=trust_remote_code)
     model.to(device)
     limit = getattr(model.config, "max_position_embeddings", None)
@@ -99,6 +109,11 @@ def evaluate_model(model_name_or_path: str, dataset: str = "enwiki-extract", seq
         results["faithfulness"] = faithfulness_of(baseline, model, tokenizer, faithfulness, faith_prompts,
                                                   reference_tokenizer=baseline_tokenizer)
         results["faithfulness"]["baseline"] = faithfulness_baseline
+    if zero_shot_configs is not None:
+        from .zeroshot import evaluate_zero_shot
+
+        results["zero_shot"] = evaluate_zero_shot(model, tokenizer, tasks, limit=limit, batch_size=zero_shot_batch_size,
+                                                  configs=zero_shot_configs)
     if output:
         from .utils import write_json, writing
 

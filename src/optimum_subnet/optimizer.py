@@ -121,11 +121,17 @@ class SubnetOptimizer:
             data_lib.check_sequence_length(length, limit)
         if spec is not None:
             spec.validate(shape)
+        elif config.method != "ours":
+            from .baselines import UnitLayout
+
+            UnitLayout(shape, config.baseline.attention_unit, s.head_dim_multiple, s.mlp_multiple,
+                       config.uses_bias_compensation, config.uses_bias_compensation).check_reachable(config.target_ratio)
         else:  # scores do not change which widths exist, so zero scores test reachability exactly
             search_space(shape, config, [torch.zeros(shape.num_key_value_heads, shape.head_dim)] * shape.num_layers,
                          [torch.zeros(shape.intermediate_size)] * shape.num_layers)
         if check_memory:
-            estimate = estimate_peak_memory(shape, config, dtype.itemsize, device, search=spec is None)
+            estimate = estimate_peak_memory(shape, config, dtype.itemsize, device,
+                                            search=spec is None and config.method == "ours")
             parameter = next(self.model.parameters())
             if torch.device(device).type != parameter.device.type:
                 resident = 0  # the weights still have to move there
@@ -222,7 +228,7 @@ class SubnetOptimizer:
                                "ppl": evaluate(model, "dense")}
             timings["evaluate_dense"] = time.perf_counter() - t
             scores = None
-            if spec is None:
+            if spec is None and config.method == "ours":
                 # --- importance + initial subnet --------------------------------------------------------
                 t = time.perf_counter()
                 with progress_bar(total=shape.num_layers, desc="Importance", unit="layer") as bar:
@@ -232,18 +238,26 @@ class SubnetOptimizer:
             if work is not None and spec is not None:
                 work.save_pre_search(report, timings, scores)
 
-        if spec is None:
-            space = search_space(shape, config, scores.attention, scores.mlp)
-            initial = space.initial()
-            if "initial" not in report:
-                initial_spec = space.to_spec(initial)
-                report["initial"] = {"params": initial_spec.params(),
-                                     "inheriting_ratio": initial_spec.inheriting_ratio(),
-                                     "ppl": evaluate(extract_subnet(model, initial_spec, adapter), "initial")}
-                if work is not None:
-                    work.save_pre_search(report, timings, scores)
+        baseline = None
+        if spec is None and config.method != "ours":
+            # --- a structured-pruning baseline instead of the search -----------------------------
+            from .baselines import get_baseline
 
-            # --- search ------------------------------------------------------------------------------
+            b = config.baseline
+            with progress_bar(total=shape.num_layers, desc=f"Pruning ({config.method})", unit="layer") as bar:
+                baseline = get_baseline(config.method).prune(
+                    model, adapter, calibration, target_ratio=config.target_ratio, batch_size=d.batch_size,
+                    device=device, attention_unit=b.attention_unit, structure=b.structure,
+                    bias=config.uses_bias_compensation, head_dim_multiple=s.head_dim_multiple,
+                    mlp_multiple=s.mlp_multiple, seed=config.seed, progress=bar)
+            timings["pruning"] = baseline.details["seconds"]
+            searched_spec = baseline.spec
+            report["method"] = config.method
+            report["baseline"] = baseline.details
+        elif spec is None:
+            attention, mlp, attention_allocation, mlp_allocation = scores.for_search(s.importance, shape)
+            space = search_space(shape, config, attention, mlp, attention_allocation, mlp_allocation)
+            # --- fitness -------------------------------------------------------------------------------
             settings = EvolutionSettings(**{k: getattr(s, k) for k in EvolutionSettings.__dataclass_fields__})
             if fa.min_spearman is not None:
                 from .explain.faithfulness import FaithfulnessScorer
@@ -257,6 +271,31 @@ class SubnetOptimizer:
                                                          s.fitness_batch_size, scorer, fa.min_spearman)
             else:
                 fitness = PerplexityFitness(model, adapter, space, fitness_windows, s.fitness_batch_size)
+
+            # --- initial subnets: the paper's uniform one, and the global (adaptive) one ---------------
+            candidates = {"uniform": space.initial()}
+            if s.initialization in ("global", "best"):
+                candidates["global"] = space.global_initial()
+            if "initial" not in report:
+                fitness_of = {}
+                for name, genome in candidates.items():
+                    candidate_spec = space.to_spec(genome)
+                    fitness_of[name] = fitness(genome)
+                    report["initial" if name == "uniform" else "initial_global"] = {
+                        "params": candidate_spec.params(), "inheriting_ratio": candidate_spec.inheriting_ratio(),
+                        "fitness": fitness_of[name],
+                        "ppl": evaluate(extract_subnet(model, candidate_spec, adapter), f"initial, {name}")}
+                chosen = (min(fitness_of, key=fitness_of.get) if s.initialization == "best"
+                          else s.initialization)
+                report["initialization"] = {"method": s.initialization, "importance": s.importance,
+                                            "chosen": chosen, "fitness": fitness_of}
+                logger.info("Initial subnets (calibration perplexity): %s; the search starts from the %s one",
+                            ", ".join(f"{k} {v:.2f}" for k, v in fitness_of.items()), chosen)
+                if work is not None:
+                    work.save_pre_search(report, timings, scores)
+            initial = candidates[report["initialization"]["chosen"]]
+
+            # --- search ------------------------------------------------------------------------------
             planned = max(1, s.generations * s.population_size)  # the initial subnet counts in generation 1
             with progress_bar(total=planned, desc="Search", unit="cand") as bar:
                 def on_progress(generation: int, evaluations: int, best: float) -> None:
@@ -277,9 +316,12 @@ class SubnetOptimizer:
             searched_spec = SubnetSpec(shape=shape, layers=spec.layers)
             report["spec"] = {"given": True, "key": spec.key(), "metadata": spec.metadata}
         subnet = extract_subnet(model, searched_spec, adapter)
+        if baseline is not None:
+            baseline.apply_biases(subnet, adapter)
+        report.setdefault("method", config.method)
         report["searched"] = {"params": searched_spec.params(), "inheriting_ratio": searched_spec.inheriting_ratio(),
                               "ppl": evaluate(subnet, "searched")}
-        if spec is None:
+        if spec is None and baseline is None:
             report["search"] = {
                 "generations": s.generations,
                 "evaluations": result.evaluations,
@@ -298,13 +340,19 @@ class SubnetOptimizer:
                     "evaluated": len(fitness.scores)}
 
         # --- reformation --------------------------------------------------------------------------------
-        with progress_bar(total=len(searched_spec.layers), desc=f"Reformation ({r.method})", unit="layer") as bar:
-            reformation = reform(model, subnet, searched_spec, adapter, calibration, d.batch_size, device,
-                                 method=r.method, damp=r.damp, rho=r.rho, iterations=r.iterations, progress=bar)
-        final_ppl = evaluate(subnet, "final")
+        if r.method == "none":  # nothing changes: the final subnet is the selected one
+            from .reformation import ReformationResult
+
+            reformation = ReformationResult(method="none", seconds=0.0, layers=[])
+            final_ppl = dict(report["searched"]["ppl"])
+        else:
+            with progress_bar(total=len(searched_spec.layers), desc=f"Reformation ({r.method})", unit="layer") as bar:
+                reformation = reform(model, subnet, searched_spec, adapter, calibration, d.batch_size, device,
+                                     method=r.method, damp=r.damp, rho=r.rho, iterations=r.iterations, progress=bar)
+            final_ppl = evaluate(subnet, "final")
         final_spec = SubnetSpec(shape=shape, layers=searched_spec.layers,
                                 metadata={"target_ratio": config.target_ratio, "source_model": self.model_name,
-                                          "seed": config.seed, "reformation": r.method})
+                                          "seed": config.seed, "reformation": r.method, "method": config.method})
         report["subnet"] = {
             "params": final_spec.params(),
             "block_params": final_spec.block_params(),
@@ -313,6 +361,7 @@ class SubnetOptimizer:
             "ppl": final_ppl,
             "num_layers": len(final_spec.layers),
             "head_dims": [layer.head_dim for layer in final_spec.layers],
+            "kv_heads": [layer.num_kv_heads for layer in final_spec.layers],
             "intermediate_sizes": [layer.intermediate_size for layer in final_spec.layers],
         }
         report["reformation"] = {
@@ -351,7 +400,8 @@ def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def search_space(shape, config: SubnetConfig, attention_scores, mlp_scores):
+def search_space(shape, config: SubnetConfig, attention_scores, mlp_scores, attention_allocation=None,
+                 mlp_allocation=None):
     """The :class:`SearchSpace` of ``config`` (depth search only for targets <= 0.7 under "auto")."""
     from .search import SearchSpace
 
@@ -363,6 +413,7 @@ def search_space(shape, config: SubnetConfig, attention_scores, mlp_scores):
         head_dim_multiple=s.head_dim_multiple, mlp_multiple=s.mlp_multiple,
         depth_search=depth, min_depth=round(s.min_depth_ratio * shape.num_layers),
         tolerance=s.ratio_tolerance, mask_fill=s.mask_fill, mask_sharing=s.attention_mask_sharing,
+        attention_allocation=attention_allocation, mlp_allocation=mlp_allocation,
     )
 
 

@@ -112,9 +112,9 @@ class ReformationResult:
     seconds: float
     layers: list[dict]
 
-    def mean_error(self, key: str) -> float:
+    def mean_error(self, key: str) -> float | None:
         values = [layer[key] for layer in self.layers if key in layer]
-        return sum(values) / len(values) if values else float("nan")
+        return sum(values) / len(values) if values else None
 
 
 @torch.no_grad()

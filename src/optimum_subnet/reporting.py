@@ -36,11 +36,14 @@ def _ppl(entry: dict[str, Any]) -> str:
 
 def report_markdown(report: dict[str, Any]) -> str:
     dense = report["dense"]["params"]
+    method = report.get("method", "ours")
+    reformed = (report.get("reformation") or {}).get("method", "none") != "none"
     rows = [
         ("dense", report["dense"]),
         ("initial (importance, uniform)", report.get("initial", {})),
-        ("searched (before reformation)", report.get("searched", {})),
-        ("final subnet (reformed)", report.get("subnet", {})),
+        ("initial (importance, global)", report.get("initial_global", {})),
+        ("searched (before reformation)" if method == "ours" else f"pruned ({method})", report.get("searched", {})),
+        ("final subnet (reformed)" if reformed else "final subnet", report.get("subnet", {})),
     ]
     ev = report.get("evaluation", {})
     lines = [
@@ -55,6 +58,11 @@ def report_markdown(report: dict[str, Any]) -> str:
     for name, entry in rows:
         if entry:
             lines.append(f"| {name} | {entry['params']:,} | {entry['params'] / dense:.4f} | {_ppl(entry)} |")
+    init = report.get("initialization")
+    if init:
+        lines += ["", f"Initialization: {init['method']} ({init['importance']} importance); the search started from "
+                      f"the {init['chosen']} subnet (calibration perplexity "
+                      + ", ".join(f"{k} {v:.2f}" for k, v in init["fitness"].items()) + ")."]
     search = report.get("search")
     if search:
         lines += [
@@ -63,8 +71,16 @@ def report_markdown(report: dict[str, Any]) -> str:
             f"{search['seconds']:.0f} s ({search['seconds_per_evaluation']:.2f} s per evaluation); fitness "
             f"{search['initial_fitness']:.2f} -> {search['best_fitness']:.2f} (calibration perplexity).",
         ]
+    baseline = report.get("baseline")
+    if baseline:
+        lines += [
+            "",
+            f"Method: {baseline['method']} ({baseline['reference']}); {baseline['structure']} structure, "
+            f"attention pruned by {baseline['attention_unit']}, statistics: {baseline['statistics']}, bias "
+            f"compensation: {'yes' if baseline['bias_compensation'] else 'no'}; {baseline['seconds']:.0f} s.",
+        ]
     ref = report.get("reformation")
-    if ref:
+    if ref and ref.get("method") != "none" and ref.get("mean_attention_error_before") is not None:
         lines.append(
             f"Reformation: {ref['method']} in {ref['seconds']:.0f} s; mean relative output error of W_O "
             f"{ref['mean_attention_error_before']:.3f} -> {ref['mean_attention_error_after']:.3f}, of W_down "
@@ -79,7 +95,8 @@ def report_markdown(report: dict[str, Any]) -> str:
                      f"rejected (mean Spearman < {constraint['min_spearman']} on {constraint['prompts']} prompts).")
     sub = report.get("subnet")
     if sub:
-        lines += ["", f"Layers kept: {sub['num_layers']}; head sizes: {sub['head_dims']}; "
+        heads = f"KV heads: {sub['kv_heads']}; " if "kv_heads" in sub else ""
+        lines += ["", f"Layers kept: {sub['num_layers']}; {heads}head sizes: {sub['head_dims']}; "
                       f"MLP widths: {sub['intermediate_sizes']}."]
     return "\n".join(lines) + "\n"
 

@@ -3,6 +3,7 @@
 A *source* is one of:
 
 * ``enwiki-extract`` (built in, alias ``wikipedia``): see :mod:`.wikipedia`;
+* ``lambada`` (built in, evaluation only): LAMBADA passages, see :mod:`.lambada`;
 * a local ``.txt`` file (its whole text), ``.jsonl`` / ``.json`` file (a ``text`` column), or a
   folder of such files;
 * a Hugging Face dataset name, optionally ``name:config`` (needs the hub or a local datasets cache).
@@ -16,14 +17,16 @@ import logging
 from pathlib import Path
 
 from ..errors import DataError
-from . import wikipedia
+from . import lambada, wikipedia
 
 logger = logging.getLogger(__name__)
 
-BUILTIN_ALIASES = {"enwiki-extract": wikipedia.NAME, "wikipedia": wikipedia.NAME}
+BUILTIN_ALIASES = {"enwiki-extract": wikipedia.NAME, "wikipedia": wikipedia.NAME, "lambada": lambada.NAME}
 
 
 def describe(source: str) -> str:
+    if source == lambada.NAME:
+        return lambada.DESCRIPTION
     if source in BUILTIN_ALIASES:
         return wikipedia.DESCRIPTION
     return source
@@ -32,7 +35,9 @@ def describe(source: str) -> str:
 def load_texts(source: str, split: str, text_column: str = "text") -> list[str]:
     """Texts of ``source`` for ``split`` ('calibration' or 'evaluation'; HF datasets map them to
     their train / validation-or-test splits)."""
-    if source in BUILTIN_ALIASES:
+    if source == lambada.NAME:
+        texts = lambada.load_split(split)
+    elif source in BUILTIN_ALIASES:
         texts = list(wikipedia.load_split(split)["text"])
     else:
         path = Path(source).expanduser()

@@ -72,6 +72,8 @@ class SearchSpace:
         tolerance: float = 0.002,
         mask_fill: str = "uniform",
         mask_sharing: str = "kv_head",
+        attention_allocation=None,  # per layer: (num_kv_heads x head_dim), comparable across layers
+        mlp_allocation=None,  # per layer: (intermediate,), comparable with the attention ones
     ):
         if not 0 < target_ratio <= 1:
             raise SubnetError(f"target ratio must be in (0, 1], got {target_ratio}")
@@ -125,6 +127,19 @@ class SearchSpace:
                 scores = scores.sum(dim=0, keepdim=True).expand(scores.shape[0], -1)
             self.attention_scores.append(scores.tolist())
         self.mlp_scores = [s.double().tolist() for s in mlp_scores]
+        self.attention_allocation = self.mlp_allocation = None
+        if attention_allocation is not None and mlp_allocation is not None:
+            # a layer's k-th attention width unit: the k-th best unit of each KV head, averaged (widening a
+            # layer by one unit adds one to every KV head); pairs average their two channels
+            units = []
+            for scores in attention_allocation:
+                scores = scores.double()
+                if shape.rope:
+                    half = shape.head_dim // 2
+                    scores = (scores[:, :half] + scores[:, half:]) / 2
+                units.append(scores.sort(dim=-1, descending=True).values.mean(0))
+            self.attention_allocation = units
+            self.mlp_allocation = [m.double() for m in mlp_allocation]
 
         minimum = self.params(self._extreme(self.attention_widths[0], self.mlp_widths[0], self.min_depth))
         if minimum > self.target_params * (1 + 1e-9) + self._slack():
@@ -184,6 +199,38 @@ class SearchSpace:
             else:
                 lo = gamma
         genome = self._uniform(lo)
+        repaired = self.repair(genome, random.Random(0))
+        return repaired if repaired is not None else genome
+
+    def global_initial(self) -> Genome:
+        """Adaptive initial subnet (FLAP's global structure, An et al. 2024, Eq. 7): one threshold over
+        the standardized allocation scores of every layer and both modules; each layer keeps the
+        units above it, snapped to its width grid (within the ranges); the threshold is the one whose
+        subnet lands closest to the budget, which repair then meets exactly."""
+        import torch
+
+        if self.attention_allocation is None:
+            raise SubnetError("this search space has no allocation scores for a global initialization")
+        candidates = torch.unique(torch.cat(self.attention_allocation + self.mlp_allocation))
+
+        def genome_at(threshold: float) -> Genome:
+            genes = []
+            for i in range(self.shape.num_layers):
+                attention = int((self.attention_allocation[i] > threshold).sum())
+                mlp = int((self.mlp_allocation[i] > threshold).sum())
+                genes.append(self.layer_gene(i, _nearest(self.attention_widths, attention),
+                                             _nearest(self.mlp_widths, mlp)))
+            return tuple(genes)
+
+        lo, hi = 0, candidates.numel() - 1  # params fall as the threshold rises
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.params(genome_at(float(candidates[mid]))) >= self.target_params:
+                lo = mid
+            else:
+                hi = mid - 1
+        options = [genome_at(float(candidates[i])) for i in {lo, min(lo + 1, candidates.numel() - 1)}]
+        genome = min(options, key=lambda g: abs(self.params(g) - self.target_params))
         repaired = self.repair(genome, random.Random(0))
         return repaired if repaired is not None else genome
 

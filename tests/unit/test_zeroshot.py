@@ -1,0 +1,80 @@
+"""Zero-shot accuracy through lm-eval on local data: a tiny task end to end, the seven task configs."""
+
+import functools
+
+import pytest
+import torch
+
+from optimum_subnet.errors import SubnetError
+from optimum_subnet.zeroshot import PAPER_TASKS, evaluate_zero_shot, parse_tasks, task_configs
+
+pytestmark = pytest.mark.unit
+
+DOCS = [
+    {"question": "The sky is", "choices": [" blue.", " a banana with ideas."], "label": 0},
+    {"question": "Two plus two is", "choices": [" xq zv.", " four."], "label": 1},
+    {"question": "Fish live in", "choices": [" water.", " qqqq."], "label": 0},
+    {"question": "Snow is", "choices": [" zzz!", " cold."], "label": 1},
+    {"question": "A cat says", "choices": [" meow.", " 7#&."], "label": 0},
+]
+
+
+def _tiny_dataset(**_ignored):
+    import datasets
+
+    return {"validation": datasets.Dataset.from_list(DOCS)}
+
+
+def _tiny_task():
+    return {
+        "task": "tiny_mc",
+        "custom_dataset": functools.partial(_tiny_dataset),
+        "output_type": "multiple_choice",
+        "validation_split": "validation",
+        "doc_to_text": "{{question}}",
+        "doc_to_target": "label",
+        "doc_to_choice": "{{choices}}",
+        "target_delimiter": "",
+        "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
+        "metadata": {"version": 1.0},
+    }
+
+
+def test_tiny_local_task_scores_end_to_end_as_a_direct_computation(model, tokenizer):
+    """The harness's accuracy on a local task equals picking, per document, the choice with the
+    highest summed log-likelihood computed directly from the model's logits."""
+    results = evaluate_zero_shot(model, tokenizer, configs=[_tiny_task()], batch_size=2)
+    entry = results["tasks"]["tiny_mc"]
+    assert entry["documents"] == len(DOCS)
+
+    correct = 0
+    with torch.no_grad():
+        for doc in DOCS:
+            context = tokenizer(doc["question"], add_special_tokens=False)["input_ids"]
+            scores = []
+            for choice in doc["choices"]:
+                continuation = tokenizer(doc["question"] + choice, add_special_tokens=False)["input_ids"][len(context):]
+                ids = torch.tensor([context + continuation])
+                logprobs = model(ids).logits.log_softmax(-1)[0, len(context) - 1 : -1]
+                scores.append(float(logprobs.gather(1, torch.tensor(continuation)[:, None]).sum()))
+            correct += int(max(range(len(scores)), key=scores.__getitem__) == doc["label"])
+    assert entry["acc"] == pytest.approx(correct / len(DOCS))
+    assert results["harness"].startswith("lm-eval")
+
+
+def test_paper_task_configs_read_the_local_copies():
+    for task, config in zip(PAPER_TASKS, task_configs(PAPER_TASKS)):
+        docs = config["custom_dataset"]()["validation"]
+        assert len(docs) > 100, task
+        assert config["test_split"] is None and config["validation_split"] == "validation"
+        if task == "piqa":
+            assert isinstance(docs[0]["label"], int)
+        if task == "boolq":
+            assert docs[0]["label"] in (0, 1)
+
+
+def test_task_names_are_checked():
+    assert parse_tasks("all") == list(PAPER_TASKS)
+    assert parse_tasks("piqa,boolq") == ["piqa", "boolq"]
+    with pytest.raises(SubnetError, match="unknown zero-shot task"):
+        parse_tasks("piqa,squad")
