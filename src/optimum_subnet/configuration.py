@@ -88,6 +88,9 @@ class ReformationConfig:
     """Weight rectification (Sec. 3.4). ``closed_form`` is exact least squares; ``admm`` the paper's."""
 
     method: str = "closed_form"
+    #: Fit an intercept with the closed form (a bias on W_O and W_down, hidden_size parameters each per
+    #: layer, counted in the budget): the least-squares version of FLAP's bias compensation.
+    bias: bool = True
     #: Ridge of the closed form relative to mean(diag H'); None: chosen per projection on held-out windows.
     damp: float | None = None
     rho: float = 1.0
@@ -221,6 +224,11 @@ class SubnetConfig:
                 raise SubnetError(message)
         self.faithfulness.validate()
         return self
+
+    @property
+    def reformation_bias(self) -> bool:
+        """Whether the reformation fits W_O / W_down biases (closed form with an intercept)."""
+        return self.reformation.method == "closed_form" and self.reformation.bias and not self.uses_bias_compensation
 
     @property
     def uses_bias_compensation(self) -> bool:

@@ -17,6 +17,7 @@ folder appears only once complete.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import platform
@@ -315,6 +316,9 @@ class SubnetOptimizer:
         else:
             searched_spec = SubnetSpec(shape=shape, layers=spec.layers)
             report["spec"] = {"given": True, "key": spec.key(), "metadata": spec.metadata}
+        if config.reformation_bias:  # the reformation fits W_O / W_down biases: the subnet gets (zero) ones
+            searched_spec = SubnetSpec(shape=shape, metadata=searched_spec.metadata, layers=[
+                dataclasses.replace(layer, attention_out_bias=True, mlp_out_bias=True) for layer in searched_spec.layers])
         subnet = extract_subnet(model, searched_spec, adapter)
         if baseline is not None:
             baseline.apply_biases(subnet, adapter)
@@ -413,7 +417,7 @@ def search_space(shape, config: SubnetConfig, attention_scores, mlp_scores, atte
         head_dim_multiple=s.head_dim_multiple, mlp_multiple=s.mlp_multiple,
         depth_search=depth, min_depth=round(s.min_depth_ratio * shape.num_layers),
         tolerance=s.ratio_tolerance, mask_fill=s.mask_fill, mask_sharing=s.attention_mask_sharing,
-        attention_allocation=attention_allocation, mlp_allocation=mlp_allocation,
+        attention_allocation=attention_allocation, mlp_allocation=mlp_allocation, out_bias=config.reformation_bias,
     )
 
 

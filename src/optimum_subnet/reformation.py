@@ -36,11 +36,25 @@ class SiteStatistics:
     dense: GramAccumulator = field(default_factory=lambda: GramAccumulator("dense inputs"))
     cross: GramAccumulator = field(default_factory=lambda: GramAccumulator("dense x subnet inputs"))
     subnet: GramAccumulator = field(default_factory=lambda: GramAccumulator("subnet inputs"))
+    dense_sum: torch.Tensor | None = None  # per-channel sums: the means an intercept needs
+    subnet_sum: torch.Tensor | None = None
 
     def add(self, dense_x: torch.Tensor, subnet_x: torch.Tensor) -> None:
         self.dense.add(dense_x)
         self.cross.add(dense_x, subnet_x)
         self.subnet.add(subnet_x)
+        d = dense_x.reshape(-1, dense_x.shape[-1]).to(torch.float64).sum(0)
+        s = subnet_x.reshape(-1, subnet_x.shape[-1]).to(torch.float64).sum(0)
+        self.dense_sum = d if self.dense_sum is None else self.dense_sum + d
+        self.subnet_sum = s if self.subnet_sum is None else self.subnet_sum + s
+
+    @property
+    def dense_mean(self) -> torch.Tensor:
+        return self.dense_sum / self.dense.tokens
+
+    @property
+    def subnet_mean(self) -> torch.Tensor:
+        return self.subnet_sum / self.subnet.tokens
 
     @property
     def empty(self) -> bool:
@@ -53,6 +67,7 @@ class SiteStatistics:
         for name in ("dense", "cross", "subnet"):
             a, b, acc = getattr(self, name), getattr(other, name), getattr(out, name)
             acc.sum, acc.tokens = a.sum + b.sum, a.tokens + b.tokens
+        out.dense_sum, out.subnet_sum = self.dense_sum + other.dense_sum, self.subnet_sum + other.subnet_sum
         return out
 
 
@@ -85,24 +100,32 @@ class TwoFoldStatistics:
         return self.folds[0].merged(self.folds[1])
 
 
-def output_error(weight, new_weight, stats: SiteStatistics) -> float:
-    """``||W_hat X_S' - W X|| / ||W X||`` from the recorded second moments."""
+def output_error(weight, new_weight, stats: SiteStatistics, bias: torch.Tensor | None = None) -> float:
+    """``||W_hat X_S' + b - W X|| / ||W X||`` from the recorded moments (``b`` the subnet's bias, if any)."""
     w = weight.to(torch.float64)
     v = new_weight.to(torch.float64)
     h, c, hs = (stats.dense.mean.to(w.device), stats.cross.mean.to(w.device), stats.subnet.mean.to(w.device))
     ref = torch.einsum("ij,jk,ik->", w, h, w)
     err = ref - 2 * torch.einsum("ij,jk,ik->", w, c, v) + torch.einsum("ij,jk,ik->", v, hs, v)
+    if bias is not None:
+        b = bias.to(device=w.device, dtype=torch.float64)
+        mu_x, mu_s = stats.dense_mean.to(w.device), stats.subnet_mean.to(w.device)
+        err = err + 2 * b @ (v @ mu_s) + b @ b - 2 * b @ (w @ mu_x)
     return float((err.clamp_min(0) / ref.clamp_min(1e-30)).sqrt())
 
 
 def solve(method: str, weight: torch.Tensor, kept: torch.Tensor, stats: SiteStatistics, *, damp: float,
-          rho: float, iterations: int) -> torch.Tensor:
+          rho: float, iterations: int, bias: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(W_hat, b or None)``; ``bias`` fits an intercept too (closed form only)."""
     kept = kept.to(weight.device)
     if method == "closed_form":
-        return ls.closed_form(weight, stats.cross.mean.to(weight.device), stats.subnet.mean.to(weight.device), damp,
-                              prior=weight[:, kept])
+        cross, gram = stats.cross.mean.to(weight.device), stats.subnet.mean.to(weight.device)
+        if bias:
+            return ls.closed_form_with_bias(weight, cross, gram, stats.dense_mean.to(weight.device),
+                                            stats.subnet_mean.to(weight.device), damp, prior=weight[:, kept])
+        return ls.closed_form(weight, cross, gram, damp, prior=weight[:, kept]), None
     if method == "admm":
-        return ls.admm(weight, stats.dense.mean.to(weight.device), kept, rho=rho, iterations=iterations)
+        return ls.admm(weight, stats.dense.mean.to(weight.device), kept, rho=rho, iterations=iterations), None
     raise ValueError(f"unknown reformation method {method!r}; use one of {', '.join(METHODS)}")
 
 
@@ -177,28 +200,35 @@ def reform(dense, subnet, spec, adapter, windows: torch.Tensor, batch_size: int,
 
 def _rectify(dense_linear, sub_linear, kept, stats: TwoFoldStatistics, method, damp, damp_grid, rho, iterations,
              entry, name) -> None:
+    """Refit ``sub_linear`` (its bias too, when it has one and the method is the closed form)."""
     weight = dense_linear.weight.detach()
     inherited = sub_linear.weight.detach()
+    with_bias = sub_linear.bias is not None and method == "closed_form"
+    current_bias = sub_linear.bias.detach() if sub_linear.bias is not None else None
     combined = stats.combined()
-    before = output_error(weight, inherited, combined)
+    before = output_error(weight, inherited, combined, current_bias)
     entry[f"{name}_error_before"] = entry[f"{name}_error_after"] = before
-    if kept.numel() == weight.shape[1]:  # nothing pruned upstream of this projection's columns
+    if kept.numel() == weight.shape[1] and not with_bias:  # nothing pruned upstream of this projection's columns
         return
     options = list(damp_grid) if (method == "closed_form" and damp is None) else [damp]
     if stats.validation.empty:  # a single calibration window: nothing to validate on
         choice = options[len(options) // 2] if damp is None and method == "closed_form" else damp
     else:
-        scores = {"inherit": output_error(weight, inherited, stats.validation)}
+        scores = {"inherit": output_error(weight, inherited, stats.validation, current_bias)}
         for option in options:
-            fitted = solve(method, weight, kept, stats.fit, damp=option, rho=rho, iterations=iterations)
-            scores[option] = output_error(weight, fitted, stats.validation)
+            fitted, fitted_bias = solve(method, weight, kept, stats.fit, damp=option, rho=rho, iterations=iterations,
+                                        bias=with_bias)
+            scores[option] = output_error(weight, fitted, stats.validation, fitted_bias)
         choice = min(scores, key=scores.get)
         entry[f"{name}_validation_error_inherited"] = scores["inherit"]
         entry[f"{name}_validation_error"] = scores[choice]
     entry[f"{name}_damp"] = choice if method == "closed_form" else None
+    entry[f"{name}_bias"] = with_bias and choice != "inherit"
     if choice == "inherit":
         return
-    new_weight = solve(method, weight, kept, combined, damp=choice if choice is not None else 0.0, rho=rho,
-                       iterations=iterations)
+    new_weight, new_bias = solve(method, weight, kept, combined, damp=choice if choice is not None else 0.0, rho=rho,
+                                 iterations=iterations, bias=with_bias)
     sub_linear.weight.copy_(new_weight.to(sub_linear.weight.dtype))
-    entry[f"{name}_error_after"] = output_error(weight, new_weight, combined)
+    if new_bias is not None:
+        sub_linear.bias.copy_(new_bias.to(sub_linear.bias.dtype))
+    entry[f"{name}_error_after"] = output_error(weight, new_weight, combined, new_bias)

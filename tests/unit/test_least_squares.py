@@ -33,6 +33,23 @@ def test_closed_form_with_different_fitted_inputs():
     assert torch.allclose(ours, reference, atol=1e-8)
 
 
+def test_closed_form_with_bias_equals_least_squares_with_a_ones_column():
+    w, x, kept = _problem(seed=4)
+    x = x + torch.linspace(-2, 3, x.shape[0], dtype=torch.float64)[:, None]  # channels with non-zero means
+    x_fitted = x[kept] + 0.1 * torch.randn(len(kept), x.shape[1], dtype=torch.float64)
+    n = x.shape[1]
+    weight, bias = ls.closed_form_with_bias(w, x @ x_fitted.T / n, x_fitted @ x_fitted.T / n, x.mean(1),
+                                            x_fitted.mean(1), damp=0.0)
+    design = torch.cat([x_fitted.T, torch.ones(n, 1, dtype=torch.float64)], 1)
+    reference = torch.linalg.lstsq(design, (w @ x).T).solution.T
+    assert torch.allclose(weight, reference[:, :-1], atol=1e-7)
+    assert torch.allclose(bias, reference[:, -1], atol=1e-7)
+    # an intercept never fits worse than the weights alone
+    without = ls.closed_form(w, x @ x_fitted.T / n, x_fitted @ x_fitted.T / n, damp=0.0)
+    error = lambda a, b: float(((a @ x_fitted + b[:, None]) - w @ x).norm())  # noqa: E731
+    assert error(weight, bias) <= error(without, torch.zeros(w.shape[0], dtype=torch.float64)) + 1e-9
+
+
 def test_admm_converges_toward_closed_form():
     w, x, kept = _problem(seed=2)
     h = x @ x.T

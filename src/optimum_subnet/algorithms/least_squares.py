@@ -49,6 +49,39 @@ def closed_form(weight: torch.Tensor, cross: torch.Tensor, gram_kept: torch.Tens
     return torch.cholesky_solve(rhs.T, chol).T
 
 
+def closed_form_with_bias(weight: torch.Tensor, cross: torch.Tensor, gram_kept: torch.Tensor,
+                          mean_dense: torch.Tensor, mean_kept: torch.Tensor, damp: float = 1e-4,
+                          prior: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Least squares with an intercept: ``min ||W_hat X_S' + b 1^T - W X||^2`` -> ``(W_hat, b)``.
+
+    The kept inputs get a constant channel: ``H'_aug = [[H', mu_S], [mu_S^T, 1]]`` and
+    ``C_aug = [C, mu_X]`` (second moments and means per token), solved as :func:`closed_form`; the
+    ridge (towards ``prior`` for the weights) leaves the intercept undamped. The intercept is what
+    FLAP's bias compensation adds (the removed channels' mean output) but fitted jointly with the
+    weights, so it is never worse on the fitted data than either alone.
+    """
+    w = weight.to(torch.float64)
+    h = gram_kept.to(torch.float64)
+    n = h.shape[0]
+    mu_s = mean_kept.to(torch.float64).reshape(n, 1)
+    mu_x = mean_dense.to(torch.float64).reshape(-1, 1)
+    h_aug = torch.cat([torch.cat([h, mu_s], 1), torch.cat([mu_s.T, h.new_ones(1, 1)], 1)], 0)
+    c_aug = torch.cat([cross.to(torch.float64), mu_x], 1)
+    lam = damp * torch.diagonal(h).mean().clamp_min(1e-12)
+    rhs = w @ c_aug  # out x (|S| + 1)
+    if damp and prior is not None:
+        rhs[:, :n] = rhs[:, :n] + lam * prior.to(torch.float64)
+    ridge = torch.full((n + 1,), float(lam), dtype=h.dtype, device=h.device)
+    ridge[n] = 0.0
+    h_aug = h_aug + torch.diag(ridge)
+    chol, info = torch.linalg.cholesky_ex(h_aug)
+    if int(info) != 0:
+        solution = torch.linalg.lstsq(h_aug, rhs.T).solution.T
+    else:
+        solution = torch.cholesky_solve(rhs.T, chol).T
+    return solution[:, :n], solution[:, n]
+
+
 def closed_form_from_gram(weight: torch.Tensor, gram: torch.Tensor, kept: torch.Tensor, damp: float = 1e-4) -> torch.Tensor:
     """The special case ``X_S' = X_S``: ``(W H_{:,S} + lambda W_{:,S}) (H_{S,S} + lambda I)^-1``."""
     return closed_form(weight, gram[:, kept], gram[kept][:, kept], damp, prior=weight[:, kept])

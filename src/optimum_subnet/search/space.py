@@ -74,6 +74,7 @@ class SearchSpace:
         mask_sharing: str = "kv_head",
         attention_allocation=None,  # per layer: (num_kv_heads x head_dim), comparable across layers
         mlp_allocation=None,  # per layer: (intermediate,), comparable with the attention ones
+        out_bias: bool = False,  # W_O / W_down carry a bias (reformation with an intercept): counted in the budget
     ):
         if not 0 < target_ratio <= 1:
             raise SubnetError(f"target ratio must be in (0, 1], got {target_ratio}")
@@ -82,6 +83,7 @@ class SearchSpace:
         if mask_sharing not in ("kv_head", "layer"):
             raise SubnetError(f"attention mask sharing must be 'kv_head' or 'layer', got {mask_sharing!r}")
         self.mask_sharing = mask_sharing
+        self.out_bias = out_bias
         self.shape = shape
         self.target_ratio = target_ratio
         self.tolerance = tolerance
@@ -154,8 +156,9 @@ class SearchSpace:
             return 0
         return (
             self.shape.norm_params()
-            + self.shape.attention_params(len(gene.attention), gene.attention_width * self.attention_unit)
-            + self.shape.mlp_params(gene.mlp_width)
+            + self.shape.attention_params(len(gene.attention), gene.attention_width * self.attention_unit,
+                                          self.out_bias)
+            + self.shape.mlp_params(gene.mlp_width, self.out_bias)
         )
 
     def params(self, genome: Genome) -> int:
@@ -276,7 +279,9 @@ class SearchSpace:
         widths = self.mlp_widths if component == "mlp" else self.attention_widths
         width = gene.mlp_width if component == "mlp" else gene.attention_width
         position = _position(widths, width)
-        return 0 <= position + step < len(widths) if position is not None else True
+        if position is None:  # off-grid width (e.g. from a loaded spec): a grid width must lie that way
+            return any(w > width for w in widths) if step > 0 else any(w < width for w in widths)
+        return 0 <= position + step < len(widths)
 
     def _step(self, layer: int, gene: LayerGene, component: str, step: int) -> LayerGene:
         if component == "mlp":
@@ -361,6 +366,8 @@ class SearchSpace:
                     kv_heads=list(range(self.shape.num_key_value_heads)),
                     attention_channels=channels,
                     mlp_channels=list(gene.mlp),
+                    attention_out_bias=self.out_bias,
+                    mlp_out_bias=self.out_bias,
                 )
             )
         return SubnetSpec(shape=self.shape, layers=layers, metadata=dict(metadata or {}))

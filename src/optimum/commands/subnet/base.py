@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from optimum.commands.base import BaseOptimumCLICommand, CommandInfo
 
+from .benchmark import SubnetBenchmarkCommand
 from .evaluate import SubnetEvaluateCommand
 from .explain import SubnetExplainCommand
 from .export import SubnetExportCommand
@@ -30,6 +31,9 @@ class SubnetCommand(BaseOptimumCLICommand):
                     subcommand_class=SubnetGenerateCommand),
         CommandInfo(name="explain", help="AtMan relevance of each prompt token for a target continuation.",
                     subcommand_class=SubnetExplainCommand),
+        CommandInfo(name="benchmark", help="Prefill latency, decode tokens/s and peak memory of a subnet vs its "
+                                           "dense model (ONNX Runtime and PyTorch), in one run.",
+                    subcommand_class=SubnetBenchmarkCommand),
     )
 
 
