@@ -89,8 +89,9 @@ class ReformationConfig:
 
     method: str = "closed_form"
     #: Fit an intercept with the closed form (a bias on W_O and W_down, hidden_size parameters each per
-    #: layer, counted in the budget): the least-squares version of FLAP's bias compensation.
-    bias: bool = True
+    #: layer, counted in the budget): the least-squares version of FLAP's bias compensation. Off by
+    #: default: on SmolLM2 at 0.8 it measured no gain (held-out perplexity 50.2 with, 49.9 without).
+    bias: bool = False
     #: Ridge of the closed form relative to mean(diag H'); None: chosen per projection on held-out windows.
     damp: float | None = None
     rho: float = 1.0

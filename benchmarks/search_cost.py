@@ -1,0 +1,219 @@
+"""Cost of a paper-setting search at LLaMA-7B shape, and PyTorch decode speed of dense vs subnets.
+
+    PYTHONPATH=$PWD/src python benchmarks/search_cost.py --output $OUT/search_cost        # on the GPU machine
+    PYTHONPATH=$PWD/src python benchmarks/search_cost.py --shape tiny --device cpu --generations 1 --population 6
+
+Timing depends on shapes, not values, and no large trained checkpoint can be fetched here, so the
+model is a **LLaMA-7B-shaped model with random weights**, built directly on the device (fp16 by
+default). What is measured:
+
+* the search engine of the pass (``EvolutionarySearch`` + ``PerplexityFitness``: physical surgery of
+  every candidate and its perplexity on the fitness windows), with the paper's settings (population
+  100, 2048-token windows) for ``--generations`` generations; a whole search (50 generations) is
+  extrapolated from the measured per-generation cost, and the report says so;
+* decode steps per second in PyTorch (SDPA, KV cache, batch 1) of the dense model and of subnets at
+  0.8 and 0.5 inheriting ratio, cut uniformly (the per-layer widths only matter for speed through
+  their sum), as the reference a user would otherwise run.
+
+Writes ``<output>.json`` and ``<output>.md``; prints a short table last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+
+SHAPES = {
+    "llama-7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                     num_key_value_heads=32, head_dim=128, vocab_size=32000, max_position_embeddings=4096),
+    "tiny": dict(hidden_size=64, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=16, vocab_size=1000, max_position_embeddings=2048),
+}
+
+
+def build(shape: str, device: str, dtype):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(**SHAPES[shape], tie_word_embeddings=False)
+    config._attn_implementation = "sdpa"
+    with torch.device(device):
+        model = LlamaForCausalLM(config).to(dtype)
+    with torch.no_grad():  # small random weights keep fp16 activations finite through 32 layers
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.02)
+    return model.eval()
+
+
+def measure_search(model, args) -> dict:
+    import torch
+
+    from optimum_subnet import SubnetConfig
+    from optimum_subnet.adapters import get_adapter
+    from optimum_subnet.optimizer import search_space
+    from optimum_subnet.search import EvolutionarySearch, EvolutionSettings, PerplexityFitness
+
+    adapter = get_adapter(model.config)
+    shape = adapter.shape(model.config)
+    config = SubnetConfig.preset("paper", args.ratio)
+    s = config.search.__class__(**{**config.search.__dict__, "population_size": args.population,
+                                   "num_mutations": args.population // 2, "num_crossovers": 3 * args.population // 10,
+                                   "top_k": max(2, args.population // 10), "generations": args.generations})
+    config = config.replace(search=s.__dict__)
+    generator = torch.Generator().manual_seed(0)
+    scores_a = [torch.rand(shape.num_key_value_heads, shape.head_dim, generator=generator) for _ in range(shape.num_layers)]
+    scores_m = [torch.rand(shape.intermediate_size, generator=generator) for _ in range(shape.num_layers)]
+    space = search_space(shape, config, scores_a, scores_m)
+    windows = torch.randint(3, shape.vocab_size, (args.fitness_windows, args.fitness_seq_len), generator=generator)
+    fitness = PerplexityFitness(model, adapter, space, windows, args.fitness_batch_size)
+    settings = EvolutionSettings(**{k: getattr(config.search, k) for k in EvolutionSettings.__dataclass_fields__})
+    times = []
+
+    def on_progress(generation, evaluations, best):
+        times.append((generation, evaluations, time.perf_counter()))
+
+    search = EvolutionarySearch(space, settings, fitness, seed=0, progress=on_progress)
+    start = time.perf_counter()
+    result = search.run(space.initial())
+    seconds = time.perf_counter() - start
+    per_generation = [h["seconds"] for h in result.history]
+    increments = [b - a for a, b in zip([0.0] + per_generation[:-1], per_generation)]
+    steady = statistics.median(increments[1:]) if len(increments) > 1 else increments[0]
+    return {
+        "population": args.population, "generations_run": args.generations, "evaluations": result.evaluations,
+        "fitness_windows": args.fitness_windows, "fitness_seq_len": args.fitness_seq_len,
+        "fitness_batch_size": args.fitness_batch_size, "seconds": seconds,
+        "seconds_per_evaluation": result.seconds_per_evaluation, "seconds_per_generation": increments,
+        "extrapolated_50_generations_minutes": (increments[0] + 49 * steady) / 60,
+        "extrapolation": "first generation + 49 x the median later generation (measured generations only)",
+    }
+
+
+def measure_decode(model, args) -> list[dict]:
+    import torch
+
+    from optimum_subnet.adapters import get_adapter
+    from optimum_subnet.spec import SubnetSpec
+    from optimum_subnet.surgery import extract_subnet
+
+    adapter = get_adapter(model.config)
+    shape = adapter.shape(model.config)
+    rows = []
+    for ratio in (1.0, 0.8, 0.5):
+        spec = SubnetSpec.dense(shape)
+        if ratio < 1.0:  # uniform cut to the target: MLP and in-head channels by the same fraction
+            block = (ratio * shape.dense_params() - shape.embedding_params()) / shape.dense_block_params()
+            hd = max(8, int(round(shape.head_dim * block / 8)) * 8)
+            half = shape.head_dim // 2
+            channels = sorted(list(range(hd // 2)) + [c + half for c in range(hd // 2)])
+            for layer in spec.layers:
+                layer.attention_channels = [channels] * shape.num_key_value_heads
+            per_layer = (block * shape.dense_block_params() / shape.num_layers - shape.norm_params()
+                         - shape.attention_params(shape.num_key_value_heads, hd))
+            width = max(64, int(per_layer / (3 * shape.hidden_size)) // 64 * 64)
+            for layer in spec.layers:
+                layer.mlp_channels = list(range(width))
+        sub = extract_subnet(model, spec.validate(), adapter) if ratio < 1.0 else model
+        ids = torch.randint(3, shape.vocab_size, (1, args.prompt), device=model.device)
+        with torch.no_grad():
+            out = sub(ids, use_cache=True)
+
+            def steps(n):
+                past, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+                import copy
+
+                past = copy.deepcopy(past)
+                for _ in range(n):
+                    step = sub(token, past_key_values=past, use_cache=True)
+                    past, token = step.past_key_values, step.logits[:, -1:].argmax(-1)
+
+            steps(4)
+            if model.device.type == "cuda":
+                torch.cuda.synchronize()
+            samples = []
+            for _ in range(3):
+                start = time.perf_counter()
+                steps(args.new_tokens)
+                if model.device.type == "cuda":
+                    torch.cuda.synchronize()
+                samples.append(time.perf_counter() - start)
+        params = spec.params()
+        rows.append({"ratio": ratio, "inheriting_ratio": spec.inheriting_ratio(), "params": params,
+                     "weight_bytes": params * next(model.parameters()).element_size(),
+                     "decode_tokens_per_s": args.new_tokens / statistics.median(samples)})
+        if sub is not model:
+            del sub
+    dense = rows[0]
+    for row in rows:
+        row["speedup"] = row["decode_tokens_per_s"] / dense["decode_tokens_per_s"]
+        row["ideal_speedup"] = dense["weight_bytes"] / row["weight_bytes"]
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", default="llama-7b", choices=sorted(SHAPES))
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
+    parser.add_argument("--ratio", type=float, default=0.8)
+    parser.add_argument("--population", type=int, default=100)
+    parser.add_argument("--generations", type=int, default=2)
+    parser.add_argument("--fitness-windows", type=int, default=4)
+    parser.add_argument("--fitness-seq-len", type=int, default=2048)
+    parser.add_argument("--fitness-batch-size", type=int, default=4)
+    parser.add_argument("--prompt", type=int, default=128)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--skip-search", action="store_true")
+    parser.add_argument("--output", default="search_cost")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    import torch
+
+    dtype = getattr(torch, args.dtype)
+    start = time.perf_counter()
+    model = build(args.shape, args.device, dtype)
+    results = {"shape": args.shape, "dtype": args.dtype, "device": args.device, "random_weights": True,
+               "build_seconds": time.perf_counter() - start,
+               "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
+               "torch": torch.__version__}
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    results["decode"] = measure_decode(model, args)
+    output.with_suffix(".json").write_text(json.dumps(results, indent=2))
+    if not args.skip_search:
+        results["search"] = measure_search(model, args)
+        output.with_suffix(".json").write_text(json.dumps(results, indent=2))
+    output.with_suffix(".md").write_text(markdown(results))
+    sys.stdout.write(output.with_suffix(".md").read_text())
+    return 0
+
+
+def markdown(results: dict) -> str:
+    lines = [f"# Search cost and PyTorch decode at {results['shape']} shape ({results['gpu'] or results['device']}, "
+             f"{results['dtype']}, random weights: timing depends on shapes only)", "",
+             "| model | inheriting ratio | weights GiB | decode tok/s (PyTorch SDPA, batch 1) | speedup | ideal |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for row in results["decode"]:
+        lines.append(f"| {'dense' if row['ratio'] == 1.0 else 'subnet'} | {row['inheriting_ratio']:.3f} | "
+                     f"{row['weight_bytes'] / 2**30:.2f} | {row['decode_tokens_per_s']:.1f} | {row['speedup']:.2f}x | "
+                     f"{row['ideal_speedup']:.2f}x |")
+    search = results.get("search")
+    if search:
+        lines += ["", f"Search (population {search['population']}, fitness {search['fitness_windows']} x "
+                      f"{search['fitness_seq_len']} tokens, batch {search['fitness_batch_size']}): "
+                      f"{search['evaluations']} evaluations in {search['seconds']:.1f} s over "
+                      f"{search['generations_run']} generations ({search['seconds_per_evaluation']:.3f} s each); "
+                      f"per generation {', '.join(f'{s:.1f}' for s in search['seconds_per_generation'])} s; "
+                      f"50 generations extrapolated: **{search['extrapolated_50_generations_minutes']:.1f} min** "
+                      f"({search['extrapolation']})."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
