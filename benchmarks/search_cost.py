@@ -156,6 +156,59 @@ def measure_decode(model, args) -> list[dict]:
     return rows
 
 
+def measure_reformation(args, dtype) -> dict:
+    """Importance + reformation of a truncated model with the shape's layer widths (``--reform-layers``
+    layers, ``--reform-samples`` x 2048-token windows); a whole model is extrapolated per layer (the
+    driver runs block by block, so time is linear in layers and memory bounded by one block)."""
+    import torch
+
+    from optimum_subnet.adapters import get_adapter
+    from optimum_subnet.importance import compute_importance
+    from optimum_subnet.optimizer import search_space
+    from optimum_subnet import SubnetConfig
+    from optimum_subnet.reformation import reform
+    from optimum_subnet.surgery import extract_subnet
+
+    full_layers = SHAPES[args.shape]["num_hidden_layers"]
+    shape_args = dict(SHAPES[args.shape], num_hidden_layers=args.reform_layers)
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(**shape_args, tie_word_embeddings=False)
+    config._attn_implementation = "sdpa"
+    with torch.device(args.device):
+        model = LlamaForCausalLM(config).to(dtype).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.02)
+    adapter = get_adapter(model.config)
+    shape = adapter.shape(model.config)
+    windows = torch.randint(3, shape.vocab_size, (args.reform_samples, args.fitness_seq_len),
+                            generator=torch.Generator().manual_seed(1))
+    if args.device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    scores = compute_importance(model, adapter, windows, 4, args.device)
+    importance_s = time.perf_counter() - start
+    attention, mlp, att_alloc, mlp_alloc = scores.for_search("fluctuation", shape)
+    space = search_space(shape, SubnetConfig.preset("paper", args.ratio), attention, mlp, att_alloc, mlp_alloc)
+    spec = space.to_spec(space.global_initial())
+    subnet = extract_subnet(model, spec, adapter)
+    start = time.perf_counter()
+    result = reform(model, subnet, spec, adapter, windows, 4, args.device)
+    reform_s = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated() if args.device.startswith("cuda") else None
+    return {"layers_run": args.reform_layers, "samples": args.reform_samples, "seq_len": args.fitness_seq_len,
+            "importance_seconds": importance_s, "reformation_seconds": reform_s,
+            "peak_memory_bytes": peak, "weights_bytes": sum(p.numel() * p.element_size() for p in model.parameters()),
+            "extrapolated_full_model_minutes_at_128_samples":
+                (importance_s + reform_s) / args.reform_layers * full_layers * (128 / args.reform_samples) / 60,
+            "extrapolation": "per layer, linear in layers and in samples (the solves do not grow with samples: an "
+                             "upper bound)",
+            "method": result.method}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", default="llama-7b", choices=sorted(SHAPES))
@@ -170,6 +223,8 @@ def main(argv=None) -> int:
     parser.add_argument("--prompt", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--skip-search", action="store_true")
+    parser.add_argument("--reform-layers", type=int, default=2, help="0: skip the reformation measurement")
+    parser.add_argument("--reform-samples", type=int, default=16)
     parser.add_argument("--output", default="search_cost")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -188,6 +243,12 @@ def main(argv=None) -> int:
     output.with_suffix(".json").write_text(json.dumps(results, indent=2))
     if not args.skip_search:
         results["search"] = measure_search(model, args)
+        output.with_suffix(".json").write_text(json.dumps(results, indent=2))
+    if args.reform_layers > 0:
+        del model
+        if args.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+        results["reformation"] = measure_reformation(args, dtype)
         output.with_suffix(".json").write_text(json.dumps(results, indent=2))
     output.with_suffix(".md").write_text(markdown(results))
     sys.stdout.write(output.with_suffix(".md").read_text())
@@ -212,6 +273,13 @@ def markdown(results: dict) -> str:
                       f"per generation {', '.join(f'{s:.1f}' for s in search['seconds_per_generation'])} s; "
                       f"50 generations extrapolated: **{search['extrapolated_50_generations_minutes']:.1f} min** "
                       f"({search['extrapolation']})."]
+    ref = results.get("reformation")
+    if ref:
+        peak = f", peak memory {ref['peak_memory_bytes'] / 2**30:.1f} GiB" if ref["peak_memory_bytes"] else ""
+        lines += ["", f"Importance + reformation, {ref['layers_run']} layers x {ref['samples']} windows of "
+                      f"{ref['seq_len']} tokens: {ref['importance_seconds']:.1f} s + {ref['reformation_seconds']:.1f} s"
+                      f"{peak}; a whole model at 128 samples extrapolated: "
+                      f"**{ref['extrapolated_full_model_minutes_at_128_samples']:.1f} min** ({ref['extrapolation']})."]
     return "\n".join(lines) + "\n"
 
 
