@@ -311,10 +311,30 @@ CASES = [
          check=_old_output_intact),
     Case("ctrl-c-mid-save", "Ctrl-C while the output is written (simulated `KeyboardInterrupt`)", search(),
          setup=model_and_config, fault=_ctrl_c_mid_save, code=130, leaves=("out.partial",)),
+    # --- baselines -------------------------------------------------------------------------------
+    Case("baseline-unreachable", "`--method flap --target-ratio 0.1` (below the method's smallest subnet)",
+         search("--method", "flap", ratio="0.1"), setup=model_and_config),
+    Case("baseline-bias-and-reformation", "`--method flap --bias-compensation on --reformation closed_form`",
+         search("--method", "flap", "--bias-compensation", "on", "--reformation", "closed_form", config=False),
+         setup=model_and_config),
+    Case("lambada-calibration", "LAMBADA as calibration data (`--calibration-dataset lambada`)",
+         search("--calibration-dataset", "lambada"), setup=model_and_config),
     # --- evaluate ---------------------------------------------------------------------------------
     Case("evaluate-output-exists", "`subnet evaluate --output results.json` when the file exists",
          ["evaluate", "--model", "tiny-llama", "--output", "results.json"],
          setup=lambda f: (tiny_model(f), (f / "results.json").write_text("{}"))),
+    Case("evaluate-unknown-task", "`subnet evaluate --tasks piqa,squad` (a task outside the seven)",
+         ["evaluate", "--model", "tiny-llama", "--tasks", "piqa,squad"], setup=lambda f: tiny_model(f)),
+    Case("evaluate-limit-zero", "`subnet evaluate --tasks all --limit 0`",
+         ["evaluate", "--model", "tiny-llama", "--tasks", "all", "--limit", "0"], setup=lambda f: tiny_model(f)),
+    # --- benchmark --------------------------------------------------------------------------------
+    Case("benchmark-fp16-on-cpu", "`subnet benchmark --provider cpu --dtype fp16`",
+         ["benchmark", "--model", "tiny-llama", "--provider", "cpu", "--dtype", "fp16"],
+         setup=lambda f: tiny_model(f)),
+    Case("benchmark-cuda-without-gpu", "`subnet benchmark --provider cuda` on a machine without a GPU",
+         ["benchmark", "--model", "tiny-llama", "--provider", "cuda"], setup=lambda f: tiny_model(f),
+         needs_no_gpu=True),
+    Case("benchmark-missing-model", "`subnet benchmark --model missing`", ["benchmark", "--model", "missing"]),
 ]
 
 
@@ -366,6 +386,14 @@ EXPECT = {
     "disk-full-overwrite": "no space left on the device",
     "ctrl-c-mid-save": "interrupted",
     "evaluate-output-exists": "pass --overwrite",
+    "baseline-unreachable": "unreachable for this method",
+    "baseline-bias-and-reformation": "bias compensation and reformation",
+    "lambada-calibration": "LAMBADA is an evaluation set",
+    "evaluate-unknown-task": "unknown zero-shot task(s) squad",
+    "evaluate-limit-zero": "--limit must be a positive number",
+    "benchmark-fp16-on-cpu": "fp16 runs on CUDA only",
+    "benchmark-cuda-without-gpu": "needs a CUDA GPU",
+    "benchmark-missing-model": "does not exist",
 }
 
 
