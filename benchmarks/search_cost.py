@@ -144,11 +144,43 @@ def measure_decode(model, args) -> list[dict]:
                     torch.cuda.synchronize()
                 samples.append(time.perf_counter() - start)
         params = spec.params()
-        rows.append({"ratio": ratio, "inheriting_ratio": spec.inheriting_ratio(), "params": params,
+        rows.append({"ratio": ratio, "model": "dense" if ratio == 1.0 else "subnet (subnet_llama)",
+                     "inheriting_ratio": spec.inheriting_ratio(), "params": params,
                      "weight_bytes": params * next(model.parameters()).element_size(),
-                     "decode_tokens_per_s": args.new_tokens / statistics.median(samples)})
+                     "decode_tokens_per_s": args.new_tokens / statistics.median(samples),
+                     "head_dim": spec.layers[0].head_dim, "intermediate_size": spec.layers[0].intermediate_size})
         if sub is not model:
             del sub
+        if ratio < 1.0 and args.plain_reference:
+            # the same widths as a stock LlamaForCausalLM (uniform layers need no subnet_llama): separates the
+            # cost of the widths from the cost of subnet_llama's per-layer code (rotary channel selection)
+            from transformers import LlamaConfig, LlamaForCausalLM
+
+            layer = spec.layers[0]
+            plain_config = LlamaConfig(**{**SHAPES[args.shape], "head_dim": layer.head_dim,
+                                          "intermediate_size": layer.intermediate_size}, tie_word_embeddings=False)
+            plain_config._attn_implementation = "sdpa"
+            with torch.device(model.device):
+                plain = LlamaForCausalLM(plain_config).to(next(model.parameters()).dtype).eval()
+            with torch.no_grad():
+                for p in plain.parameters():
+                    if p.dim() == 2:
+                        p.normal_(0, 0.02)
+                out = plain(ids, use_cache=True)
+                sub = plain
+                steps(4)
+                samples = []
+                for _ in range(3):
+                    if model.device.type == "cuda":
+                        torch.cuda.synchronize()
+                    start = time.perf_counter()
+                    steps(args.new_tokens)
+                    if model.device.type == "cuda":
+                        torch.cuda.synchronize()
+                    samples.append(time.perf_counter() - start)
+            rows.append({**rows[-1], "model": "stock LlamaForCausalLM, same widths",
+                         "decode_tokens_per_s": args.new_tokens / statistics.median(samples)})
+            del plain, sub
     dense = rows[0]
     for row in rows:
         row["speedup"] = row["decode_tokens_per_s"] / dense["decode_tokens_per_s"]
@@ -223,6 +255,8 @@ def main(argv=None) -> int:
     parser.add_argument("--prompt", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--skip-search", action="store_true")
+    parser.add_argument("--plain-reference", action="store_true",
+                        help="also time a stock LlamaForCausalLM with each subnet's (uniform) widths")
     parser.add_argument("--reform-layers", type=int, default=2, help="0: skip the reformation measurement")
     parser.add_argument("--reform-samples", type=int, default=16)
     parser.add_argument("--output", default="search_cost")
@@ -261,7 +295,7 @@ def markdown(results: dict) -> str:
              "| model | inheriting ratio | weights GiB | decode tok/s (PyTorch SDPA, batch 1) | speedup | ideal |",
              "|---|---:|---:|---:|---:|---:|"]
     for row in results["decode"]:
-        lines.append(f"| {'dense' if row['ratio'] == 1.0 else 'subnet'} | {row['inheriting_ratio']:.3f} | "
+        lines.append(f"| {row.get('model', 'dense' if row['ratio'] == 1.0 else 'subnet')} | {row['inheriting_ratio']:.3f} | "
                      f"{row['weight_bytes'] / 2**30:.2f} | {row['decode_tokens_per_s']:.1f} | {row['speedup']:.2f}x | "
                      f"{row['ideal_speedup']:.2f}x |")
     search = results.get("search")
