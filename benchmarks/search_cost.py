@@ -51,7 +51,7 @@ def build(shape: str, device: str, dtype):
     return model.eval()
 
 
-def measure_search(model, args) -> dict:
+def measure_search(model, args, generations: int, screening_keep: float) -> dict:
     import torch
 
     from optimum_subnet import SubnetConfig
@@ -64,21 +64,24 @@ def measure_search(model, args) -> dict:
     config = SubnetConfig.preset("paper", args.ratio)
     s = config.search.__class__(**{**config.search.__dict__, "population_size": args.population,
                                    "num_mutations": args.population // 2, "num_crossovers": 3 * args.population // 10,
-                                   "top_k": max(2, args.population // 10), "generations": args.generations})
+                                   "top_k": max(2, args.population // 10), "generations": generations,
+                                   "screening_keep": screening_keep})
     config = config.replace(search=s.__dict__)
     generator = torch.Generator().manual_seed(0)
     scores_a = [torch.rand(shape.num_key_value_heads, shape.head_dim, generator=generator) for _ in range(shape.num_layers)]
     scores_m = [torch.rand(shape.intermediate_size, generator=generator) for _ in range(shape.num_layers)]
     space = search_space(shape, config, scores_a, scores_m)
     windows = torch.randint(3, shape.vocab_size, (args.fitness_windows, args.fitness_seq_len), generator=generator)
-    fitness = PerplexityFitness(model, adapter, space, windows, args.fitness_batch_size)
+    screening = windows[: args.screening_windows, : args.screening_seq_len] if screening_keep < 1 else None
+    fitness = PerplexityFitness(model, adapter, space, windows, args.fitness_batch_size, screening)
     settings = EvolutionSettings(**{k: getattr(config.search, k) for k in EvolutionSettings.__dataclass_fields__})
     times = []
 
     def on_progress(generation, evaluations, best):
         times.append((generation, evaluations, time.perf_counter()))
 
-    search = EvolutionarySearch(space, settings, fitness, seed=0, progress=on_progress)
+    search = EvolutionarySearch(space, settings, fitness, seed=0, progress=on_progress,
+                                screen=fitness.screen if screening is not None else None)
     start = time.perf_counter()
     result = search.run(space.initial())
     seconds = time.perf_counter() - start
@@ -86,7 +89,12 @@ def measure_search(model, args) -> dict:
     increments = [b - a for a, b in zip([0.0] + per_generation[:-1], per_generation)]
     steady = statistics.median(increments[1:]) if len(increments) > 1 else increments[0]
     return {
-        "population": args.population, "generations_run": args.generations, "evaluations": result.evaluations,
+        "screening_keep": screening_keep,
+        "screening": None if screening is None else {"windows": int(screening.shape[0]),
+                                                     "seq_len": int(screening.shape[1]),
+                                                     "screenings": result.screenings,
+                                                     "seconds": result.screening_seconds},
+        "population": args.population, "generations_run": generations, "evaluations": result.evaluations,
         "fitness_windows": args.fitness_windows, "fitness_seq_len": args.fitness_seq_len,
         "fitness_batch_size": args.fitness_batch_size, "seconds": seconds,
         "seconds_per_evaluation": result.seconds_per_evaluation, "seconds_per_generation": increments,
@@ -255,6 +263,14 @@ def main(argv=None) -> int:
     parser.add_argument("--prompt", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--skip-search", action="store_true")
+    parser.add_argument("--screening-keep", type=float, default=1.0,
+                        help="successive halving: fraction of each generation fully evaluated (1: the paper)")
+    parser.add_argument("--screening-windows", type=int, default=1)
+    parser.add_argument("--screening-seq-len", type=int, default=512)
+    parser.add_argument("--plain-generations", type=int, default=0,
+                        help="with --screening-keep < 1: also time this many generations without screening, "
+                             "in the same run, for the ratio")
+    parser.add_argument("--skip-decode", action="store_true")
     parser.add_argument("--plain-reference", action="store_true",
                         help="also time a stock LlamaForCausalLM with each subnet's (uniform) widths")
     parser.add_argument("--reform-layers", type=int, default=2, help="0: skip the reformation measurement")
@@ -273,10 +289,14 @@ def main(argv=None) -> int:
                "torch": torch.__version__}
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    results["decode"] = measure_decode(model, args)
-    output.with_suffix(".json").write_text(json.dumps(results, indent=2))
+    if not args.skip_decode:
+        results["decode"] = measure_decode(model, args)
+        output.with_suffix(".json").write_text(json.dumps(results, indent=2))
     if not args.skip_search:
-        results["search"] = measure_search(model, args)
+        if args.screening_keep < 1 and args.plain_generations > 0:
+            results["search_plain"] = measure_search(model, args, args.plain_generations, 1.0)
+            output.with_suffix(".json").write_text(json.dumps(results, indent=2))
+        results["search"] = measure_search(model, args, args.generations, args.screening_keep)
         output.with_suffix(".json").write_text(json.dumps(results, indent=2))
     if args.reform_layers > 0:
         del model
@@ -292,17 +312,26 @@ def main(argv=None) -> int:
 def markdown(results: dict) -> str:
     lines = [f"# Search cost and PyTorch decode at {results['shape']} shape ({results['gpu'] or results['device']}, "
              f"{results['dtype']}, random weights: timing depends on shapes only)", "",
-             "| model | inheriting ratio | weights GiB | decode tok/s (PyTorch SDPA, batch 1) | speedup | ideal |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for row in results["decode"]:
+             ]
+    if results.get("decode"):
+        lines += ["| model | inheriting ratio | weights GiB | decode tok/s (PyTorch SDPA, batch 1) | speedup | ideal |",
+                  "|---|---:|---:|---:|---:|---:|"]
+    for row in results.get("decode", []):
         lines.append(f"| {row.get('model', 'dense' if row['ratio'] == 1.0 else 'subnet')} | {row['inheriting_ratio']:.3f} | "
                      f"{row['weight_bytes'] / 2**30:.2f} | {row['decode_tokens_per_s']:.1f} | {row['speedup']:.2f}x | "
                      f"{row['ideal_speedup']:.2f}x |")
-    search = results.get("search")
-    if search:
-        lines += ["", f"Search (population {search['population']}, fitness {search['fitness_windows']} x "
+    for key in ("search_plain", "search"):
+        search = results.get(key)
+        if not search:
+            continue
+        screening = search.get("screening")
+        how = ("no screening (the paper)" if not screening else
+               f"screening: every candidate ranked on {screening['windows']} x {screening['seq_len']} tokens "
+               f"({screening['screenings']} screenings, {screening['seconds']:.1f} s), the best "
+               f"{search['screening_keep']:.0%} fully evaluated")
+        lines += ["", f"Search, {how} (population {search['population']}, fitness {search['fitness_windows']} x "
                       f"{search['fitness_seq_len']} tokens, batch {search['fitness_batch_size']}): "
-                      f"{search['evaluations']} evaluations in {search['seconds']:.1f} s over "
+                      f"{search['evaluations']} full evaluations in {search['seconds']:.1f} s over "
                       f"{search['generations_run']} generations ({search['seconds_per_evaluation']:.3f} s each); "
                       f"per generation {', '.join(f'{s:.1f}' for s in search['seconds_per_generation'])} s; "
                       f"50 generations extrapolated: **{search['extrapolated_50_generations_minutes']:.1f} min** "

@@ -68,6 +68,12 @@ class SearchConfig:
     fitness_windows: int = 4
     fitness_seq_len: int = 2048
     fitness_batch_size: int = 4
+    #: Screening (successive halving, not in the paper; 1.0 = off): each generation's new candidates are
+    #: ranked by perplexity on the first ``screening_windows`` fitness windows cut to ``screening_seq_len``
+    #: tokens, and only this fraction gets the full fitness. Cuts the search cost on large models.
+    screening_keep: float = 1.0
+    screening_windows: int = 1
+    screening_seq_len: int = 512
 
 
 @dataclass
@@ -207,6 +213,9 @@ class SubnetConfig:
             (s.initialization in ("best", "uniform", "global"),
              f"initialization must be best, uniform or global, got {s.initialization!r}"),
             (s.fitness_windows >= 1 and s.fitness_seq_len >= 2, "fitness needs at least one window of >= 2 tokens"),
+            (0 < s.screening_keep <= 1, f"screening_keep must be in (0, 1], got {s.screening_keep}"),
+            (1 <= s.screening_windows <= s.fitness_windows and s.screening_seq_len >= 2,
+             "screening needs 1..fitness_windows windows of >= 2 tokens"),
             (d.num_samples >= 1, f"calibration needs at least one sample, got {d.num_samples}"),
             (d.seq_len >= 2 and d.eval_seq_len >= 2, "sequence lengths must be at least 2 tokens"),
             (r.method in ("closed_form", "admm", "none"), f"unknown reformation method {r.method!r}"),

@@ -260,6 +260,8 @@ class SubnetOptimizer:
             space = search_space(shape, config, attention, mlp, attention_allocation, mlp_allocation)
             # --- fitness -------------------------------------------------------------------------------
             settings = EvolutionSettings(**{k: getattr(s, k) for k in EvolutionSettings.__dataclass_fields__})
+            screening_windows = (fitness_windows[: s.screening_windows, : s.screening_seq_len]
+                                 if s.screening_keep < 1 else None)
             if fa.min_spearman is not None:
                 from .explain.faithfulness import FaithfulnessScorer
                 from .search import FaithfulnessConstrainedFitness
@@ -269,9 +271,11 @@ class SubnetOptimizer:
                                             fa.atman_config(), fa.top_k)
                 timings["faithfulness_constraint_reference"] = time.perf_counter() - t
                 fitness = FaithfulnessConstrainedFitness(model, adapter, space, fitness_windows,
-                                                         s.fitness_batch_size, scorer, fa.min_spearman)
+                                                         s.fitness_batch_size, scorer, fa.min_spearman,
+                                                         screening_windows)
             else:
-                fitness = PerplexityFitness(model, adapter, space, fitness_windows, s.fitness_batch_size)
+                fitness = PerplexityFitness(model, adapter, space, fitness_windows, s.fitness_batch_size,
+                                            screening_windows)
 
             # --- initial subnets: the paper's uniform one, and the global (adaptive) one ---------------
             candidates = {"uniform": space.initial()}
@@ -305,7 +309,8 @@ class SubnetOptimizer:
                     bar.refresh()
 
                 search = EvolutionarySearch(space, settings, fitness, seed=config.seed, progress=on_progress,
-                                            checkpoint=work.save_search_state if work is not None else None)
+                                            checkpoint=work.save_search_state if work is not None else None,
+                                            screen=fitness.screen if screening_windows is not None else None)
                 state = work.load_search_state() if work is not None else None
                 if state is not None:
                     search.load_state_dict(state)
@@ -338,6 +343,11 @@ class SubnetOptimizer:
                 "space": space.describe(),
                 "fitness": {"windows": len(fitness_windows), "seq_len": s.fitness_seq_len, "metric": "perplexity"},
             }
+            if screening_windows is not None:
+                report["search"]["screening"] = {
+                    "keep": s.screening_keep, "windows": int(screening_windows.shape[0]),
+                    "seq_len": int(screening_windows.shape[1]), "screenings": result.screenings,
+                    "seconds": result.screening_seconds}
             if fa.min_spearman is not None:
                 report["search"]["faithfulness_constraint"] = {
                     "min_spearman": fa.min_spearman, "prompts": fa.constraint_prompts, "rejected": fitness.rejected,

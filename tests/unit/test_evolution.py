@@ -1,7 +1,12 @@
+import json
+import math
+
 import pytest
 import torch
 
+from optimum_subnet.errors import SubnetError
 from optimum_subnet.search import EvolutionarySearch, EvolutionSettings, SearchSpace
+from optimum_subnet.search.state import genome_key
 from optimum_subnet.spec import ModelShape
 
 pytestmark = pytest.mark.unit
@@ -64,3 +69,92 @@ def test_zero_generations_returns_initial():
     settings = EvolutionSettings(population_size=4, num_mutations=2, num_crossovers=1, top_k=2, generations=0)
     result = EvolutionarySearch(space, settings, _fitness(space)).run(space.initial())
     assert result.best == space.initial() and result.evaluations == 1
+
+
+# ---------------------------------------------------------------- screening (successive halving)
+BASE = dict(population_size=12, num_mutations=6, num_crossovers=3, top_k=3, generations=6)
+
+
+def test_a_proxy_that_ranks_like_the_fitness_gives_the_same_search_with_fewer_evaluations():
+    space = _space()
+    plain = EvolutionarySearch(space, EvolutionSettings(**BASE), _fitness(space), seed=3).run(space.initial())
+    fitness = _fitness(space)
+    screened = EvolutionarySearch(space, EvolutionSettings(**BASE, screening_keep=0.5), fitness, seed=3,
+                                  screen=lambda g: 2.0 * fitness(g) + 1.0).run(space.initial())
+    assert screened.best == plain.best
+    assert screened.best_fitness_per_generation == plain.best_fitness_per_generation
+    # 1 initial + ceil(half) of each generation's new candidates, every candidate screened
+    produced = [h["candidates"] for h in screened.history]
+    assert screened.evaluations == 1 + sum(math.ceil(0.5 * n) for n in produced)
+    assert screened.screenings == sum(produced) and screened.evaluations < plain.evaluations
+    assert [h["evaluated"] for h in screened.history] == [math.ceil(0.5 * n) for n in produced]
+
+
+def test_screened_out_candidates_are_never_evaluated_nor_produced_again():
+    space = _space()
+    fitness = _fitness(space)
+    evaluated, screened = [], []
+
+    def full(genome):
+        evaluated.append(genome_key(genome))
+        return fitness(genome)
+
+    def screen(genome):  # a noisy proxy: ranks differently from the fitness
+        screened.append(genome_key(genome))
+        return fitness(genome) + (hash(genome_key(genome)) % 7)
+
+    search = EvolutionarySearch(space, EvolutionSettings(**BASE, screening_keep=0.25), full, seed=0, screen=screen)
+    result = search.run(space.initial())
+    assert len(screened) == len(set(screened))  # nothing produced twice
+    dropped = set(screened) - set(evaluated)
+    assert dropped and dropped == search.screened_out
+    assert result.best_fitness <= result.initial_fitness and space.within_budget(result.best)
+
+
+def test_a_screened_search_resumes_exactly():
+    space = _space()
+    settings = EvolutionSettings(**BASE, screening_keep=0.4)
+    fitness = _fitness(space)
+
+    def screen(g):
+        return fitness(g) + (hash(genome_key(g)) % 5)
+
+    states = []
+    reference = EvolutionarySearch(space, settings, fitness, seed=2, screen=screen,
+                                   checkpoint=lambda s: states.append(json.loads(json.dumps(s)))).run(space.initial())
+    resumed = EvolutionarySearch(space, settings, fitness, seed=99, screen=screen)
+    resumed.load_state_dict(states[2])
+    result = resumed.run(space.initial())
+    assert result.best == reference.best and result.evaluations == reference.evaluations
+    assert result.screenings == reference.screenings
+
+
+def test_screening_needs_a_proxy_and_a_valid_fraction():
+    space = _space()
+    with pytest.raises(SubnetError, match="screening function"):
+        EvolutionarySearch(space, EvolutionSettings(**BASE, screening_keep=0.5), _fitness(space))
+    with pytest.raises(SubnetError, match="screening_keep"):
+        EvolutionarySearch(space, EvolutionSettings(**BASE, screening_keep=0.0), _fitness(space), screen=len)
+    from optimum_subnet import SubnetConfig
+
+    with pytest.raises(SubnetError, match="screening_keep"):
+        SubnetConfig.preset("fast", 0.8, search__screening_keep=1.5)
+
+
+def test_the_pass_reports_its_screening(tmp_path, model, tokenizer, text_files):
+    from optimum_subnet import SubnetConfig, SubnetOptimizer
+
+    cal, ev = text_files
+    config = SubnetConfig.preset("fast", 0.7, device="cpu", data__dataset=str(cal), data__eval_dataset=str(ev),
+                                 data__seq_len=32, data__num_samples=8, data__eval_seq_len=32,
+                                 data__eval_max_windows=4, faithfulness__prompts=0, search__generations=2,
+                                 search__population_size=8, search__num_mutations=4, search__num_crossovers=2,
+                                 search__top_k=2, search__fitness_seq_len=32, search__fitness_windows=2,
+                                 search__screening_keep=0.5, search__screening_seq_len=16)
+    report = SubnetOptimizer(model, tokenizer).run(config)["report"]
+    screening = report["search"]["screening"]
+    assert screening["keep"] == 0.5 and screening["windows"] == 1 and screening["seq_len"] == 16
+    produced = sum(h["candidates"] for h in report["search"]["history"])
+    assert screening["screenings"] == produced
+    assert report["search"]["evaluations"] < produced + 1
+    assert SubnetConfig.from_dict(config.to_dict()).search.screening_keep == 0.5

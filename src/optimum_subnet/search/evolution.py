@@ -13,6 +13,13 @@ without a model.
 Fitness values are cached by candidate (keyed by a content hash), so a candidate met twice is
 evaluated once.
 
+Screening (``screening_keep < 1``; not in the paper, off by default): a generation's new candidates
+are first ranked by a cheap proxy (``screen``: perplexity on a short window), and only the best
+``screening_keep`` fraction gets the full fitness; the rest are dropped and never produced again.
+This is one round of successive halving (Jamieson & Talwalkar 2016) and cuts the cost of a
+generation to about ``screening cost + screening_keep`` of a full one. With a proxy that ranks like
+the fitness and ``screening_keep * candidates >= top_k`` the search makes exactly the same choices.
+
 Resuming: after every generation the engine hands ``state_dict()`` (completed generations, top-k,
 fitness cache, RNG state, counters, history; plain JSON) to the ``checkpoint`` callback. A new engine
 given that state with ``load_state_dict`` continues exactly where the old one stopped: a search
@@ -52,6 +59,7 @@ class EvolutionSettings:
     depth_mutation_prob: float = 0.1  # P_d
     ratio_mutation_prob: float = 0.1  # P_s
     mask_mutation_prob: float = 0.3  # P_m
+    screening_keep: float = 1.0  # fraction of new candidates given the full fitness after screening
 
 
 @dataclass
@@ -64,6 +72,8 @@ class SearchResult:
     seconds: float
     evaluation_seconds: float
     history: list[dict] = field(default_factory=list)
+    screenings: int = 0
+    screening_seconds: float = 0.0
 
     @property
     def seconds_per_evaluation(self) -> float:
@@ -73,10 +83,19 @@ class SearchResult:
 class EvolutionarySearch:
     def __init__(self, space: SearchSpace, settings: EvolutionSettings, fitness: Callable[[Genome], float],
                  seed: int = 0, progress: Callable[[int, int, float], None] | None = None,
-                 checkpoint: Callable[[dict[str, Any]], None] | None = None):
+                 checkpoint: Callable[[dict[str, Any]], None] | None = None,
+                 screen: Callable[[Genome], float] | None = None):
+        if not 0 < settings.screening_keep <= 1:
+            raise SubnetError(f"screening_keep must be in (0, 1], got {settings.screening_keep}")
+        if settings.screening_keep < 1 and screen is None:
+            raise SubnetError("screening_keep < 1 needs a screening function (a cheap proxy of the fitness)")
         self.space = space
         self.settings = settings
         self.fitness = fitness
+        self.screen = screen
+        self.screened_out: set[str] = set()  # keys of candidates dropped by the screening
+        self.screenings = 0
+        self.screening_seconds = 0.0
         self.rng = random.Random(seed)
         self.progress = progress
         self.checkpoint = checkpoint
@@ -127,9 +146,26 @@ class EvolutionarySearch:
             child = produce(parents, initial)
             if child is not None:
                 key = genome_key(child)
-                if key not in self.cache and key not in taken:
+                if key not in self.cache and key not in taken and key not in self.screened_out:
                     return child, key
         return None
+
+    def _screened(self, children: list[tuple[Genome, str]]) -> list[tuple[Genome, str]]:
+        """The best ``screening_keep`` fraction of ``children`` by the screening proxy, in their order."""
+        keep = max(1, math.ceil(self.settings.screening_keep * len(children)))
+        if keep >= len(children):
+            return children
+        scores = []
+        for child, _ in children:
+            start = time.perf_counter()
+            value = float(self.screen(child))
+            self.screening_seconds += time.perf_counter() - start
+            self.screenings += 1
+            scores.append(value if math.isfinite(value) else math.inf)
+        order = sorted(range(len(children)), key=lambda i: (scores[i], i))
+        for i in order[keep:]:
+            self.screened_out.add(children[i][1])
+        return [children[i] for i in sorted(order[:keep])]
 
     # -------------------------------------------------------------------------------------- run
     def run(self, initial: Genome) -> SearchResult:
@@ -158,11 +194,15 @@ class EvolutionarySearch:
                     if fresh is not None:
                         children.append(fresh)
                         taken.add(fresh[1])
+            produced = len(children)
+            if self.settings.screening_keep < 1:
+                children = self._screened(children)
             top_keys = [genome_key(g) for g in self.top]
             for child, key in children:
                 self.evaluate(child, key)
-                if self.progress is not None:
-                    self.progress(generation, self.evaluations, min(self.cache[k] for k in top_keys + [key]))
+                if self.progress is not None:  # screened-out candidates count as handled
+                    self.progress(generation, self.evaluations + len(self.screened_out),
+                                  min(self.cache[k] for k in top_keys + [key]))
             pool: dict[str, Genome] = {}
             for genome, key in list(zip(self.top, top_keys)) + children:
                 pool.setdefault(key, genome)
@@ -174,14 +214,15 @@ class EvolutionarySearch:
             self.best_per_generation.append(best)
             self.history.append({
                 "generation": generation + 1,
-                "candidates": len(children),
+                "candidates": produced,
+                "evaluated": len(children),
                 "best": best,
                 "top_k_mean": sum(self.cache[k] for k, _ in ranked) / len(ranked),
                 "evaluations": self.evaluations,
                 "seconds": self.elapsed,
             })
-            logger.info("generation %d/%d: best fitness %.3f (%d new candidates, %d evaluations)",
-                        generation + 1, s.generations, best, len(children), self.evaluations)
+            logger.info("generation %d/%d: best fitness %.3f (%d new candidates, %d fully evaluated, %d evaluations)",
+                        generation + 1, s.generations, best, produced, len(children), self.evaluations)
             if self.checkpoint is not None:
                 self.checkpoint(self.state_dict())
         self.elapsed = time.perf_counter() - start
@@ -195,6 +236,8 @@ class EvolutionarySearch:
             seconds=self.elapsed,
             evaluation_seconds=self.evaluation_seconds,
             history=list(self.history),
+            screenings=self.screenings,
+            screening_seconds=self.screening_seconds,
         )
 
     # ------------------------------------------------------------------------------ checkpoints
@@ -214,6 +257,9 @@ class EvolutionarySearch:
             "seconds": self.elapsed,
             "best_fitness_per_generation": list(self.best_per_generation),
             "history": [dict(entry) for entry in self.history],
+            "screened_out": sorted(self.screened_out),
+            "screenings": self.screenings,
+            "screening_seconds": self.screening_seconds,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -221,8 +267,10 @@ class EvolutionarySearch:
         try:
             if state.get("format_version") != STATE_FORMAT_VERSION:
                 raise CheckpointError(f"unsupported search state format_version {state.get('format_version')!r}")
-            if state["settings"] != asdict(self.settings):
-                changed = sorted(k for k, v in asdict(self.settings).items() if state["settings"].get(k) != v)
+            # settings added since a state was written take their defaults (what that version did)
+            saved = {**asdict(EvolutionSettings()), **state["settings"]}
+            if saved != asdict(self.settings):
+                changed = sorted(k for k, v in asdict(self.settings).items() if saved.get(k) != v)
                 raise CheckpointError(f"search state was saved with other search settings ({', '.join(changed)})")
             generation = int(state["generation"])
             if not 0 <= generation <= self.settings.generations:
@@ -250,6 +298,10 @@ class EvolutionarySearch:
                 raise ValueError("history does not match the generation count")
             evaluations, evaluation_seconds, seconds = (int(state["evaluations"]), float(state["evaluation_seconds"]),
                                                         float(state["seconds"]))
+            screened_out = state.get("screened_out", [])
+            if not all(isinstance(key, str) for key in screened_out):
+                raise ValueError("screened_out holds genome keys")
+            screenings, screening_seconds = int(state.get("screenings", 0)), float(state.get("screening_seconds", 0.0))
         except CheckpointError:
             raise
         except SubnetError as e:  # InvalidSpecError of a top-k genome
@@ -263,3 +315,4 @@ class EvolutionarySearch:
         self.initial_key, self.initial_fitness = initial_key, initial_fitness
         self.best_per_generation, self.history = best, history
         self.evaluations, self.evaluation_seconds, self.elapsed = evaluations, evaluation_seconds, seconds
+        self.screened_out, self.screenings, self.screening_seconds = set(screened_out), screenings, screening_seconds

@@ -15,17 +15,27 @@ class PerplexityFitness:
     norms shared), so a candidate costs its own, smaller forward pass rather than the dense one.
     """
 
-    def __init__(self, model, adapter, space, windows: torch.Tensor, batch_size: int):
+    def __init__(self, model, adapter, space, windows: torch.Tensor, batch_size: int,
+                 screening_windows: torch.Tensor | None = None):
         self.model = model
         self.adapter = adapter
         self.space = space
         self.windows = windows
         self.batch_size = batch_size
+        self.screening_windows = screening_windows
 
     @torch.no_grad()
     def __call__(self, genome) -> float:
         subnet = extract_subnet(self.model, self.space.to_spec(genome), self.adapter)
         return perplexity(subnet, self.windows, self.batch_size)
+
+    @torch.no_grad()
+    def screen(self, genome) -> float:
+        """Cheap proxy for the search's screening round: perplexity on the short screening windows."""
+        if self.screening_windows is None:
+            raise ValueError("this fitness was built without screening windows")
+        subnet = extract_subnet(self.model, self.space.to_spec(genome), self.adapter)
+        return perplexity(subnet, self.screening_windows, self.batch_size)
 
 
 class FaithfulnessConstrainedFitness(PerplexityFitness):
@@ -36,8 +46,9 @@ class FaithfulnessConstrainedFitness(PerplexityFitness):
     model's relevance maps, computed once.
     """
 
-    def __init__(self, model, adapter, space, windows: torch.Tensor, batch_size: int, scorer, min_spearman: float):
-        super().__init__(model, adapter, space, windows, batch_size)
+    def __init__(self, model, adapter, space, windows: torch.Tensor, batch_size: int, scorer, min_spearman: float,
+                 screening_windows: torch.Tensor | None = None):
+        super().__init__(model, adapter, space, windows, batch_size, screening_windows)
         self.scorer = scorer
         self.min_spearman = min_spearman
         self.rejected = 0

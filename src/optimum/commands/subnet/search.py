@@ -33,6 +33,9 @@ class SubnetSearchCommand(BaseOptimumCLICommand):
         parser.add_argument("--seed", type=int)
         parser.add_argument("--generations", type=int)
         parser.add_argument("--population", type=int, help="candidates per generation")
+        parser.add_argument("--screening-keep", type=float, metavar="FRACTION",
+                            help="rank each generation's candidates on one short window first and give only this "
+                                 "fraction the full fitness (successive halving; default 1: off, the paper)")
         parser.add_argument("--calibration-dataset", help="enwiki-extract (built in), a .txt/.jsonl file or folder, "
                                                           "or an HF dataset name")
         parser.add_argument("--eval-dataset", help="held-out data (default: the other side of the calibration set)")
@@ -99,7 +102,7 @@ class SubnetSearchCommand(BaseOptimumCLICommand):
                                         search__top_k=max(2, min(n, n // 10 if n >= 20 else n // 4)))
             config = config.replace(
                 seed=args.seed, device=args.device, dtype=args.dtype,
-                search__generations=args.generations,
+                search__generations=args.generations, search__screening_keep=args.screening_keep,
                 data__dataset=args.calibration_dataset, data__eval_dataset=args.eval_dataset,
                 data__text_column=args.text_column, data__num_samples=args.num_samples,
                 data__seq_len=args.seq_len, data__eval_seq_len=args.eval_seq_len,
