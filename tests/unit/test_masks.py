@@ -4,7 +4,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from optimum_subnet.algorithms.masks import mutate_mask, overlap_fraction, resize_by_importance, top_k
+from optimum_subnet.algorithms.masks import (
+    importance_order,
+    mutate_mask,
+    overlap_fraction,
+    resize_by_importance,
+    top_k,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -48,3 +54,19 @@ def test_top_k_and_resize():
     assert top_k(scores, 2) == (1, 3)
     assert resize_by_importance((0, 1, 3), 2, scores) == (1, 3)
     assert resize_by_importance((1,), 3, scores) == (1, 2, 3)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_a_precomputed_order_gives_the_same_top_k_and_resize(data):
+    """The search's fast path (one importance order per score vector) equals the direct definition,
+    ties included (scores drawn from few values)."""
+    n = data.draw(st.integers(1, 60))
+    scores = data.draw(st.lists(st.sampled_from([0.0, 0.5, 1.0, 2.0, -1.0]), min_size=n, max_size=n))
+    order = importance_order(scores)
+    k = data.draw(st.integers(0, n))
+    assert top_k(scores, k, order) == top_k(scores, k)
+    mask = tuple(sorted(data.draw(st.sets(st.integers(0, n - 1), min_size=1))))
+    new_size = data.draw(st.integers(1, n))
+    assert resize_by_importance(mask, new_size, scores, order) == resize_by_importance(mask, new_size, scores)
+

@@ -53,15 +53,37 @@ def _weighted_sample(population: list[int], weights: list[float], k: int, rng: r
     return [item for _, item in keys[:k]]
 
 
-def top_k(scores: Sequence[float], k: int) -> tuple[int, ...]:
+def importance_order(scores: Sequence[float]) -> list[int]:
+    """Indices from most to least important (ties: lower index first). Computed once per score vector,
+    it turns :func:`top_k` and :func:`resize_by_importance` into slices (the search calls them for every
+    layer of every candidate)."""
+    return sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
+
+
+def top_k(scores: Sequence[float], k: int, order: Sequence[int] | None = None) -> tuple[int, ...]:
     """Indices of the k largest scores, sorted by index (ties broken by lower index)."""
-    order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
+    order = importance_order(scores) if order is None else order
     return tuple(sorted(order[:k]))
 
 
-def resize_by_importance(mask: Sequence[int], new_size: int, scores: Sequence[float]) -> tuple[int, ...]:
-    """Shrink by dropping the least important members or grow by adding the most important others."""
+def resize_by_importance(mask: Sequence[int], new_size: int, scores: Sequence[float],
+                         order: Sequence[int] | None = None) -> tuple[int, ...]:
+    """Shrink by dropping the least important members or grow by adding the most important others.
+
+    ``order``: :func:`importance_order` of ``scores``, if the caller has it (same result, faster)."""
     current = set(mask)
+    if order is not None:
+        if new_size < len(current):
+            kept = [i for i in order if i in current][:new_size]
+            return tuple(sorted(kept))
+        added = []
+        need = new_size - len(current)
+        for i in order:
+            if len(added) >= need:
+                break
+            if i not in current:
+                added.append(i)
+        return tuple(sorted(current.union(added)))
     if new_size < len(current):
         ranked = sorted(current, key=lambda i: (float(scores[i]), -i))
         return tuple(sorted(current - set(ranked[: len(current) - new_size])))

@@ -19,7 +19,7 @@ import random
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..algorithms.masks import mutate_mask, resize_by_importance, top_k
+from ..algorithms.masks import importance_order, mutate_mask, resize_by_importance, top_k
 from ..errors import SubnetError
 from ..spec import LayerSpec, ModelShape, SubnetSpec
 
@@ -129,6 +129,8 @@ class SearchSpace:
                 scores = scores.sum(dim=0, keepdim=True).expand(scores.shape[0], -1)
             self.attention_scores.append(scores.tolist())
         self.mlp_scores = [s.double().tolist() for s in mlp_scores]
+        self.attention_order = [[importance_order(head) for head in layer] for layer in self.attention_scores]
+        self.mlp_order = [importance_order(scores) for scores in self.mlp_scores]
         self.attention_allocation = self.mlp_allocation = None
         if attention_allocation is not None and mlp_allocation is not None:
             # a layer's k-th attention width unit: the k-th best unit of each KV head, averaged (widening a
@@ -176,8 +178,9 @@ class SearchSpace:
     # ---------------------------------------------------------------------------- construction
     def layer_gene(self, layer: int, attention_width: int, mlp_width: int) -> LayerGene:
         """The importance-top gene of a layer at the given widths (paper's initialization)."""
-        attention = tuple(top_k(head_scores, attention_width) for head_scores in self.attention_scores[layer])
-        return LayerGene(attention=attention, mlp=top_k(self.mlp_scores[layer], mlp_width))
+        attention = tuple(top_k(head_scores, attention_width, order)
+                          for head_scores, order in zip(self.attention_scores[layer], self.attention_order[layer]))
+        return LayerGene(attention=attention, mlp=top_k(self.mlp_scores[layer], mlp_width, self.mlp_order[layer]))
 
     def _extreme(self, attention_width: int, mlp_width: int, depth: int) -> Genome:
         genes = [self.layer_gene(i, attention_width, mlp_width) for i in range(self.shape.num_layers)]
@@ -286,10 +289,12 @@ class SearchSpace:
     def _step(self, layer: int, gene: LayerGene, component: str, step: int) -> LayerGene:
         if component == "mlp":
             width = _neighbour(self.mlp_widths, gene.mlp_width, step)
-            return LayerGene(gene.attention, resize_by_importance(gene.mlp, width, self.mlp_scores[layer]))
+            return LayerGene(gene.attention, resize_by_importance(gene.mlp, width, self.mlp_scores[layer],
+                                                                  self.mlp_order[layer]))
         width = _neighbour(self.attention_widths, gene.attention_width, step)
         attention = tuple(
-            resize_by_importance(head, width, self.attention_scores[layer][h]) for h, head in enumerate(gene.attention)
+            resize_by_importance(head, width, self.attention_scores[layer][h], self.attention_order[layer][h])
+            for h, head in enumerate(gene.attention)
         )
         return LayerGene(attention, gene.mlp)
 
