@@ -49,6 +49,8 @@ def main(argv=None) -> int:
     parser.add_argument("--tasks", default="all", help="zero-shot tasks ('all', a comma list, or 'none')")
     parser.add_argument("--limit", type=int, default=None, help="zero-shot documents per task (default: all)")
     parser.add_argument("--zero-shot-ratios", type=float, nargs="*", default=[0.8, 0.5])
+    parser.add_argument("--zero-shot-methods", nargs="*", default=None,
+                        help="methods that get the zero-shot evaluation (default: every method)")
     parser.add_argument("--zero-shot-batch-size", type=int, default=16)
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="config overrides for every method, e.g. search__generations=16")
@@ -149,7 +151,8 @@ def main(argv=None) -> int:
             if "baseline" in report:
                 entry["baseline"] = {k: v for k, v in report["baseline"].items()
                                      if k not in ("attention_units", "mlp_widths")}
-            zero_shot = any(abs(ratio - r) < 1e-9 for r in args.zero_shot_ratios)
+            zero_shot = (any(abs(ratio - r) < 1e-9 for r in args.zero_shot_ratios)
+                         and (args.zero_shot_methods is None or name in args.zero_shot_methods))
             start = time.perf_counter()
             entry.update(measure(result["model"].to(device), zero_shot))
             entry["measure_seconds"] = time.perf_counter() - start
