@@ -239,6 +239,8 @@ CASES = [
          setup=model_and_config),
     Case("ratio-unreachable", "`--target-ratio 0.3` (below the search space's smallest subnet)", search(ratio="0.3"),
          setup=model_and_config),
+    Case("screening-keep-zero", "`--screening-keep 0` (screening must keep some candidates)",
+         search("--screening-keep", "0"), setup=model_and_config),
     # --- data ------------------------------------------------------------------------------------
     Case("empty-calibration", "empty calibration file", search("--calibration-dataset", "empty.txt"),
          setup=lambda f: (model_and_config(f), (f / "empty.txt").write_text("  \n"))),
@@ -356,6 +358,7 @@ EXPECT = {
     "ratio-nan": "target ratio must be in (0, 1]",
     "ratio-below-embeddings": "embeddings alone",
     "ratio-unreachable": "unreachable in this search space",
+    "screening-keep-zero": "screening_keep must be in (0, 1]",
     "empty-calibration": "is empty",
     "short-calibration": "too short",
     "missing-calibration": "does not exist",
