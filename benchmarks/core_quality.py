@@ -80,14 +80,14 @@ def markdown(runs: list[dict]) -> str:
         "",
         f"Held-out perplexity on {ev['description']}: {ev['windows']} windows of {ev['seq_len']} tokens. "
         f"Preset `{first['config']['preset']}`, seed {first['config']['seed']}, device {env['device']} "
-        f"({env['torch_threads']} threads), torch {env['versions']['torch']}, transformers "
+        f"(threads per run in the table), torch {env['versions']['torch']}, transformers "
         f"{env['versions']['transformers']}.",
         "",
         f"Dense: {first['dense']['params']:,} parameters, perplexity {_ppl(first['dense']):.2f}.",
         "",
         "| target | final ratio | block ratio | params | initial ppl (uniform) | initial ppl (global) | seed | "
-        "searched ppl | final ppl | search evals | s/eval | search s | reform s | total s |",
-        "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "searched ppl | final ppl | search evals | s/eval | search s | reform s | total s | threads |",
+        "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
         sub, search = r["subnet"], r["search"]
@@ -97,14 +97,16 @@ def markdown(runs: list[dict]) -> str:
             f"| {r['target_ratio']:.2f} | {sub['inheriting_ratio']:.4f} | {sub['block_ratio']:.4f} | "
             f"{sub['params']:,} | {_ppl(r['initial']):.2f} | {glob} | {seed} | {_ppl(r['searched']):.2f} | "
             f"{_ppl(sub):.2f} | {search['evaluations']} | {search['seconds_per_evaluation']:.2f} | "
-            f"{search['seconds']:.0f} | {r['reformation']['seconds']:.0f} | {r['timings']['total']:.0f} |"
+            f"{search['seconds']:.0f} | {r['reformation']['seconds']:.0f} | {r['timings']['total']:.0f} | "
+            f"{r['environment']['torch_threads']} |"
         )
     lines += ["", "Initial: importance-only subnets before the search, the paper's uniform one and the global "
                   "(adaptive) one; seed: the one the search started from (lower calibration perplexity). "
                   "Searched: after the evolutionary search, before reformation. Final: after reformation "
                   f"({runs[0]['reformation']['method']}). Times are wall-clock seconds on the machine above "
                   "(total includes the 64-window evaluations of dense, both initial, searched and final subnets "
-                  "and the faithfulness check).", ""]
+                  "and the faithfulness check). Only the 0.8 run had the machine to itself; the others shared its 2 cores "
+                  "with another benchmark, so their times are upper bounds.", ""]
     return "\n".join(lines)
 
 
