@@ -10,7 +10,9 @@ default). What is measured:
 * the search engine of the pass (``EvolutionarySearch`` + ``PerplexityFitness``: physical surgery of
   every candidate and its perplexity on the fitness windows), with the paper's settings (population
   100, 2048-token windows) for ``--generations`` generations; a whole search (50 generations) is
-  extrapolated from the measured per-generation cost, and the report says so;
+  extrapolated from the measured per-generation cost, and the report says so; with
+  ``--screening-keep F`` the search screens candidates (``search.screening_keep``), and
+  ``--plain-generations N`` times N unscreened generations first, in the same run, for the ratio;
 * decode steps per second in PyTorch (SDPA, KV cache, batch 1) of the dense model and of subnets at
   0.8 and 0.5 inheriting ratio, cut uniformly (the per-layer widths only matter for speed through
   their sum), as the reference a user would otherwise run.
