@@ -105,6 +105,28 @@ def measure_search(model, args, generations: int, screening_keep: float) -> dict
     }
 
 
+def uniform_spec(shape, ratio: float):
+    """A subnet cut uniformly to ``ratio`` of all parameters: every layer keeps the same head size (the
+    first pairs of every head) and MLP width (multiples of 8 and 64)."""
+    from optimum_subnet.spec import SubnetSpec
+
+    spec = SubnetSpec.dense(shape)
+    if ratio >= 1.0:
+        return spec
+    block = (ratio * shape.dense_params() - shape.embedding_params()) / shape.dense_block_params()
+    hd = max(8, int(round(shape.head_dim * block / 8)) * 8)
+    half = shape.head_dim // 2
+    channels = sorted(list(range(hd // 2)) + [c + half for c in range(hd // 2)])
+    for layer in spec.layers:
+        layer.attention_channels = [channels] * shape.num_key_value_heads
+    per_layer = (block * shape.dense_block_params() / shape.num_layers - shape.norm_params()
+                 - shape.attention_params(shape.num_key_value_heads, hd))
+    width = max(64, int(per_layer / (3 * shape.hidden_size)) // 64 * 64)
+    for layer in spec.layers:
+        layer.mlp_channels = list(range(width))
+    return spec.validate()
+
+
 def measure_decode(model, args) -> list[dict]:
     import torch
 
@@ -116,19 +138,7 @@ def measure_decode(model, args) -> list[dict]:
     shape = adapter.shape(model.config)
     rows = []
     for ratio in (1.0, 0.8, 0.5):
-        spec = SubnetSpec.dense(shape)
-        if ratio < 1.0:  # uniform cut to the target: MLP and in-head channels by the same fraction
-            block = (ratio * shape.dense_params() - shape.embedding_params()) / shape.dense_block_params()
-            hd = max(8, int(round(shape.head_dim * block / 8)) * 8)
-            half = shape.head_dim // 2
-            channels = sorted(list(range(hd // 2)) + [c + half for c in range(hd // 2)])
-            for layer in spec.layers:
-                layer.attention_channels = [channels] * shape.num_key_value_heads
-            per_layer = (block * shape.dense_block_params() / shape.num_layers - shape.norm_params()
-                         - shape.attention_params(shape.num_key_value_heads, hd))
-            width = max(64, int(per_layer / (3 * shape.hidden_size)) // 64 * 64)
-            for layer in spec.layers:
-                layer.mlp_channels = list(range(width))
+        spec = uniform_spec(shape, ratio)
         sub = extract_subnet(model, spec.validate(), adapter) if ratio < 1.0 else model
         ids = torch.randint(3, shape.vocab_size, (1, args.prompt), device=model.device)
         with torch.no_grad():
