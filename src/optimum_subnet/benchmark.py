@@ -9,9 +9,11 @@
 * **weight bytes** of each model, from which the ideal decode speedup (dense bytes / subnet bytes)
   and the ratios measured against it are reported.
 
-Two backends: ``onnxruntime`` (an exported folder, or a model folder exported on the fly into a
-temporary folder; IO binding on CUDA, GroupQueryAttention where the export has it) and ``pytorch``
-(the model in eager PyTorch with SDPA attention, what a user would otherwise run). Timings are
+Backends: ``onnxruntime`` (an exported folder, or a model folder exported on the fly into a
+temporary folder; IO binding on CUDA, GroupQueryAttention where the export has it), ``pytorch``
+(the model in eager PyTorch with SDPA attention, what a user would otherwise run) and, on request,
+``pytorch-static`` (:class:`~optimum_subnet.decoding.GreedyStaticDecoder`: a static KV cache, each
+decode step replayed from a CUDA graph on CUDA). Timings are
 synchronized, follow warm-up runs, and are medians of ``repeats`` runs. Ratios (subnet vs dense)
 come from the same run, never from separate ones.
 """
@@ -32,14 +34,15 @@ from .errors import SubnetError
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("onnxruntime", "pytorch")
+BACKENDS = ("onnxruntime", "pytorch", "pytorch-static")
+DEFAULT_BACKENDS = ("onnxruntime", "pytorch")
 RESULTS_NAME = "benchmark"
 
 
 @dataclass
 class BenchmarkConfig:
     provider: str = "cpu"  # cpu | cuda
-    backends: list[str] = field(default_factory=lambda: list(BACKENDS))
+    backends: list[str] = field(default_factory=lambda: list(DEFAULT_BACKENDS))
     batch_sizes: list[int] = field(default_factory=lambda: [1, 8])
     prompt_lengths: list[int] = field(default_factory=lambda: [128, 2048])
     new_tokens: int = 128
@@ -171,6 +174,29 @@ def _measure(model, device, vocab: int, batch: int, prompt: int, config: Benchma
             "prefill_ms_all": [1000 * t for t in prefill_times], "decode_s_all": decode_times}
 
 
+def _measure_static(model, device, vocab: int, batch: int, prompt: int, config: BenchmarkConfig) -> dict[str, Any]:
+    """The same measurements through :class:`GreedyStaticDecoder` (its own synchronized timers: prefill,
+    and the decode steps after the warm-up ones, i.e. the CUDA-graph replays on CUDA)."""
+    import torch
+
+    from .decoding import GreedyStaticDecoder
+
+    generator = torch.Generator().manual_seed(batch * 100_003 + prompt)
+    ids = torch.randint(3, vocab, (batch, prompt), generator=generator).to(device)
+    new_tokens = config.new_tokens + 2  # + the warm-up steps, which are not timed
+    decoder = GreedyStaticDecoder(model, prompt + new_tokens + 1)
+    prefill, per_step = [], []
+    for run in range(config.warmup + config.repeats):
+        decoder.generate(ids, new_tokens)
+        if run >= config.warmup:
+            prefill.append(decoder.timing["prefill_s"])
+            per_step.append(decoder.timing["decode_s"] / decoder.timing["decode_steps"])
+    step = statistics.median(per_step)
+    return {"prefill_ms": 1000 * statistics.median(prefill), "decode_ms_per_step": 1000 * step,
+            "decode_tokens_per_s": batch / step, "prefill_ms_all": [1000 * t for t in prefill],
+            "decode_s_all": [s * config.new_tokens for s in per_step], "cuda_graph": decoder.graph is not None}
+
+
 class _Memory:
     """Peak memory of one model's runs (device peak on CUDA, resident set on CPU)."""
 
@@ -201,7 +227,7 @@ class _Memory:
         import torch
 
         if self.device.type == "cuda":
-            if self.backend == "pytorch":
+            if self.backend.startswith("pytorch"):
                 return {"peak_memory_bytes": torch.cuda.max_memory_allocated(self.device),
                         "memory_source": "torch.cuda.max_memory_allocated"}
             return {"peak_memory_bytes": self.peak_used - self.baseline_used,
@@ -262,16 +288,17 @@ def benchmark(model: str | os.PathLike, baseline: str | os.PathLike | None = Non
             source = _source_folder(path)
             results["models"][name] = {"path": str(path), "weight_bytes": weight_bytes(source, dtype) if source else None}
             for backend in config.backends:
-                if backend == "pytorch" and source is None:
+                if backend.startswith("pytorch") and source is None:
                     logger.warning("%s is an ONNX folder without its model weights: no PyTorch reference", path)
                     continue
                 with _Memory(device, backend) as memory:
-                    loaded = (_load_pytorch(source, device, dtype) if backend == "pytorch"
+                    loaded = (_load_pytorch(source, device, dtype) if backend.startswith("pytorch")
                               else _load_onnxruntime(path, config.provider, dtype, config.fuse_attention, Path(tmp)))
+                    measure = _measure_static if backend == "pytorch-static" else _measure
                     vocab = loaded.config.vocab_size
                     for batch in config.batch_sizes:
                         for prompt in config.prompt_lengths:
-                            timing = _measure(loaded, device, vocab, batch, prompt, config)
+                            timing = measure(loaded, device, vocab, batch, prompt, config)
                             memory.sample()
                             results["runs"].append({"model": name, "backend": backend, "batch": batch,
                                                     "prompt": prompt, **timing})

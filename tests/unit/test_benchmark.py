@@ -67,6 +67,20 @@ def test_benchmark_measures_both_models_and_backends_in_one_run(tmp_path, folder
     assert "subnet/dense" in out.stdout  # the short table comes last
 
 
+def test_static_cache_backend_measures_through_the_static_decoder(folders):
+    from optimum_subnet.benchmark import benchmark
+
+    dense, subnet, _ = folders
+    config = BenchmarkConfig(provider="cpu", backends=["pytorch-static"], batch_sizes=[2], prompt_lengths=[8],
+                             new_tokens=3, warmup=0, repeats=2)
+    results = benchmark(subnet, dense, config)
+    assert {(r["model"], r["backend"]) for r in results["runs"]} == {("dense", "pytorch-static"),
+                                                                       ("subnet", "pytorch-static")}
+    for run in results["runs"]:
+        assert run["prefill_ms"] > 0 and run["decode_tokens_per_s"] > 0 and run["cuda_graph"] is False
+    assert [r["reference_backend"] for r in results["ratios"]] == ["pytorch-static"]
+
+
 def test_existing_results_and_bad_options_are_refused(tmp_path, folders):
     dense, subnet, _ = folders
     (tmp_path / "bench").mkdir()
@@ -88,3 +102,16 @@ def test_ratios_come_from_matching_runs():
     assert result == [{"backend": "pytorch", "reference_backend": "pytorch", "batch": 1, "prompt": 8,
                        "prefill_speedup": 2.0, "decode_speedup": 1.5, "ideal_decode_speedup": 2.0,
                        "decode_fraction_of_ideal": 0.75}]
+
+
+@pytest.mark.gpu
+def test_static_cache_backend_replays_cuda_graphs_on_gpu(folders):
+    from optimum_subnet.benchmark import benchmark
+
+    dense, subnet, _ = folders
+    config = BenchmarkConfig(provider="cuda", backends=["pytorch-static", "pytorch"], batch_sizes=[1],
+                             prompt_lengths=[16], new_tokens=8, warmup=1, repeats=2)
+    results = benchmark(subnet, dense, config)
+    static = [r for r in results["runs"] if r["backend"] == "pytorch-static"]
+    assert len(static) == 2 and all(r["cuda_graph"] for r in static)
+    assert results["models"]["subnet"]["pytorch-static"]["peak_memory_bytes"] > 0

@@ -27,7 +27,8 @@ class SubnetBenchmarkCommand(BaseOptimumCLICommand):
                                                "ratios reported")
         parser.add_argument("--provider", default="cpu", choices=["cpu", "cuda"])
         parser.add_argument("--backends", default="onnxruntime,pytorch",
-                            help="comma-separated: onnxruntime (exported on the fly from a model folder), pytorch (SDPA)")
+                            help="comma-separated: onnxruntime (exported on the fly from a model folder), pytorch (SDPA), "
+                                 "pytorch-static (static KV cache, CUDA-graph decode steps on CUDA)")
         parser.add_argument("--batch-sizes", type=_int_list, default=[1, 8], help="e.g. 1,8")
         parser.add_argument("--prompt-lengths", type=_int_list, default=[128, 2048], help="e.g. 128,2048")
         parser.add_argument("--new-tokens", type=int, default=128, help="decoded tokens per timed run")
