@@ -20,12 +20,17 @@ ROOT = Path(__file__).resolve().parents[1]
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--spec", required=True, help="subnet folder or subnet_config.json of a searched subnet")
+    parser.add_argument("--spec", help="subnet folder or subnet_config.json of a searched subnet")
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--eval-windows", type=int, default=64)
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "reformation_ablation"))
+    parser.add_argument("--redraw", action="store_true", help="only rewrite <output>.md from <output>.json")
     args = parser.parse_args(argv)
+    if args.redraw:
+        data = json.loads(Path(args.output).with_suffix(".json").read_text())
+        write_markdown(data["meta"], data["rows"], Path(args.output))
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
     from optimum_subnet import data as D
@@ -36,6 +41,8 @@ def main(argv=None) -> int:
     from optimum_subnet.spec import SubnetSpec
     from optimum_subnet.surgery import extract_subnet
 
+    if not args.spec:
+        parser.error("--spec is required (unless --redraw)")
     model, tokenizer = load_model(args.model)
     adapter = get_adapter(model.config)
     spec = SubnetSpec.load(args.spec)
@@ -49,7 +56,7 @@ def main(argv=None) -> int:
         ("ADMM, rho=0.1, 30 iterations", "admm", {"rho": 0.1}),
         ("closed form, damp 0.01 fixed", "closed_form", {"damp": 0.01}),
         ("closed form, damp 0.001 fixed", "closed_form", {"damp": 0.001}),
-        ("closed form, damp chosen on held-out windows (default)", "closed_form", {"damp": None}),
+        ("closed form, damp chosen on held-out calibration windows (default)", "closed_form", {"damp": None}),
     ]
     rows = []
     for name, method, kwargs in variants:
@@ -67,15 +74,23 @@ def main(argv=None) -> int:
     meta = {"model": args.model, "spec": str(args.spec), "inheriting_ratio": spec.inheriting_ratio(),
             "calibration": f"{args.samples} x {args.seq_len} tokens", "held_out": f"{len(held_out)} x 512 tokens"}
     output.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    lines = [f"# Reformation ablation ({args.model}, subnet at {spec.inheriting_ratio():.3f})", "",
-             f"Calibration {meta['calibration']}; held-out perplexity on {meta['held_out']} of enwiki-extract.", "",
+    write_markdown(meta, rows, output)
+    return 0
+
+
+def write_markdown(meta: dict, rows: list[dict], output: Path) -> None:
+    def fmt(value, spec):
+        return "-" if value is None else format(value, spec)
+
+    lines = [f"# Reformation ablation ({meta['model']}, subnet at {meta['inheriting_ratio']:.3f})", "",
+             f"Calibration {meta['calibration']}; held-out perplexity on {meta['held_out']} of enwiki-extract. "
+             f"Subnet: {meta['spec']}.", "",
              "| variant | held-out ppl | W_O rel. error | W_down rel. error | seconds |", "|---|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['variant']} | {r['ppl']:.2f} | {r['attention_error']:.3f} | {r['mlp_error']:.3f} | "
-                     f"{r['seconds']:.0f} |")
+        lines.append(f"| {r['variant']} | {r['ppl']:.2f} | {fmt(r['attention_error'], '.3f')} | "
+                     f"{fmt(r['mlp_error'], '.3f')} | {r['seconds']:.0f} |")
     output.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    return 0
 
 
 if __name__ == "__main__":
