@@ -179,12 +179,13 @@ def _measure_static(model, device, vocab: int, batch: int, prompt: int, config: 
     and the decode steps after the warm-up ones, i.e. the CUDA-graph replays on CUDA)."""
     import torch
 
-    from .decoding import GreedyStaticDecoder
+    from .decoding import DEFAULT_WARMUP_STEPS, GreedyStaticDecoder
 
     generator = torch.Generator().manual_seed(batch * 100_003 + prompt)
     ids = torch.randint(3, vocab, (batch, prompt), generator=generator).to(device)
-    new_tokens = config.new_tokens + 2  # + the warm-up steps, which are not timed
-    decoder = GreedyStaticDecoder(model, prompt + new_tokens + 1)
+    # + the token from the prefill and the untimed warm-up steps: config.new_tokens timed steps on CUDA
+    new_tokens = config.new_tokens + 1 + DEFAULT_WARMUP_STEPS
+    decoder = GreedyStaticDecoder(model, prompt + new_tokens)
     prefill, per_step = [], []
     for run in range(config.warmup + config.repeats):
         decoder.generate(ids, new_tokens)

@@ -18,6 +18,9 @@ import time
 
 import torch
 
+#: eager decode steps before the capture (real steps, not timed): lets cuBLAS and the allocator settle
+DEFAULT_WARMUP_STEPS = 2
+
 
 class GreedyStaticDecoder:
     """``GreedyStaticDecoder(model, max_length).generate(input_ids, new_tokens) -> (batch, new_tokens)``.
@@ -26,7 +29,8 @@ class GreedyStaticDecoder:
     The prompt (prefill) runs eagerly. Prompts must be unpadded (all rows the same length).
     """
 
-    def __init__(self, model, max_length: int, use_graph: bool | None = None, warmup_steps: int = 2):
+    def __init__(self, model, max_length: int, use_graph: bool | None = None,
+                 warmup_steps: int = DEFAULT_WARMUP_STEPS):
         if max_length < 2:
             raise ValueError(f"max_length must be at least 2, got {max_length}")
         self.model = model.eval()

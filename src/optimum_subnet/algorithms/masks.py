@@ -70,25 +70,19 @@ def resize_by_importance(mask: Sequence[int], new_size: int, scores: Sequence[fl
                          order: Sequence[int] | None = None) -> tuple[int, ...]:
     """Shrink by dropping the least important members or grow by adding the most important others.
 
-    ``order``: :func:`importance_order` of ``scores``, if the caller has it (same result, faster)."""
+    ``order``: :func:`importance_order` of ``scores``, if the caller has it (the search does)."""
     current = set(mask)
-    if order is not None:
-        if new_size < len(current):
-            kept = [i for i in order if i in current][:new_size]
-            return tuple(sorted(kept))
-        added = []
-        need = new_size - len(current)
-        for i in order:
-            if len(added) >= need:
-                break
-            if i not in current:
-                added.append(i)
-        return tuple(sorted(current.union(added)))
+    order = importance_order(scores) if order is None else order
     if new_size < len(current):
-        ranked = sorted(current, key=lambda i: (float(scores[i]), -i))
-        return tuple(sorted(current - set(ranked[: len(current) - new_size])))
-    others = sorted((i for i in range(len(scores)) if i not in current), key=lambda i: (-float(scores[i]), i))
-    return tuple(sorted(current | set(others[: new_size - len(current)])))
+        return tuple(sorted([i for i in order if i in current][:new_size]))
+    added = []
+    need = new_size - len(current)
+    for i in order:
+        if len(added) >= need:
+            break
+        if i not in current:
+            added.append(i)
+    return tuple(sorted(current.union(added)))
 
 
 def overlap_fraction(old: Sequence[int], new: Sequence[int]) -> float:

@@ -24,18 +24,20 @@ class PerplexityFitness:
         self.batch_size = batch_size
         self.screening_windows = screening_windows
 
+    def subnet(self, genome):
+        """The candidate's subnet (valid by construction: not re-validated)."""
+        return extract_subnet(self.model, self.space.to_spec(genome), self.adapter, validate=False)
+
     @torch.no_grad()
     def __call__(self, genome) -> float:
-        subnet = extract_subnet(self.model, self.space.to_spec(genome), self.adapter, validate=False)
-        return perplexity(subnet, self.windows, self.batch_size)
+        return perplexity(self.subnet(genome), self.windows, self.batch_size)
 
     @torch.no_grad()
     def screen(self, genome) -> float:
         """Cheap proxy for the search's screening round: perplexity on the short screening windows."""
         if self.screening_windows is None:
             raise ValueError("this fitness was built without screening windows")
-        subnet = extract_subnet(self.model, self.space.to_spec(genome), self.adapter, validate=False)
-        return perplexity(subnet, self.screening_windows, self.batch_size)
+        return perplexity(self.subnet(genome), self.screening_windows, self.batch_size)
 
 
 class FaithfulnessConstrainedFitness(PerplexityFitness):
@@ -56,7 +58,7 @@ class FaithfulnessConstrainedFitness(PerplexityFitness):
 
     @torch.no_grad()
     def __call__(self, genome) -> float:
-        subnet = extract_subnet(self.model, self.space.to_spec(genome), self.adapter, validate=False)
+        subnet = self.subnet(genome)
         score = self.scorer.score(subnet)["spearman"]
         self.scores.append(score)
         if score is None or score < self.min_spearman:
