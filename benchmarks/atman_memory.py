@@ -70,7 +70,7 @@ def build_model(name: str, device: str, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
     if name == "smollm2-135m":
-        from optimum_subnet.utils import cache_dir
+        from optimum_subnet.core.files import cache_dir
 
         folder = cache_dir() / "models" / name
         if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():

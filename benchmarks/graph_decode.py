@@ -7,7 +7,7 @@ A LLaMA-7B-shaped model with random weights (fp16; timing depends on shapes, not
 cut from it at 0.8 and 0.5 of its parameters: uniform ones (every layer the same widths) and
 heterogeneous ones (the search space's global initial subnet from random scores: per-layer widths
 differ, and per-KV-head channel masks). Each is decoded greedily with
-``optimum_subnet.decoding.GreedyStaticDecoder`` eagerly and with each decode step replayed from a CUDA
+``optimum_subnet.runtime.static_decoding.GreedyStaticDecoder`` eagerly and with each decode step replayed from a CUDA
 graph, at the batch sizes and prompt lengths asked; prefill of one prompt is timed separately. The
 bandwidth floor is the weight bytes over the device copy rate measured in the same run.
 
@@ -55,8 +55,8 @@ def models_to_measure(model, args):
     from search_cost import uniform_spec
 
     from optimum_subnet import SubnetConfig
-    from optimum_subnet.adapters import get_adapter
-    from optimum_subnet.optimizer import search_space
+    from optimum_subnet.families import get_adapter
+    from optimum_subnet.pipeline.optimizer import search_space
     import torch
 
     adapter = get_adapter(model.config)
@@ -66,7 +66,7 @@ def models_to_measure(model, args):
     scores_a = [torch.rand(shape.num_key_value_heads, shape.head_dim, generator=generator)
                 for _ in range(shape.num_layers)]
     scores_m = [torch.rand(shape.intermediate_size, generator=generator) for _ in range(shape.num_layers)]
-    from optimum_subnet.surgery import extract_subnet
+    from optimum_subnet.stages.surgery import extract_subnet
 
     for ratio in args.ratios:
         spec = uniform_spec(shape, ratio)
@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     import torch
     from search_cost import SHAPES, build
 
-    from optimum_subnet.decoding import GreedyStaticDecoder
+    from optimum_subnet.runtime.static_decoding import GreedyStaticDecoder
 
     if args.shape not in SHAPES:
         raise SystemExit(f"error: unknown shape {args.shape!r}; use one of {', '.join(sorted(SHAPES))}")

@@ -52,9 +52,9 @@ def build_models(shape: str, subnet_report: str | None, ratio_index: int, varian
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from optimum_subnet.adapters import get_adapter
-    from optimum_subnet.spec import SubnetSpec
-    from optimum_subnet.surgery import extract_subnet
+    from optimum_subnet.families import get_adapter
+    from optimum_subnet.core.spec import SubnetSpec
+    from optimum_subnet.stages.surgery import extract_subnet
 
     config = LlamaConfig(**SHAPES[shape])
     torch.manual_seed(0)
@@ -89,7 +89,7 @@ def build_models(shape: str, subnet_report: str | None, ratio_index: int, varian
 
 def export_all(models: dict, device: str, dtype: str, workdir: Path, modes: list[str]) -> dict:
     """One ONNX folder per (model, mode); ``fused-static`` times the fused folder with a static KV cache."""
-    from optimum_subnet.exporters.onnx import OnnxExportConfig, export_onnx, read_validation
+    from optimum_subnet.onnx.export import OnnxExportConfig, export_onnx, read_validation
 
     folders = {}
     for name, model in models.items():
@@ -109,7 +109,7 @@ def time_model(folder: Path, device: str, batch: int, prompt: int, new_tokens: i
                static: bool = False) -> dict:
     import torch
 
-    from optimum_subnet.onnxruntime.loading import load_ort_model
+    from optimum_subnet.runtime.loading import load_ort_model
 
     model = load_ort_model(folder, "cuda" if device.startswith("cuda") else "cpu", use_io_binding=True)
     if static:  # fixed per-layer KV buffers that GroupQueryAttention updates in place

@@ -9,7 +9,7 @@ same way:
 
 * perplexity on the held-out side of the built-in Wikipedia extract at 512- and 128-token windows and
   on the LAMBADA passages (512-token windows), the same evenly spaced windows for every model;
-* zero-shot accuracy on the paper's seven tasks through lm-eval (``optimum_subnet.zeroshot``) at the
+* zero-shot accuracy on the paper's seven tasks through lm-eval (``optimum_subnet.evaluation.zeroshot``) at the
   ``--zero-shot-ratios``, ``--limit`` documents per task.
 
 Writes ``<output>.json`` (every entry, updated after each one: a cut run keeps what it measured and
@@ -63,7 +63,7 @@ def main(argv=None) -> int:
 
     from optimum_subnet import SubnetConfig, SubnetOptimizer
     from optimum_subnet import data as data_lib
-    from optimum_subnet.evaluation import perplexity
+    from optimum_subnet.evaluation.perplexity import perplexity
     from optimum_subnet.loading import resolve_device
 
     output = Path(args.output)
@@ -96,7 +96,7 @@ def main(argv=None) -> int:
     }
     tasks = None if args.tasks == "none" else args.tasks
     if tasks:
-        from optimum_subnet.zeroshot import parse_tasks, task_configs
+        from optimum_subnet.evaluation.zeroshot import parse_tasks, task_configs
 
         tasks = parse_tasks(tasks)
         zero_shot_configs = task_configs(tasks)  # fail on missing data before hours of work
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
         model.eval()
         result = {"ppl": {name: perplexity(model, windows, 8) for name, windows in sets.items()}}
         if zero_shot and tasks:
-            from optimum_subnet.zeroshot import evaluate_zero_shot
+            from optimum_subnet.evaluation.zeroshot import evaluate_zero_shot
 
             result["zero_shot"] = evaluate_zero_shot(model, tokenizer, tasks, limit=args.limit,
                                                      batch_size=args.zero_shot_batch_size, configs=zero_shot_configs)

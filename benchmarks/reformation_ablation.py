@@ -34,12 +34,12 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
     from optimum_subnet import data as D
-    from optimum_subnet.adapters import get_adapter
-    from optimum_subnet.evaluation import perplexity
+    from optimum_subnet.families import get_adapter
+    from optimum_subnet.evaluation.perplexity import perplexity
     from optimum_subnet.loading import load_model
-    from optimum_subnet.reformation import reform
-    from optimum_subnet.spec import SubnetSpec
-    from optimum_subnet.surgery import extract_subnet
+    from optimum_subnet.stages.reformation import reform
+    from optimum_subnet.core.spec import SubnetSpec
+    from optimum_subnet.stages.surgery import extract_subnet
 
     if not args.spec:
         parser.error("--spec is required (unless --redraw)")

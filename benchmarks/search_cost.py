@@ -57,9 +57,10 @@ def measure_search(model, args, generations: int, screening_keep: float) -> dict
     import torch
 
     from optimum_subnet import SubnetConfig
-    from optimum_subnet.adapters import get_adapter
-    from optimum_subnet.optimizer import search_space
-    from optimum_subnet.search import EvolutionarySearch, EvolutionSettings, PerplexityFitness
+    from optimum_subnet.families import get_adapter
+    from optimum_subnet.pipeline.optimizer import search_space
+    from optimum_subnet.pipeline.fitness import PerplexityFitness
+    from optimum_subnet.search import EvolutionarySearch, EvolutionSettings
 
     adapter = get_adapter(model.config)
     shape = adapter.shape(model.config)
@@ -108,7 +109,7 @@ def measure_search(model, args, generations: int, screening_keep: float) -> dict
 def uniform_spec(shape, ratio: float):
     """A subnet cut uniformly to ``ratio`` of all parameters: every layer keeps the same head size (the
     first pairs of every head) and MLP width (multiples of 8 and 64)."""
-    from optimum_subnet.spec import SubnetSpec
+    from optimum_subnet.core.spec import SubnetSpec
 
     spec = SubnetSpec.dense(shape)
     if ratio >= 1.0:
@@ -130,8 +131,8 @@ def uniform_spec(shape, ratio: float):
 def measure_decode(model, args) -> list[dict]:
     import torch
 
-    from optimum_subnet.adapters import get_adapter
-    from optimum_subnet.surgery import extract_subnet
+    from optimum_subnet.families import get_adapter
+    from optimum_subnet.stages.surgery import extract_subnet
 
     adapter = get_adapter(model.config)
     shape = adapter.shape(model.config)
@@ -213,12 +214,12 @@ def measure_reformation(args, dtype) -> dict:
     driver runs block by block, so time is linear in layers and memory bounded by one block)."""
     import torch
 
-    from optimum_subnet.adapters import get_adapter
-    from optimum_subnet.importance import compute_importance
-    from optimum_subnet.optimizer import search_space
+    from optimum_subnet.families import get_adapter
+    from optimum_subnet.stages.importance import compute_importance
+    from optimum_subnet.pipeline.optimizer import search_space
     from optimum_subnet import SubnetConfig
-    from optimum_subnet.reformation import reform
-    from optimum_subnet.surgery import extract_subnet
+    from optimum_subnet.stages.reformation import reform
+    from optimum_subnet.stages.surgery import extract_subnet
 
     full_layers = SHAPES[args.shape]["num_hidden_layers"]
     shape_args = dict(SHAPES[args.shape], num_hidden_layers=args.reform_layers)

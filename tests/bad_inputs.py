@@ -67,8 +67,8 @@ def model_and_config(folder: Path) -> None:
 
 
 def spec_file(folder: Path, mutate: Callable[[dict], None], name: str = "spec.json", **model_overrides) -> None:
-    from optimum_subnet.adapters import get_adapter
-    from optimum_subnet.spec import SubnetSpec
+    from optimum_subnet.families import get_adapter
+    from optimum_subnet.core.spec import SubnetSpec
 
     model_and_config(folder)
     model = tiny_llama(**model_overrides)
@@ -100,7 +100,7 @@ def fail_on_call(monkeypatch, target: str, error: BaseException, write_first: bo
 
 def interrupted_run(folder: Path, monkeypatch) -> None:
     """A search killed after its first generation (leaves ``out.partial`` to resume)."""
-    from optimum_subnet import checkpoint
+    from optimum_subnet.pipeline import checkpoint
 
     model_and_config(folder)
     original = checkpoint.RunDirectory.save_search_state
@@ -201,7 +201,7 @@ def _disk_full_mid_save(folder: Path, monkeypatch) -> None:
 
 
 def _ctrl_c_mid_save(folder: Path, monkeypatch) -> None:
-    fail_on_call(monkeypatch, "optimum_subnet.optimizer:write_report", KeyboardInterrupt())
+    fail_on_call(monkeypatch, "optimum_subnet.pipeline.optimizer:write_report", KeyboardInterrupt())
 
 
 def _small_disk(folder: Path, monkeypatch) -> None:

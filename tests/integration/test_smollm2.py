@@ -39,7 +39,7 @@ def test_wikipedia_extract_split():
 
 def test_dense_perplexity_is_sane(smollm2):
     from optimum_subnet import data
-    from optimum_subnet.evaluation import perplexity
+    from optimum_subnet.evaluation.perplexity import perplexity
 
     model, tokenizer = smollm2
     windows = data.evaluation_windows(data.tokenize_stream(data.load_texts("enwiki-extract", "evaluation"),

@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
-from optimum_subnet.errors import SubnetError
+from optimum_subnet.core.errors import SubnetError
 from optimum_subnet.explain import AtManConfig, AtManExplainer, Explanation, Suppression, atman_attention
 from optimum_subnet.explain.render import render_html, save_explanation
-from optimum_subnet.surgery import extract_subnet
+from optimum_subnet.stages.surgery import extract_subnet
 
 from tests.unit.test_modeling import _random_spec
 

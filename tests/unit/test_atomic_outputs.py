@@ -15,8 +15,8 @@ import time
 import pytest
 import torch
 
-from optimum_subnet.errors import ResourceError, SubnetError
-from optimum_subnet.utils import atomic_output_dir, check_output_dir, write_json, writing
+from optimum_subnet.core.errors import ResourceError, SubnetError
+from optimum_subnet.core.files import atomic_output_dir, check_output_dir, write_json, writing
 from tests.conftest import SAMPLE_TEXT, char_tokenizer, tiny_llama
 
 pytestmark = pytest.mark.unit
@@ -123,7 +123,7 @@ def test_sigterm_mid_search_leaves_no_output_and_a_resumable_checkpoint(tmp_path
 
 def test_a_failed_run_takes_back_the_folders_it_created(tmp_path):
     from optimum_subnet import SubnetConfig, SubnetOptimizer
-    from optimum_subnet.errors import NonFiniteError
+    from optimum_subnet.core.errors import NonFiniteError
 
     model = tiny_llama()
     with torch.no_grad():
@@ -137,7 +137,7 @@ def test_a_failed_run_takes_back_the_folders_it_created(tmp_path):
 
 
 def test_two_processes_cannot_share_a_work_folder(tmp_path):
-    from optimum_subnet.checkpoint import RunDirectory
+    from optimum_subnet.pipeline.checkpoint import RunDirectory
 
     first = RunDirectory(tmp_path / "out").open()
     with pytest.raises(SubnetError, match="another process is working on"):

@@ -5,13 +5,13 @@ import json
 import pytest
 import torch
 
-from optimum_subnet.adapters import get_adapter
+from optimum_subnet.families import get_adapter
 from optimum_subnet.algorithms import structured
-from optimum_subnet.baselines import BASELINES, UnitLayout, get_baseline
+from optimum_subnet.stages.baselines import BASELINES, UnitLayout, get_baseline
 from optimum_subnet.calibration import MomentAccumulator
-from optimum_subnet.errors import SubnetError
-from optimum_subnet.spec import SubnetSpec
-from optimum_subnet.surgery import extract_subnet, masked_copy
+from optimum_subnet.core.errors import SubnetError
+from optimum_subnet.core.spec import SubnetSpec
+from optimum_subnet.stages.surgery import extract_subnet, masked_copy
 
 pytestmark = pytest.mark.unit
 
@@ -211,7 +211,7 @@ def test_optimizer_runs_a_baseline_and_saves_the_same_kind_of_folder(tmp_path, m
 
 def test_bias_with_reformation_is_refused():
     from optimum_subnet import SubnetConfig
-    from optimum_subnet.configuration import BaselineConfig
+    from optimum_subnet.core.config import BaselineConfig
 
     with pytest.raises(SubnetError, match="bias compensation and reformation"):
         SubnetConfig(method="flap", baseline=BaselineConfig(bias_compensation=True))

@@ -9,12 +9,12 @@ import sys
 import pytest
 
 from conftest import char_tokenizer, tiny_llama
-from optimum_subnet.adapters import get_adapter
-from optimum_subnet.benchmark import BenchmarkConfig, ratios
-from optimum_subnet.errors import SubnetError
-from optimum_subnet.optimizer import save_subnet
-from optimum_subnet.spec import SubnetSpec
-from optimum_subnet.surgery import extract_subnet
+from optimum_subnet.families import get_adapter
+from optimum_subnet.runtime.benchmark import BenchmarkConfig, ratios
+from optimum_subnet.core.errors import SubnetError
+from optimum_subnet.pipeline.optimizer import save_subnet
+from optimum_subnet.core.spec import SubnetSpec
+from optimum_subnet.stages.surgery import extract_subnet
 
 pytestmark = pytest.mark.unit
 
@@ -68,7 +68,7 @@ def test_benchmark_measures_both_models_and_backends_in_one_run(tmp_path, folder
 
 
 def test_static_cache_backend_measures_through_the_static_decoder(folders):
-    from optimum_subnet.benchmark import benchmark
+    from optimum_subnet.runtime.benchmark import benchmark
 
     dense, subnet, _ = folders
     config = BenchmarkConfig(provider="cpu", backends=["pytorch-static"], batch_sizes=[2], prompt_lengths=[8],
@@ -106,7 +106,7 @@ def test_ratios_come_from_matching_runs():
 
 @pytest.mark.gpu
 def test_static_cache_backend_replays_cuda_graphs_on_gpu(folders):
-    from optimum_subnet.benchmark import benchmark
+    from optimum_subnet.runtime.benchmark import benchmark
 
     dense, subnet, _ = folders
     config = BenchmarkConfig(provider="cuda", backends=["pytorch-static", "pytorch"], batch_sizes=[1],

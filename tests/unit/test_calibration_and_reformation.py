@@ -1,14 +1,14 @@
 import pytest
 import torch
 
-from optimum_subnet.adapters import get_adapter
+from optimum_subnet.families import get_adapter
 from optimum_subnet.calibration import BlockwiseRunner, GramAccumulator, record_inputs
-from optimum_subnet.errors import NonFiniteError
-from optimum_subnet.importance import compute_importance
+from optimum_subnet.core.errors import NonFiniteError
+from optimum_subnet.stages.importance import compute_importance
 from optimum_subnet.algorithms import importance as imp
-from optimum_subnet.reformation import reform
-from optimum_subnet.spec import SubnetSpec
-from optimum_subnet.surgery import extract_subnet
+from optimum_subnet.stages.reformation import reform
+from optimum_subnet.core.spec import SubnetSpec
+from optimum_subnet.stages.surgery import extract_subnet
 from tests.unit.test_modeling import _random_spec
 
 pytestmark = pytest.mark.unit

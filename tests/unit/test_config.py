@@ -3,7 +3,7 @@ import json
 import pytest
 
 from optimum_subnet import SubnetConfig
-from optimum_subnet.errors import SubnetError
+from optimum_subnet.core.errors import SubnetError
 
 pytestmark = pytest.mark.unit
 

@@ -6,7 +6,7 @@ import torch
 
 from optimum_subnet import data
 from optimum_subnet.data import wikipedia
-from optimum_subnet.errors import DataError
+from optimum_subnet.core.errors import DataError
 
 pytestmark = pytest.mark.unit
 

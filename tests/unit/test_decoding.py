@@ -1,11 +1,11 @@
-"""Static-cache greedy decoding (``optimum_subnet.decoding``): the same tokens as transformers' own
+"""Static-cache greedy decoding (``optimum_subnet.runtime.static_decoding``): the same tokens as transformers' own
 greedy decoding with a dynamic cache, for dense models and heterogeneous subnets; CUDA graphs on GPU."""
 
 import pytest
 import torch
 
-from optimum_subnet.decoding import GreedyStaticDecoder
-from optimum_subnet.surgery import extract_subnet
+from optimum_subnet.runtime.static_decoding import GreedyStaticDecoder
+from optimum_subnet.stages.surgery import extract_subnet
 from tests.conftest import tiny_llama
 
 from tests.unit.test_modeling import _random_spec

@@ -4,10 +4,10 @@ import math
 import pytest
 import torch
 
-from optimum_subnet.errors import SubnetError
+from optimum_subnet.core.errors import SubnetError
 from optimum_subnet.search import EvolutionarySearch, EvolutionSettings, SearchSpace
 from optimum_subnet.search.state import genome_key
-from optimum_subnet.spec import ModelShape
+from optimum_subnet.core.spec import ModelShape
 
 pytestmark = pytest.mark.unit
 

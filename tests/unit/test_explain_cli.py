@@ -7,8 +7,8 @@ import json
 import pytest
 
 from optimum_subnet import SubnetConfig, SubnetOptimizer
-from optimum_subnet.optimizer import save_subnet
-from optimum_subnet.surgery import extract_subnet
+from optimum_subnet.pipeline.optimizer import save_subnet
+from optimum_subnet.stages.surgery import extract_subnet
 from tests.conftest import char_tokenizer, tiny_llama
 from tests.unit.test_cli import _error_line, run
 from tests.unit.test_modeling import _random_spec
@@ -84,7 +84,7 @@ def test_search_report_has_faithfulness_and_constraint(text_files, threshold):
         assert constraint["rejected"] == constraint["evaluated"] and report["search"]["best_fitness"] == float("inf")
     else:  # every Spearman is >= -1: none rejected, the search ranks by perplexity as usual
         assert constraint["rejected"] == 0 and report["search"]["best_fitness"] < float("inf")
-    from optimum_subnet.reporting import report_markdown
+    from optimum_subnet.pipeline.report import report_markdown
 
     assert "Faithfulness to the dense model" in report_markdown(report)
     assert "candidates rejected" in report_markdown(report)
@@ -99,7 +99,7 @@ def _tiny_search_config(cal, ev, **overrides):
 
 
 def test_search_without_boolq_fails_early_naming_both_fixes(text_files, monkeypatch):
-    from optimum_subnet.errors import DataError
+    from optimum_subnet.core.errors import DataError
 
     cal, ev = text_files
     real = importlib.util.find_spec

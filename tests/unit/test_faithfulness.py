@@ -5,9 +5,9 @@ import math
 
 import pytest
 
-from optimum_subnet.configuration import FaithfulnessConfig, SubnetConfig
-from optimum_subnet.errors import DataError, SubnetError
-from optimum_subnet.explain.faithfulness import (
+from optimum_subnet.core.config import FaithfulnessConfig, SubnetConfig
+from optimum_subnet.core.errors import DataError, SubnetError
+from optimum_subnet.evaluation.faithfulness import (
     Prompt,
     boolq_prompts,
     compare_maps,
@@ -16,7 +16,7 @@ from optimum_subnet.explain.faithfulness import (
     spearman,
     top_k_overlap,
 )
-from optimum_subnet.surgery import extract_subnet
+from optimum_subnet.stages.surgery import extract_subnet
 from tests.unit.test_modeling import _random_spec
 
 pytestmark = pytest.mark.unit

@@ -18,7 +18,7 @@ def test_spec_from_a_previous_run_is_reformed_and_saved(tmp_path, monkeypatch):
                             "--output", "searched"])
     assert code == 0, stderr[-3000:]
     monkeypatch.setattr("optimum_subnet.search.EvolutionarySearch.run", lambda *a: pytest.fail("searched anyway"))
-    monkeypatch.setattr("optimum_subnet.importance.compute_importance", lambda *a, **k: pytest.fail("importance"))
+    monkeypatch.setattr("optimum_subnet.stages.importance.compute_importance", lambda *a, **k: pytest.fail("importance"))
     code, stderr = run_cli(["search", "--model", "tiny-llama", "--spec", "searched", "--config", "fast.json",
                             "--output", "given"])  # no --target-ratio: the spec's
     assert code == 0, stderr[-3000:]

@@ -43,7 +43,7 @@ def test_search_pass_runs_on_cuda(tmp_path, tiny_model_dir):
 @pytest.mark.parametrize("fuse", [False, True])
 def test_fp16_cuda_export_and_generation(tmp_path, fuse):
     from optimum_subnet import OnnxExportConfig, ORTSubnetModelForCausalLM, export_onnx
-    from optimum_subnet.surgery import extract_subnet
+    from optimum_subnet.stages.surgery import extract_subnet
     from tests.unit.test_onnx_export import mixed_spec
 
     model = tiny_llama(seed=5)

@@ -5,15 +5,15 @@ import pytest
 import torch
 
 from optimum_subnet import SubnetConfig, SubnetOptimizer
-from optimum_subnet.adapters import get_adapter
+from optimum_subnet.families import get_adapter
 from optimum_subnet.calibration import BlockwiseRunner, GramAccumulator
-from optimum_subnet.errors import ResourceError
-from optimum_subnet.importance import compute_importance
-from optimum_subnet.memory import MEMORY_LIMIT_ENV_VAR, check_memory, estimate_peak_memory, memory_budget
-from optimum_subnet.reformation import TwoFoldStatistics, reform
-from optimum_subnet.spec import ModelShape, SubnetSpec
-from optimum_subnet.surgery import extract_subnet
-from optimum_subnet.utils import parse_bytes
+from optimum_subnet.core.errors import ResourceError
+from optimum_subnet.stages.importance import compute_importance
+from optimum_subnet.pipeline.memory import MEMORY_LIMIT_ENV_VAR, check_memory, estimate_peak_memory, memory_budget
+from optimum_subnet.stages.reformation import TwoFoldStatistics, reform
+from optimum_subnet.core.spec import ModelShape, SubnetSpec
+from optimum_subnet.stages.surgery import extract_subnet
+from optimum_subnet.core.files import parse_bytes
 from tests.conftest import char_tokenizer, tiny_llama
 
 pytestmark = pytest.mark.unit
@@ -132,7 +132,7 @@ def test_preflight_refuses_before_reading_any_data(tmp_path, monkeypatch):
 
 def test_memory_mapped_weights_are_not_counted_as_already_resident(tiny_model_dir):
     from optimum_subnet.loading import load_model
-    from optimum_subnet.memory import resident_weight_bytes
+    from optimum_subnet.pipeline.memory import resident_weight_bytes
 
     in_memory = tiny_llama()
     assert resident_weight_bytes(in_memory) == sum(p.numel() * p.element_size() for p in in_memory.parameters())

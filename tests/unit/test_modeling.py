@@ -9,10 +9,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from optimum_subnet.adapters import get_adapter
-from optimum_subnet.optimizer import save_subnet
-from optimum_subnet.spec import SubnetSpec
-from optimum_subnet.surgery import extract_subnet, masked_copy
+from optimum_subnet.families import get_adapter
+from optimum_subnet.pipeline.optimizer import save_subnet
+from optimum_subnet.core.spec import SubnetSpec
+from optimum_subnet.stages.surgery import extract_subnet, masked_copy
 
 pytestmark = pytest.mark.unit
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from optimum_subnet import OnnxExportConfig, ORTSubnetModelForCausalLM, SubnetSpec, export_onnx
-from optimum_subnet.adapters import get_adapter
-from optimum_subnet.errors import SubnetError
-from optimum_subnet.optimizer import save_subnet
-from optimum_subnet.surgery import extract_subnet
+from optimum_subnet.families import get_adapter
+from optimum_subnet.core.errors import SubnetError
+from optimum_subnet.pipeline.optimizer import save_subnet
+from optimum_subnet.stages.surgery import extract_subnet
 from tests.conftest import char_tokenizer, tiny_llama
 
 pytestmark = pytest.mark.unit
@@ -123,7 +123,7 @@ def test_export_outside_tolerance_fails_and_writes_nothing(subnet, tmp_path):
 def test_bad_inputs(tmp_path, subnet):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from optimum_subnet.onnxruntime.loading import load_ort_model
+    from optimum_subnet.runtime.loading import load_ort_model
 
     gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50))
     with pytest.raises(SubnetError, match="cannot export model type 'gpt2'"):

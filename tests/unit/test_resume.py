@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from optimum_subnet import SubnetConfig, SubnetOptimizer, checkpoint
-from optimum_subnet.errors import CheckpointError, SubnetError
-from optimum_subnet.reporting import without_timings
+from optimum_subnet import SubnetConfig, SubnetOptimizer
+from optimum_subnet.pipeline import checkpoint
+from optimum_subnet.core.errors import CheckpointError, SubnetError
+from optimum_subnet.pipeline.report import without_timings
 from optimum_subnet.search import EvolutionarySearch, EvolutionSettings
 from optimum_subnet.search.state import (genome_from_json, genome_key, genome_to_json, rng_state_from_json,
                                          rng_state_to_json)
@@ -166,7 +167,7 @@ def test_optimizer_resume_after_crash_matches_and_refuses_other_inputs(tmp_path,
     assert (tmp_path / "out.partial" / "search_state.json").is_file()  # refusals keep the checkpoint
 
     # The resumed run skips the stages before the search (read back from the work folder).
-    monkeypatch.setattr("optimum_subnet.importance.compute_importance",
+    monkeypatch.setattr("optimum_subnet.stages.importance.compute_importance",
                         lambda *a, **k: pytest.fail("importance recomputed on resume"))
     _optimizer().optimize(config, out, resume=True)
     assert (out / "subnet_config.json").read_text() == (tmp_path / "reference" / "subnet_config.json").read_text()

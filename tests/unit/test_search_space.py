@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from optimum_subnet.algorithms.masks import overlap_fraction
-from optimum_subnet.errors import SubnetError
+from optimum_subnet.core.errors import SubnetError
 from optimum_subnet.search import SearchSpace
-from optimum_subnet.spec import ModelShape
+from optimum_subnet.core.spec import ModelShape
 
 pytestmark = pytest.mark.unit
 

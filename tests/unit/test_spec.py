@@ -3,10 +3,10 @@ import json
 
 import pytest
 
-from optimum_subnet.adapters import get_adapter
-from optimum_subnet.errors import InvalidSpecError, UnsupportedModelError
-from optimum_subnet.spec import SubnetSpec
-from optimum_subnet.surgery import extract_subnet
+from optimum_subnet.families import get_adapter
+from optimum_subnet.core.errors import InvalidSpecError, UnsupportedModelError
+from optimum_subnet.core.spec import SubnetSpec
+from optimum_subnet.stages.surgery import extract_subnet
 from tests.conftest import tiny_llama, tiny_llama_config
 
 pytestmark = pytest.mark.unit

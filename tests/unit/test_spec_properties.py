@@ -18,10 +18,10 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from optimum_subnet.adapters import get_adapter
-from optimum_subnet.errors import InvalidSpecError
-from optimum_subnet.spec import LayerSpec, ModelShape, SubnetSpec
-from optimum_subnet.surgery import extract_subnet, masked_copy
+from optimum_subnet.families import get_adapter
+from optimum_subnet.core.errors import InvalidSpecError
+from optimum_subnet.core.spec import LayerSpec, ModelShape, SubnetSpec
+from optimum_subnet.stages.surgery import extract_subnet, masked_copy
 from tests.conftest import tiny_llama
 
 pytestmark = pytest.mark.unit

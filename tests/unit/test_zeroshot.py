@@ -5,8 +5,8 @@ import functools
 import pytest
 import torch
 
-from optimum_subnet.errors import SubnetError
-from optimum_subnet.zeroshot import PAPER_TASKS, evaluate_zero_shot, parse_tasks, task_configs
+from optimum_subnet.core.errors import SubnetError
+from optimum_subnet.evaluation.zeroshot import PAPER_TASKS, evaluate_zero_shot, parse_tasks, task_configs
 
 pytestmark = pytest.mark.unit
 

@@ -1,0 +1,80 @@
+"""Helpers shared by the subnet subcommands (no heavy imports here)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from contextlib import contextmanager
+
+logger = logging.getLogger("optimum_subnet.cli")
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        force=True,
+    )
+    for noisy in ("matplotlib", "PIL", "urllib3", "filelock", "datasets", "fsspec"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class Terminated(BaseException):
+    """SIGTERM (a scheduler's or ``kill``'s request to stop), raised so that cleanup code runs."""
+
+
+def _raise_terminated(_signum, _frame):
+    raise Terminated()
+
+
+@contextmanager
+def user_errors(interrupted_hint=None):
+    """Turn library errors into one line on stderr and a non-zero exit (no traceback).
+
+    Ctrl-C and SIGTERM unwind normally (so partial outputs are removed) and exit with 130 / 143;
+    ``interrupted_hint()`` may add what the user can do next (e.g. resume).
+    """
+    import signal
+
+    def hint() -> str:
+        return interrupted_hint() if interrupted_hint is not None else ""
+
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = None
+    try:
+        yield
+    except KeyboardInterrupt:
+        sys.stderr.write(f"error: interrupted{hint()}\n")
+        sys.exit(130)
+    except Terminated:
+        sys.stderr.write(f"error: terminated{hint()}\n")
+        sys.exit(143)
+    except Exception as e:  # only SubnetError is a user error; anything else is a bug and keeps its traceback
+        from optimum_subnet.core.errors import SubnetError
+
+        if isinstance(e, SubnetError):
+            sys.stderr.write(f"error: {e}\n")
+            sys.exit(e.exit_code)
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def add_common_model_args(parser) -> None:
+    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="allow code shipped with the model to run (off by default)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def register_for_stock_onnxruntime_commands() -> None:
+    """Let ``optimum-cli onnxruntime optimize|quantize`` load subnet exports (config + model type)."""
+    try:
+        import optimum_subnet  # noqa: F401  registers subnet_llama with AutoConfig and Optimum's ORT tools
+    except ImportError as e:  # pragma: no cover - a broken install should not break the stock commands
+        logger.warning("optimum-subnet could not register with the onnxruntime commands: %s", e)

@@ -1,0 +1,1 @@
+"""Quality measures: held-out perplexity, zero-shot accuracy (lm-eval), faithfulness of explanations."""

@@ -1,0 +1,9 @@
+"""ONNX Runtime side: the runtime model class, the GroupQueryAttention graph pass, registrations."""
+
+from optimum_subnet.runtime.modeling import ORTSubnetModelForCausalLM, install_dispatch
+from optimum_subnet.runtime.registration import register_with_optimum
+
+register_with_optimum()
+install_dispatch()
+
+__all__ = ["ORTSubnetModelForCausalLM", "install_dispatch", "register_with_optimum"]
