@@ -6,7 +6,8 @@ Importing the package registers the heterogeneous subnet model types with transf
 
 from optimum_subnet.core.config import DataConfig, FaithfulnessConfig, ReformationConfig, SearchConfig, SubnetConfig
 from optimum_subnet.core.errors import SubnetError
-from optimum_subnet.families.auto import SubnetLlamaConfig, SubnetLlamaForCausalLM
+from optimum_subnet.families import auto as _auto  # noqa: F401  registers the subnet model types
+from optimum_subnet.families.llama import SubnetLlamaConfig, SubnetLlamaForCausalLM
 from optimum_subnet.pipeline.optimizer import SubnetOptimizer
 from optimum_subnet.core.spec import LayerSpec, ModelShape, SubnetSpec
 from optimum_subnet.stages.surgery import extract_subnet

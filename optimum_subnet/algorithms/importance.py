@@ -67,10 +67,11 @@ def attention_channel_scores(
     return q + o + k_rows.reshape(num_kv_heads, head_dim) + v_rows.reshape(num_kv_heads, head_dim)
 
 
-def rope_pair_scores(channel_scores: torch.Tensor) -> torch.Tensor:
-    """Channels ``i`` and ``i + head_dim/2`` rotate together under RoPE; a pair scores their sum."""
-    half = channel_scores.shape[-1] // 2
-    return channel_scores[..., :half] + channel_scores[..., half:]
+def rope_pair_scores(channel_scores: torch.Tensor, rotary_dim: int = 0) -> torch.Tensor:
+    """Channels ``i`` and ``i + r/2`` rotate together under RoPE; a pair scores their sum (:mod:`.rope`)."""
+    from optimum_subnet.algorithms import rope
+
+    return rope.fold(channel_scores, rotary_dim)
 
 
 def mlp_channel_scores(gate_rows: torch.Tensor, up_rows: torch.Tensor, down_columns: torch.Tensor) -> torch.Tensor:

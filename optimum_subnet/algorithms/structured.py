@@ -59,11 +59,11 @@ def head_scores(kv_channel_scores: torch.Tensor, reduce: str = "sum") -> torch.T
     return kv_channel_scores.sum(1) if reduce == "sum" else kv_channel_scores.mean(1)
 
 
-def pair_scores(kv_channel_scores: torch.Tensor, reduce: str = "sum") -> torch.Tensor:
-    """One score per RoPE pair ``(i, i + head_dim/2)`` per KV head: (num_kv_heads, head_dim/2)."""
-    half = kv_channel_scores.shape[-1] // 2
-    total = kv_channel_scores[..., :half] + kv_channel_scores[..., half:]
-    return total if reduce == "sum" else total / 2
+def pair_scores(kv_channel_scores: torch.Tensor, reduce: str = "sum", rotary_dim: int = 0) -> torch.Tensor:
+    """One score per RoPE pair (:mod:`.rope`) per KV head: (num_kv_heads, head_dim/2)."""
+    from optimum_subnet.algorithms import rope
+
+    return rope.fold(kv_channel_scores, rotary_dim, reduce)
 
 
 def bias_compensation(weight: torch.Tensor, mean_input: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:

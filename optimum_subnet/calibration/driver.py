@@ -44,14 +44,11 @@ class BlockwiseRunner:
             embed.to(original)
         return states
 
-    def call_kwargs(self, hidden: torch.Tensor) -> dict:
-        """Mask and rotary tables for one batch shape (cached: every batch but the last has it)."""
+    def context(self, hidden: torch.Tensor):
+        """Masks and rotary tables for one batch shape (cached: every batch but the last has it)."""
         key = (tuple(hidden.shape[:2]), hidden.dtype, hidden.device)
         if self._kwargs is None or self._kwargs["key"] != key:
-            rotary = getattr(getattr(self.model, "model", None), "rotary_emb", None)
-            if rotary is not None:
-                rotary.to(hidden.device)
-            self._kwargs = {"key": key, "value": self.adapter.layer_call_kwargs(self.model, hidden)}
+            self._kwargs = {"key": key, "value": self.adapter.layer_context(self.model, hidden)}
         return self._kwargs["value"]
 
     @contextmanager
@@ -70,9 +67,7 @@ class BlockwiseRunner:
     def run_layer(self, layer: nn.Module, states: list[torch.Tensor]) -> list[torch.Tensor]:
         outputs = []
         for hidden in states:
-            out = layer(hidden, **self.call_kwargs(hidden))
-            out = out[0] if isinstance(out, tuple) else out
-            outputs.append(out)
+            outputs.append(self.adapter.run_layer(layer, hidden, self.context(hidden)))
         if not all(torch.isfinite(o).all() for o in outputs):
             raise NonFiniteError("non-finite hidden states during calibration; the model or data produce NaN/inf")
         return outputs

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from optimum_subnet.algorithms import rope
 from optimum_subnet.core.errors import InvalidSpecError
 
 SPEC_FORMAT_VERSION = 1
@@ -49,10 +50,23 @@ class ModelShape:
     attention_bias: bool = False
     mlp_bias: bool = False
     rope: bool = True
+    #: q/k/v carry biases, o does not (Qwen2); ``attention_bias`` means all four do (LLaMA's flag)
+    qkv_bias: bool = False
+    #: per-head q/k RMSNorm weights (head_dim each, shared by the heads; Qwen3, Gemma3)
+    qk_norm: bool = False
+    #: RMSNorms per decoder layer (2; Gemma's sandwich norms: 4)
+    norms_per_layer: int = 2
+    #: channels of a head that rotate when fewer than all (partial rotary, Phi-3); 0: all of them
+    rotary_dim: int = 0
 
     @property
     def group_size(self) -> int:
         return self.num_attention_heads // self.num_key_value_heads
+
+    @property
+    def rotated_channels(self) -> int:
+        """Channels per head that rotate (RoPE pairs ``(c, c + r/2)`` for ``c < r/2``)."""
+        return self.rotary_dim or self.head_dim
 
     def embedding_params(self) -> int:
         """Parameters outside the decoder blocks: token embedding, LM head (unless tied), final norm."""
@@ -64,11 +78,12 @@ class ModelShape:
         nq = num_kv_heads * self.group_size
         weights = 2 * self.hidden_size * nq * head_dim + 2 * self.hidden_size * num_kv_heads * head_dim
         bias = 0
-        if self.attention_bias:
-            bias = nq * head_dim + 2 * num_kv_heads * head_dim + self.hidden_size
-        elif out_bias:
-            bias = self.hidden_size
-        return weights + bias
+        if self.attention_bias or self.qkv_bias:
+            bias += nq * head_dim + 2 * num_kv_heads * head_dim
+        if self.attention_bias or out_bias:
+            bias += self.hidden_size
+        norms = 2 * head_dim if self.qk_norm else 0
+        return weights + bias + norms
 
     def mlp_params(self, width: int, out_bias: bool = False) -> int:
         weights = 3 * self.hidden_size * width
@@ -80,7 +95,7 @@ class ModelShape:
         return weights + bias
 
     def norm_params(self) -> int:
-        return 2 * self.hidden_size
+        return self.norms_per_layer * self.hidden_size
 
     def dense_block_params(self) -> int:
         return self.num_layers * (
@@ -116,6 +131,10 @@ class LayerSpec:
     @property
     def intermediate_size(self) -> int:
         return len(self.mlp_channels)
+
+    def head_dim_set(self) -> set[tuple[int, ...]]:
+        """The distinct channel sets the layer's kept KV heads keep."""
+        return {tuple(c) for c in self.attention_channels}
 
     def params(self, shape: ModelShape) -> int:
         return (
@@ -200,7 +219,6 @@ class SubnetSpec:
             raise InvalidSpecError(f"subnet spec names a layer outside 0..{shape.num_layers - 1}: {sources}")
         if sorted(set(sources)) != sources:
             raise InvalidSpecError(f"subnet spec layers must be unique and in increasing order, got {sources}")
-        half = shape.head_dim // 2
         for layer in self.layers:
             where = f"layer {layer.source_index}"
             _check_index_list(layer.kv_heads, shape.num_key_value_heads, f"{where} kv_heads")
@@ -215,8 +233,12 @@ class SubnetSpec:
                 _check_index_list(channels, shape.head_dim, f"{where} attention channels")
                 if shape.rope:
                     kept = set(channels)
-                    if any((c + half if c < half else c - half) not in kept for c in kept):
+                    if any(rope.partner(c, shape.head_dim, shape.rotary_dim) not in kept for c in kept):
+                        half = shape.rotated_channels // 2
                         raise InvalidSpecError(f"{where}: rotary channels must be kept in pairs (i, i + {half})")
+            if shape.qk_norm and len(layer.head_dim_set()) > 1:
+                raise InvalidSpecError(f"{where}: with per-head q/k norms (one weight for every head) all kept "
+                                       "heads of a layer must keep the same channels")
             _check_index_list(layer.mlp_channels, shape.intermediate_size, f"{where} mlp channels")
             if not layer.mlp_channels:
                 raise InvalidSpecError(f"{where}: keeps no MLP channel")
@@ -328,14 +350,17 @@ def _typed_fields(cls, values: Any, what: str) -> dict[str, Any]:
         raise InvalidSpecError(f"unknown subnet spec {what} field(s): {', '.join(unknown)}")
     for name, value in values.items():
         expected = types[name]
+        minimum = 0 if name in _ZERO_ALLOWED else 1
         ok = (isinstance(value, str) if expected == "str" else isinstance(value, bool) if expected == "bool"
-              else isinstance(value, int) and not isinstance(value, bool) and value > 0)
+              else isinstance(value, int) and not isinstance(value, bool) and value >= minimum)
         if not ok:
             raise InvalidSpecError(f"subnet spec {what}.{name} must be {_TYPE_WORDS[expected]}, got {value!r}")
     return values
 
 
 _TYPE_WORDS = {"str": "a string", "bool": "true or false", "int": "a positive integer"}
+#: integer shape fields where 0 is meaningful (``rotary_dim``: all channels rotate)
+_ZERO_ALLOWED = {"rotary_dim"}
 
 
 def _check_index_list(values: Sequence[int], upper: int, what: str) -> None:

@@ -82,6 +82,8 @@ class SubnetOptimizer:
             result = self.run(config, work=work, spec=spec)
             hint = f"nothing was written to {save_dir}; the run is checkpointed: rerun with --resume"
             with atomic_output_dir(save_dir, overwrite, staging=work.path, protected=protected, hint=hint) as tmp:
+                from optimum_subnet.stages.surgery import save_subnet
+
                 save_subnet(result["model"], self.tokenizer, result["spec"], tmp)
                 config.save_pretrained(tmp)
                 write_report(result["report"], tmp)
@@ -430,21 +432,6 @@ def search_space(shape, config: SubnetConfig, attention_scores, mlp_scores, atte
         tolerance=s.ratio_tolerance, mask_fill=s.mask_fill, mask_sharing=s.attention_mask_sharing,
         attention_allocation=attention_allocation, mlp_allocation=mlp_allocation, out_bias=config.reformation_bias,
     )
-
-
-def save_subnet(model, tokenizer, spec: SubnetSpec, folder: Path) -> None:
-    """Weights (safetensors), config with ``auto_map`` + modeling code, tokenizer, subnet spec."""
-    from optimum_subnet.families.auto import AUTO_MAP, REMOTE_CODE_FILES
-
-    model_type = model.config.model_type
-    model.config.auto_map = AUTO_MAP[model_type]
-    model.save_pretrained(folder, safe_serialization=True)
-    package = Path(__file__).parent.parent / "families"
-    for relative in REMOTE_CODE_FILES[model_type]:
-        shutil.copyfile(package / relative, folder / Path(relative).name)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(folder)
-    spec.save(folder / SPEC_FILE_NAME)
 
 
 def write_report(report: dict[str, Any], folder: Path) -> None:

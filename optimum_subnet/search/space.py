@@ -19,6 +19,7 @@ import random
 from dataclasses import dataclass
 from typing import Sequence
 
+from optimum_subnet.algorithms import rope
 from optimum_subnet.algorithms.masks import importance_order, mutate_mask, resize_by_importance, top_k
 from optimum_subnet.core.errors import SubnetError
 from optimum_subnet.core.spec import LayerSpec, ModelShape, SubnetSpec
@@ -82,7 +83,8 @@ class SearchSpace:
             raise SubnetError(f"mask_fill must be 'uniform' or 'importance', got {mask_fill!r}")
         if mask_sharing not in ("kv_head", "layer"):
             raise SubnetError(f"attention mask sharing must be 'kv_head' or 'layer', got {mask_sharing!r}")
-        self.mask_sharing = mask_sharing
+        # one q/k norm weight per layer (Qwen3, Gemma3): every KV head must keep the same channels
+        self.mask_sharing = "layer" if shape.qk_norm else mask_sharing
         self.out_bias = out_bias
         self.shape = shape
         self.target_ratio = target_ratio
@@ -123,9 +125,8 @@ class SearchSpace:
         for scores in attention_scores:
             scores = scores.double()
             if shape.rope:
-                half = shape.head_dim // 2
-                scores = scores[:, :half] + scores[:, half:]
-            if mask_sharing == "layer":
+                scores = rope.fold(scores, shape.rotary_dim)
+            if self.mask_sharing == "layer":
                 scores = scores.sum(dim=0, keepdim=True).expand(scores.shape[0], -1)
             self.attention_scores.append(scores.tolist())
         self.mlp_scores = [s.double().tolist() for s in mlp_scores]
@@ -139,8 +140,7 @@ class SearchSpace:
             for scores in attention_allocation:
                 scores = scores.double()
                 if shape.rope:
-                    half = shape.head_dim // 2
-                    scores = (scores[:, :half] + scores[:, half:]) / 2
+                    scores = rope.fold(scores, shape.rotary_dim, "mean")
                 units.append(scores.sort(dim=-1, descending=True).values.mean(0))
             self.attention_allocation = units
             self.mlp_allocation = [m.double() for m in mlp_allocation]
@@ -357,12 +357,12 @@ class SearchSpace:
     # -------------------------------------------------------------------------------- spec I/O
     def to_spec(self, genome: Genome, metadata: dict | None = None) -> SubnetSpec:
         layers = []
-        half = self.shape.head_dim // 2
+        hd, rd = self.shape.head_dim, self.shape.rotary_dim
         for index, gene in enumerate(genome):
             if gene is None:
                 continue
             if self.shape.rope:
-                channels = [sorted(list(head) + [p + half for p in head]) for head in gene.attention]
+                channels = [rope.channels_of(head, hd, rd) for head in gene.attention]
             else:
                 channels = [list(head) for head in gene.attention]
             layers.append(
@@ -379,12 +379,12 @@ class SearchSpace:
 
     def from_spec(self, spec: SubnetSpec) -> Genome:
         genes: list[LayerGene | None] = [None] * self.shape.num_layers
-        half = self.shape.head_dim // 2
+        hd, rd = self.shape.head_dim, self.shape.rotary_dim
         for layer in spec.layers:
             if layer.num_kv_heads != self.shape.num_key_value_heads:
                 raise SubnetError("search space keeps every KV head; spec prunes heads")
             if self.shape.rope:
-                attention = tuple(tuple(c for c in head if c < half) for head in layer.attention_channels)
+                attention = tuple(rope.units_of(head, hd, rd) for head in layer.attention_channels)
             else:
                 attention = tuple(tuple(head) for head in layer.attention_channels)
             genes[layer.source_index] = LayerGene(attention, tuple(layer.mlp_channels))

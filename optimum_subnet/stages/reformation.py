@@ -167,27 +167,27 @@ def reform(dense, subnet, spec, adapter, windows: torch.Tensor, batch_size: int,
                 # --- attention output projection ---------------------------------------------------
                 stats = TwoFoldStatistics()
                 for hidden in states:
-                    kwargs = runner.call_kwargs(hidden)
+                    context = runner.context(hidden)
                     captured = {}
                     with record_inputs({"dense": adapter.site_modules(dense_layer)["attn_out"],
                                         "subnet": adapter.site_modules(sub_layer)["attn_out"]},
                                        lambda s, x: captured.__setitem__(s, x)):
-                        adapter.attention_sublayer(dense_layer, hidden, kwargs)
-                        adapter.attention_sublayer(sub_layer, hidden, kwargs)
+                        adapter.attention_sublayer(dense_layer, hidden, context)
+                        adapter.attention_sublayer(sub_layer, hidden, context)
                     stats.add(captured["dense"], captured["subnet"])
                 _rectify(adapter.linears(dense_layer)["o"], adapter.linears(sub_layer)["o"], kept["o"], stats,
                          method, damp, damp_grid, rho, iterations, entry, "attention")
                 # --- MLP down projection (after the reformed attention) ------------------------------
                 stats = TwoFoldStatistics()
                 for hidden in states:
-                    kwargs = runner.call_kwargs(hidden)
-                    mlp_in = adapter.mlp_input(sub_layer, adapter.attention_sublayer(sub_layer, hidden, kwargs))
+                    context = runner.context(hidden)
+                    mlp_in = adapter.mlp_input(sub_layer, adapter.attention_sublayer(sub_layer, hidden, context))
                     captured = {}
                     with record_inputs({"dense": adapter.site_modules(dense_layer)["mlp_out"],
                                         "subnet": adapter.site_modules(sub_layer)["mlp_out"]},
                                        lambda s, x: captured.__setitem__(s, x)):
-                        dense_layer.mlp(mlp_in)
-                        sub_layer.mlp(mlp_in)
+                        adapter.mlp(dense_layer)(mlp_in)
+                        adapter.mlp(sub_layer)(mlp_in)
                     stats.add(captured["dense"], captured["subnet"])
                 _rectify(adapter.linears(dense_layer)["down"], adapter.linears(sub_layer)["down"], kept["down"],
                          stats, method, damp, damp_grid, rho, iterations, entry, "mlp")

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from optimum_subnet.families import get_adapter
+from optimum_subnet.families.base import COLUMN_ROLES
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedModel
@@ -31,7 +32,7 @@ def extract_subnet(model: "PreTrainedModel", spec: "SubnetSpec", adapter=None, v
     adapter = adapter or get_adapter(model.config)
     if validate:  # the search's candidates are valid by construction: it skips this per-candidate cost
         spec.validate(adapter.shape(model.config))
-    config = adapter.subnet_config(model.config, spec)
+    config = adapter.subnet_config(model, spec)
     config.dtype = model.dtype
     state = adapter.slice_state_dict(model, spec)
     # no_init_weights: every weight is assigned below; running the random initializers on the empty
@@ -51,6 +52,50 @@ def extract_subnet(model: "PreTrainedModel", spec: "SubnetSpec", adapter=None, v
     return subnet
 
 
+def save_subnet(model: "PreTrainedModel", tokenizer, spec: "SubnetSpec", folder) -> None:
+    """A real, smaller checkpoint: weights (safetensors), config with ``auto_map``, the modeling code
+    (so ``trust_remote_code=True`` loads it without the plugin), the tokenizer and the subnet spec.
+
+    The family files import the shared per-layer construction from their parent package
+    (``from ..subnet_modeling``); beside the weights all files sit in one folder, so those imports
+    are rewritten to ``from .subnet_modeling``.
+    """
+    from pathlib import Path
+
+    from optimum_subnet.core.spec import SPEC_FILE_NAME
+    from optimum_subnet.families import get_adapter_for_subnet
+    from optimum_subnet.families.auto import SHARED_REMOTE_CODE, auto_map
+
+    folder = Path(folder)
+    adapter = get_adapter_for_subnet(model.config)
+    model.config.auto_map = auto_map(adapter)
+    model.save_pretrained(folder, safe_serialization=True)
+    package = Path(__file__).resolve().parent.parent / "families"
+    for relative in SHARED_REMOTE_CODE + adapter.remote_code():
+        source = (package / relative).read_text(encoding="utf-8")
+        (folder / Path(relative).name).write_text(source.replace("from ..subnet_", "from .subnet_"), encoding="utf-8")
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
+    spec.save(folder / SPEC_FILE_NAME)
+
+
+@torch.no_grad()
+def mask_layer(layer, adapter, layer_spec, shape) -> None:
+    """Zero, in place, every row / column of ``layer`` that ``layer_spec`` prunes: the layer then computes
+    what the pruned layer computes (up to floating-point summation order), at the dense shape."""
+    rows = adapter.kept_rows(layer_spec, shape)
+    for role, linear in adapter.linears(layer).items():
+        dim = 1 if role in COLUMN_ROLES else 0
+        keep = torch.zeros(linear.weight.shape[dim], dtype=torch.bool, device=linear.weight.device)
+        keep[rows[role].to(keep.device)] = True
+        if dim == 0:
+            linear.weight[~keep] = 0
+            if linear.bias is not None:
+                linear.bias[~keep] = 0
+        else:
+            linear.weight[:, ~keep] = 0
+
+
 @torch.no_grad()
 def masked_copy(model: "PreTrainedModel", spec: "SubnetSpec", adapter=None) -> "PreTrainedModel":
     """A dense-shaped copy of ``model`` with every pruned row/column zeroed (for equivalence tests)."""
@@ -60,24 +105,12 @@ def masked_copy(model: "PreTrainedModel", spec: "SubnetSpec", adapter=None) -> "
     masked = copy.deepcopy(model)
     shape = adapter.shape(model.config)
     kept = {layer.source_index: layer for layer in spec.layers}
-    layers = adapter.decoder_layers(masked)
-    for index, layer in enumerate(layers):
-        linears = adapter.linears(layer)
-        if index not in kept:
-            for linear in linears.values():
-                linear.weight.zero_()
-                if linear.bias is not None:
-                    linear.bias.zero_()
+    for index, layer in enumerate(adapter.decoder_layers(masked)):
+        if index in kept:
+            mask_layer(layer, adapter, kept[index], shape)
             continue
-        rows = adapter.kept_rows(kept[index], shape)
-        for role, linear in linears.items():
-            dim = 1 if role in ("o", "down") else 0
-            mask = torch.zeros(linear.weight.shape[dim], dtype=torch.bool)
-            mask[rows[role]] = True
-            if dim == 0:
-                linear.weight[~mask] = 0
-                if linear.bias is not None:
-                    linear.bias[~mask] = 0
-            else:
-                linear.weight[:, ~mask] = 0
+        for linear in adapter.linears(layer).values():
+            linear.weight.zero_()
+            if linear.bias is not None:
+                linear.bias.zero_()
     return masked

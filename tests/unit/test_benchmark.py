@@ -12,7 +12,7 @@ from conftest import char_tokenizer, tiny_llama
 from optimum_subnet.families import get_adapter
 from optimum_subnet.runtime.benchmark import BenchmarkConfig, ratios
 from optimum_subnet.core.errors import SubnetError
-from optimum_subnet.pipeline.optimizer import save_subnet
+from optimum_subnet.stages.surgery import save_subnet
 from optimum_subnet.core.spec import SubnetSpec
 from optimum_subnet.stages.surgery import extract_subnet
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from optimum_subnet import SubnetConfig, SubnetOptimizer
-from optimum_subnet.pipeline.optimizer import save_subnet
+from optimum_subnet.stages.surgery import save_subnet
 from optimum_subnet.stages.surgery import extract_subnet
 from tests.conftest import char_tokenizer, tiny_llama
 from tests.unit.test_cli import _error_line, run

@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from optimum_subnet.families import get_adapter
-from optimum_subnet.pipeline.optimizer import save_subnet
+from optimum_subnet.stages.surgery import save_subnet
 from optimum_subnet.core.spec import SubnetSpec
 from optimum_subnet.stages.surgery import extract_subnet, masked_copy
 

@@ -11,7 +11,7 @@ import torch
 from optimum_subnet import OnnxExportConfig, ORTSubnetModelForCausalLM, SubnetSpec, export_onnx
 from optimum_subnet.families import get_adapter
 from optimum_subnet.core.errors import SubnetError
-from optimum_subnet.pipeline.optimizer import save_subnet
+from optimum_subnet.stages.surgery import save_subnet
 from optimum_subnet.stages.surgery import extract_subnet
 from tests.conftest import char_tokenizer, tiny_llama
 

@@ -150,7 +150,7 @@ class UnitLayout:
                    attention_units: int, mlp_width: int) -> LayerSpec:
         """Keep a layer's top units by score: ``kv_channel_scores`` (num_kv_heads, head_dim) and
         ``mlp_scores`` (intermediate,)."""
-        from optimum_subnet.algorithms import structured
+        from optimum_subnet.algorithms import rope, structured
 
         shape = self.shape
         if self.attention_unit == "head":
@@ -160,9 +160,11 @@ class UnitLayout:
         else:
             kv_heads = list(range(shape.num_key_value_heads))
             if shape.rope:
-                pairs = structured.pair_scores(kv_channel_scores)
-                half = shape.head_dim // 2
-                channels = [sorted(p for k in _top(row, attention_units) for p in (k, k + half)) for row in pairs]
+                pairs = structured.pair_scores(kv_channel_scores, rotary_dim=shape.rotary_dim)
+                if shape.qk_norm:  # one q/k norm weight per layer: every head keeps the same channels
+                    pairs = pairs.sum(0, keepdim=True).expand_as(pairs)
+                channels = [rope.channels_of(_top(row, attention_units), shape.head_dim, shape.rotary_dim)
+                            for row in pairs]
             else:
                 channels = [_top(row, attention_units) for row in kv_channel_scores]
         return LayerSpec(source_index=index, kv_heads=kv_heads, attention_channels=channels,
@@ -177,7 +179,8 @@ class UnitLayout:
 
         if self.attention_unit == "head":
             return torch.sort(structured.head_scores(kv_channel_scores, "mean"), descending=True).values
-        pairs = structured.pair_scores(kv_channel_scores, "mean") if self.shape.rope else kv_channel_scores
+        pairs = (structured.pair_scores(kv_channel_scores, "mean", self.shape.rotary_dim) if self.shape.rope
+                 else kv_channel_scores)
         return torch.sort(pairs, dim=-1, descending=True).values.mean(0)
 
 

@@ -170,22 +170,14 @@ class StructuredBaseline(ABC):
 
 
 def _masked_layer(layer, adapter, layer_spec, shape):
-    """A copy of ``layer`` with its pruned rows / columns zeroed: runs exactly like the pruned layer
-    (tested in ``test_modeling``), so its outputs feed the next layer's statistics (sequential)."""
+    """A copy of ``layer`` with its pruned rows / columns zeroed: runs like the pruned layer (tested in
+    ``test_modeling``), so its outputs feed the next layer's statistics (sequential)."""
     import copy
 
+    from optimum_subnet.stages.surgery import mask_layer
+
     masked = copy.deepcopy(layer)
-    rows = adapter.kept_rows(layer_spec, shape)
-    for role, linear in adapter.linears(masked).items():
-        dim = 1 if role in ("o", "down") else 0
-        keep = torch.zeros(linear.weight.shape[dim], dtype=torch.bool, device=linear.weight.device)
-        keep[rows[role].to(keep.device)] = True
-        if dim == 0:
-            linear.weight[~keep] = 0
-            if linear.bias is not None:
-                linear.bias[~keep] = 0
-        else:
-            linear.weight[:, ~keep] = 0
+    mask_layer(masked, adapter, layer_spec, shape)
     return masked
 
 
