@@ -13,7 +13,7 @@ from transformers.models.gemma3.modeling_gemma3 import (
     eager_attention_forward,
 )
 
-from ..subnet_modeling import SubnetAttention, init_subnet_causal_lm, init_subnet_model, original_head_dim
+from ..subnet_modeling import SubnetAttention, init_subnet_causal_lm, init_subnet_model
 from .configuration_subnet_gemma3 import SubnetGemma3TextConfig
 
 

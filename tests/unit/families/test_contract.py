@@ -1,0 +1,257 @@
+"""The adapter contract: every supported family passes the same suite on a tiny random model of its own.
+
+A new family is one folder under ``optimum_subnet/families``, one line in ``families/registry.py`` and
+one subclass here (its tiny config). Exact (bitwise) comparisons are made only where both sides run
+the same operations in the same order (an all-ones spec runs the family's own computation; a saved
+and reloaded subnet runs the same code); everything else is compared with a tolerance relative to
+the values' scale.
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from optimum_subnet.core.spec import SubnetSpec
+from optimum_subnet.families import get_adapter
+from optimum_subnet.stages.surgery import extract_subnet, masked_copy, save_subnet
+from tests.conftest import char_tokenizer
+
+pytestmark = pytest.mark.unit
+
+VOCAB = len(char_tokenizer())
+COMMON = dict(vocab_size=VOCAB, hidden_size=48, intermediate_size=128, num_hidden_layers=4, num_attention_heads=6,
+              num_key_value_heads=2, max_position_embeddings=256, bos_token_id=1, eos_token_id=2, pad_token_id=2)
+
+
+def _close(actual: torch.Tensor, expected: torch.Tensor, rel: float = 1e-5) -> bool:
+    """Equal up to float summation order: a tolerance scaled to the values' magnitude."""
+    return bool(((actual - expected).abs().max() <= rel * expected.abs().max() + 1e-6).item())
+
+
+class FamilyContract:
+    """Subclasses set ``model_type`` and implement :meth:`config`."""
+
+    model_type: str
+
+    def config(self):
+        raise NotImplementedError
+
+    # -------------------------------------------------------------------------------- helpers
+    @pytest.fixture
+    def model(self):
+        from transformers import AutoModelForCausalLM as Auto
+
+        torch.manual_seed(0)
+        config = self.config()
+        config._attn_implementation = "eager"
+        model = Auto.from_config(config).eval()
+        with torch.no_grad():  # larger-than-default weights so that pruning visibly changes outputs
+            for name, p in model.named_parameters():
+                if p.dim() == 2:
+                    p.normal_(0, 0.08)
+                elif "norm" in name:
+                    p.uniform_(-0.3, 0.3) if "gemma" in self.model_type else p.uniform_(0.7, 1.3)
+                elif name.endswith("bias"):
+                    p.normal_(0, 0.05)
+        return model
+
+    def spec(self, model, seed: int = 0, heads: bool = False, drop_layer: bool = True) -> SubnetSpec:
+        """A random heterogeneous spec: in-head RoPE pairs (the same in every head for q/k-norm families)
+        or whole KV heads, per-layer MLP widths, one dropped layer."""
+        from optimum_subnet.algorithms import rope
+
+        adapter = get_adapter(model.config)
+        shape = adapter.shape(model.config)
+        spec = SubnetSpec.dense(shape)
+        rng = random.Random(seed)
+        units = shape.head_dim // 2
+        for layer in spec.layers:
+            if heads:
+                layer.kv_heads = sorted(rng.sample(range(shape.num_key_value_heads), 1))
+                layer.attention_channels = [list(range(shape.head_dim))]
+            else:
+                width = rng.choice([3, 5, 6])
+                shared = sorted(rng.sample(range(units), width))
+                layer.attention_channels = [
+                    rope.channels_of(shared if shape.qk_norm else sorted(rng.sample(range(units), width)),
+                                     shape.head_dim, shape.rotary_dim)
+                    for _ in layer.kv_heads]
+            layer.mlp_channels = sorted(rng.sample(range(shape.intermediate_size), rng.choice([20, 64, 100])))
+        if drop_layer:
+            del spec.layers[1]
+        return spec.validate()
+
+    # -------------------------------------------------------------------------------- the contract
+    def test_adapter_is_chosen_by_model_type(self, model):
+        adapter = get_adapter(model.config)
+        assert self.model_type in adapter.model_types
+        shape = adapter.shape(model.config)
+        assert SubnetSpec.dense(shape).params() == sum(p.numel() for p in model.parameters())
+
+    def test_all_ones_spec_reproduces_dense_logits_exactly(self, model):
+        # the subnet runs the family's own operations in the same order: bitwise equal
+        subnet = extract_subnet(model, SubnetSpec.dense(get_adapter(model.config).shape(model.config)))
+        ids = torch.randint(3, VOCAB, (2, 33), generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            assert torch.equal(model(ids).logits, subnet(ids).logits)
+
+    @pytest.mark.parametrize("attn", ["eager", "sdpa"])
+    def test_pruned_model_equals_dense_model_with_channels_masked(self, model, attn):
+        model.config._attn_implementation = attn
+        adapter = get_adapter(model.config)
+        # in-head pruning is exact where the family allows it; whole heads always are
+        specs = [self.spec(model, heads=True)]
+        if adapter.traits.in_head_pruning_exact:
+            specs.append(self.spec(model))
+        ids = torch.randint(3, VOCAB, (2, 40), generator=torch.Generator().manual_seed(2))
+        for spec in specs:
+            subnet = extract_subnet(model, spec)
+            with torch.no_grad():
+                expected, actual = masked_copy(model, spec)(ids).logits, subnet(ids).logits
+            # the masked dense model sums zeros the subnet does not have: equal up to summation order
+            assert _close(actual, expected), (actual - expected).abs().max()
+            assert not _close(actual, model(ids).logits, 1e-3)  # the pruning really changed something
+
+    def test_in_head_pruning_runs_and_is_physically_smaller(self, model):
+        spec = self.spec(model)
+        subnet = extract_subnet(model, spec)
+        assert sum(p.numel() for p in subnet.parameters()) == spec.params()
+        ids = torch.randint(3, VOCAB, (1, 24))
+        with torch.no_grad():
+            assert torch.isfinite(subnet(ids).logits).all()
+
+    def test_dropping_a_layer_keeps_the_other_layers_types(self, model):
+        spec = self.spec(model)
+        subnet = extract_subnet(model, spec)
+        types = getattr(model.config, "layer_types", None)
+        if types is None:
+            pytest.skip("this family has one attention type")
+        assert subnet.config.layer_types == [types[layer.source_index] for layer in spec.layers]
+        for new, layer in enumerate(spec.layers):
+            assert subnet.model.layers[new].attention_type == types[layer.source_index]
+
+    def test_incremental_decoding_with_cache_matches_full_forward(self, model):
+        subnet = extract_subnet(model, self.spec(model))
+        ids = torch.randint(3, VOCAB, (1, 20), generator=torch.Generator().manual_seed(3))
+        with torch.no_grad():
+            full = subnet(ids).logits
+            out = subnet(ids[:, :12], use_cache=True)
+            steps = [out.logits]
+            past = out.past_key_values
+            for t in range(12, 20):
+                out = subnet(ids[:, t:t + 1], past_key_values=past, use_cache=True)
+                past = out.past_key_values
+                steps.append(out.logits)
+        # cached decode attends over the same keys in another blocking: equal up to summation order
+        assert _close(torch.cat(steps, dim=1), full)
+
+    def test_save_and_load_with_plugin(self, tmp_path, model):
+        spec = self.spec(model)
+        subnet = extract_subnet(model, spec)
+        save_subnet(subnet, char_tokenizer(), spec, tmp_path)
+        loaded = AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation="eager")
+        assert type(loaded).__name__ == type(subnet).__name__
+        ids = torch.randint(3, VOCAB, (1, 20))
+        subnet.config._attn_implementation = "eager"
+        with torch.no_grad():  # same code, same weights, same operations
+            assert torch.equal(loaded(ids).logits, subnet(ids).logits)
+        assert SubnetSpec.load(tmp_path).key() == spec.key()
+
+    def test_trust_remote_code_loads_without_the_plugin(self, tmp_path, model):
+        spec = self.spec(model)
+        subnet = extract_subnet(model, spec)
+        subnet.config._attn_implementation = "eager"
+        save_subnet(subnet, char_tokenizer(), spec, tmp_path)
+        ids = torch.randint(3, VOCAB, (1, 16))
+        with torch.no_grad():
+            expected = subnet(ids).logits
+        torch.save({"ids": ids, "logits": expected}, tmp_path / "expected.pt")
+        script = textwrap.dedent(f"""
+            import sys, importlib.abc
+            class Block(importlib.abc.MetaPathFinder):
+                def find_spec(self, name, path, target=None):
+                    if name == "optimum_subnet" or name.startswith("optimum_subnet."):
+                        raise ImportError("plugin blocked for this test")
+            sys.meta_path.insert(0, Block())
+            import torch
+            from transformers import AutoModelForCausalLM
+            model = AutoModelForCausalLM.from_pretrained({str(tmp_path)!r}, trust_remote_code=True,
+                                                         attn_implementation="eager")
+            assert "optimum_subnet" not in sys.modules
+            data = torch.load({str(tmp_path / "expected.pt")!r})
+            with torch.no_grad():
+                logits = model(data["ids"]).logits
+            assert torch.equal(logits, data["logits"]), (logits - data["logits"]).abs().max()
+            print("OK", type(model).__module__)
+        """)
+        env = {"HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PATH": "/usr/bin:/bin"}
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert "OK transformers_modules" in out.stdout
+
+
+class TestLlama(FamilyContract):
+    model_type = "llama"
+
+    def config(self):
+        from transformers import LlamaConfig
+
+        return LlamaConfig(**COMMON, head_dim=16, tie_word_embeddings=True)
+
+
+class TestMistral(FamilyContract):
+    model_type = "mistral"
+
+    def config(self):
+        from transformers import MistralConfig
+
+        return MistralConfig(**COMMON, head_dim=16, sliding_window=12, tie_word_embeddings=False)
+
+
+class TestQwen2(FamilyContract):
+    model_type = "qwen2"
+
+    def config(self):
+        from transformers import Qwen2Config
+
+        values = dict(COMMON, hidden_size=96)  # Qwen2's head size is hidden / heads: 16
+        return Qwen2Config(**values, use_sliding_window=True, sliding_window=12, max_window_layers=2,
+                           tie_word_embeddings=True)
+
+
+class TestQwen3(FamilyContract):
+    model_type = "qwen3"
+
+    def config(self):
+        from transformers import Qwen3Config
+
+        return Qwen3Config(**COMMON, head_dim=16, tie_word_embeddings=True)
+
+
+class TestGemma3(FamilyContract):
+    model_type = "gemma3_text"
+
+    def config(self):
+        from transformers import Gemma3TextConfig
+
+        return Gemma3TextConfig(**COMMON, head_dim=16, query_pre_attn_scalar=16, sliding_window=12,
+                                layer_types=["sliding_attention", "sliding_attention", "full_attention",
+                                             "sliding_attention"],
+                                rope_theta=1_000_000.0, rope_local_base_freq=10_000.0)
+
+
+class TestPhi3(FamilyContract):
+    model_type = "phi3"
+
+    def config(self):
+        from transformers import Phi3Config
+
+        values = dict(COMMON, hidden_size=96)  # Phi-3's head size is hidden / heads: 16
+        return Phi3Config(**values, partial_rotary_factor=0.5, sliding_window=None, tie_word_embeddings=False)
