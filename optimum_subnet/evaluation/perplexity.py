@@ -16,18 +16,19 @@ from optimum_subnet.core.errors import NonFiniteError, SubnetError
 def negative_log_likelihood(model, windows: torch.Tensor, batch_size: int = 4, token_chunk: int = 2048,
                             progress=None) -> tuple[float, int]:
     """Sum of next-token NLL over all windows and the number of predicted tokens."""
+    from optimum_subnet.families import get_adapter_for_subnet
+
     device = next(model.parameters()).device
-    base = model.base_model
-    head = model.get_output_embeddings()
+    adapter = get_adapter_for_subnet(model.config)
     total, count = 0.0, 0
     for batch in windows.split(max(1, batch_size)):
         batch = batch.to(device)
-        hidden = base(input_ids=batch, use_cache=False).last_hidden_state[:, :-1]
+        hidden = adapter.final_hidden_states(model, batch)[:, :-1]
         targets = batch[:, 1:]
         flat_hidden = hidden.reshape(-1, hidden.shape[-1])
         flat_targets = targets.reshape(-1)
         for start in range(0, flat_targets.numel(), token_chunk):
-            logits = head(flat_hidden[start : start + token_chunk]).float()
+            logits = adapter.logits(model, flat_hidden[start : start + token_chunk]).float()
             total += F.cross_entropy(logits, flat_targets[start : start + token_chunk], reduction="sum").item()
         count += flat_targets.numel()
         if progress is not None:

@@ -107,6 +107,8 @@ class ModelAdapter:
     #: ``config.model_type`` of the heterogeneous subnets it produces (and can re-run blocks of).
     subnet_model_type: ClassVar[str]
     traits: ClassVar[FamilyTraits] = FamilyTraits()
+    #: Optimum's ONNX export config class for the family (in ``optimum.exporters.onnx.model_configs``)
+    onnx_config: ClassVar[str] = "LlamaOnnxConfig"
 
 
 class DecoderFamily(ModelAdapter):
@@ -161,6 +163,18 @@ class DecoderFamily(ModelAdapter):
         """Hidden states entering the first decoder layer (Gemma's scaling is inside its embedding)."""
         return model.model.embed_tokens(input_ids)
 
+    def final_hidden_states(self, model: "PreTrainedModel", input_ids: torch.Tensor) -> torch.Tensor:
+        """The decoder's output (after the final norm), before the LM head."""
+        return model.model(input_ids=input_ids, use_cache=False).last_hidden_state
+
+    def logits(self, model: "PreTrainedModel", hidden_states: torch.Tensor) -> torch.Tensor:
+        """LM-head logits of some hidden states, with the family's final logit softcapping (Gemma)."""
+        logits = model.lm_head(hidden_states)
+        cap = getattr(model.config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
     def attention(self, layer: nn.Module) -> nn.Module:
         return getattr(layer, self.attention_path)
 
@@ -203,6 +217,24 @@ class DecoderFamily(ModelAdapter):
         total = attn.qkv_proj.out_features
         q_size = attn.o_proj.in_features
         return q_size, (total - q_size) // 2
+
+    def layer_windows(self, config) -> list[int | None]:
+        """Each layer's sliding attention window (``None``: full attention): by ``layer_types`` when the
+        config has them (Qwen2/3, Gemma3), else the model-wide ``sliding_window`` (Mistral, Phi-3)."""
+        window = getattr(config, "sliding_window", None)
+        types = getattr(config, "layer_types", None)
+        if types is not None:
+            return [window if kind == "sliding_attention" else None for kind in types]
+        return [window] * config.num_hidden_layers
+
+    def softmax_scales(self, config) -> list[float]:
+        """Each layer's softmax scale: the dense model's (a subnet records it per layer)."""
+        layers = getattr(config, "subnet_layers", None)
+        if layers and all(layer.get("softmax_scale") for layer in layers):
+            return [float(layer["softmax_scale"]) for layer in layers]
+        if getattr(config, "query_pre_attn_scalar", None):
+            return [float(config.query_pre_attn_scalar) ** -0.5] * config.num_hidden_layers
+        return [float(self.head_dim(config)) ** -0.5] * config.num_hidden_layers
 
     # ---------------------------------------------------------------------- running blocks
     def layer_context(self, model: "PreTrainedModel", hidden_states: torch.Tensor) -> LayerContext:

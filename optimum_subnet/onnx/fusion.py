@@ -112,6 +112,15 @@ def fuse_group_query_attention(src: str | Path, dst: str | Path, config) -> dict
     """Rewrite ``src`` into ``dst`` with one GroupQueryAttention node per layer; returns a summary."""
     import onnx
 
+    from optimum_subnet.core.errors import SubnetError
+    from optimum_subnet.families import get_adapter_for_subnet
+
+    adapter = get_adapter_for_subnet(config)
+    if adapter.traits.qk_norm or adapter.traits.fused_qkv or getattr(config, "partial_rotary_factor", 1.0) != 1.0:
+        raise SubnetError(f"fused attention (GroupQueryAttention) is not available for {config.model_type} exports "
+                          "(q/k norms, fused projections or partial rotary); export without attention fusion")
+    windows = adapter.layer_windows(config)
+    scales = adapter.softmax_scales(config)
     model = onnx.load(str(src), load_external_data=True)
     graph = model.graph
     input_names = {i.name: i for i in graph.input}
@@ -124,7 +133,6 @@ def fuse_group_query_attention(src: str | Path, dst: str | Path, config) -> dict
     specs = layer_attention_specs(config)
     original_head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     half = original_head_dim // 2
-    scale = float(original_head_dim) ** -0.5
     cos_table, sin_table = rotary_tables(config)
 
     # Shared by all layers: sequence lengths from the attention mask.
@@ -173,7 +181,8 @@ def fuse_group_query_attention(src: str | Path, dst: str | Path, config) -> dict
             "GroupQueryAttention", gqa_inputs,
             [f"/subnet_fusion/layers.{index}/attn_output", f"present.{index}.key", f"present.{index}.value"],
             domain=MS_DOMAIN, name=f"/model/layers.{index}/self_attn/GroupQueryAttention",
-            num_heads=heads, kv_num_heads=kv_heads, scale=scale, do_rotary=do_rotary, local_window_size=-1,
+            num_heads=heads, kv_num_heads=kv_heads, scale=scales[index], do_rotary=do_rotary,
+            local_window_size=-1 if windows[index] is None else int(windows[index]),
         )[0]
         # Type/shape of the contrib op's output, so ONNX shape inference (used by ORT's quantizer)
         # can type everything downstream of it.

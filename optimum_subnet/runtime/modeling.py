@@ -18,8 +18,6 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 logger = logging.getLogger(__name__)
 
-#: Model types whose exports need this class (per-layer KV shapes).
-SUBNET_MODEL_TYPES = ("subnet_llama",)
 
 
 class ORTSubnetModelForCausalLM(ORTModelForCausalLM):
@@ -191,7 +189,9 @@ def install_dispatch() -> None:
     stock_fn = stock.__func__
 
     def _from_pretrained(cls, model_id, config, *args, **kwargs):
-        if cls is ORTModelForCausalLM and getattr(config, "model_type", None) in SUBNET_MODEL_TYPES:
+        from optimum_subnet.families import subnet_model_types
+
+        if cls is ORTModelForCausalLM and getattr(config, "model_type", None) in subnet_model_types():
             logger.info("%s has per-layer KV shapes: loading it with ORTSubnetModelForCausalLM", model_id)
             cls = ORTSubnetModelForCausalLM
         return stock_fn(cls, model_id, config, *args, **kwargs)

@@ -1,4 +1,4 @@
-"""Make Optimum's stock ONNX Runtime tools accept ``subnet_llama`` exports.
+"""Make Optimum's stock ONNX Runtime tools accept subnet exports (``subnet_llama``, ``subnet_qwen2``, ...).
 
 ``optimum-cli onnxruntime optimize|quantize`` (and ``ORTOptimizer`` / ``ORTQuantizer``) look a
 model type up in ``ORTConfigManager`` and ``NormalizedConfigManager`` and load ``config.json``
@@ -16,9 +16,6 @@ The CLI does this on load (``optimum/commands/register/register_subnet.py``, onl
 
 from __future__ import annotations
 
-SUBNET_MODEL_TYPES = ("subnet_llama",)
-
-
 def register_with_optimum() -> None:
     from optimum.onnxruntime.utils import ORTConfigManager
     from optimum.utils.normalized_config import NormalizedConfigManager, NormalizedTextConfigWithGQA
@@ -34,6 +31,10 @@ def register_with_optimum() -> None:
         def hidden_size(self) -> int:  # ORT wants both or neither: 0/0 means "infer per node"
             return 0
 
-    for model_type in SUBNET_MODEL_TYPES:
-        ORTConfigManager._conf.setdefault(model_type, ORTConfigManager._conf.get("llama", "gpt2"))
-        NormalizedConfigManager._conf.setdefault(model_type, NormalizedSubnetTextConfig)
+    from optimum_subnet.families.registry import ADAPTERS
+
+    for adapter in ADAPTERS:
+        # the ORT optimizer's model type of the dense family (LLaMA-style families: gpt2's fusions)
+        dense = next((ORTConfigManager._conf[t] for t in adapter.model_types if t in ORTConfigManager._conf), "gpt2")
+        ORTConfigManager._conf.setdefault(adapter.subnet_model_type, dense)
+        NormalizedConfigManager._conf.setdefault(adapter.subnet_model_type, NormalizedSubnetTextConfig)

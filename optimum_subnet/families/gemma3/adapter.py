@@ -15,6 +15,7 @@ class Gemma3Adapter(DecoderFamily):
     model_types = ('gemma3_text',)
     subnet_model_type = "subnet_gemma3"
     traits = FamilyTraits(qk_norm=True, sandwich_norms=True)
+    onnx_config = "Gemma3TextOnnxConfig"
 
     def subnet_classes(self):
         from optimum_subnet.families.gemma3 import SubnetGemma3TextConfig, SubnetGemma3TextForCausalLM, SubnetGemma3TextModel

@@ -15,6 +15,7 @@ class LlamaAdapter(DecoderFamily):
     model_types = ("llama",)
     subnet_model_type = "subnet_llama"
     traits = FamilyTraits()
+    onnx_config = "LlamaOnnxConfig"
 
     def subnet_classes(self):
         from optimum_subnet.families.llama import SubnetLlamaConfig, SubnetLlamaForCausalLM, SubnetLlamaModel

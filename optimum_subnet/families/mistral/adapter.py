@@ -11,6 +11,7 @@ class MistralAdapter(DecoderFamily):
     model_types = ('mistral',)
     subnet_model_type = "subnet_mistral"
     traits = FamilyTraits()
+    onnx_config = "MistralOnnxConfig"
 
     def subnet_classes(self):
         from optimum_subnet.families.mistral import SubnetMistralConfig, SubnetMistralForCausalLM, SubnetMistralModel

@@ -13,6 +13,7 @@ class Phi3Adapter(DecoderFamily):
     model_types = ('phi3',)
     subnet_model_type = "subnet_phi3"
     traits = FamilyTraits(fused_qkv=True, fused_gate_up=True)
+    onnx_config = "Phi3OnnxConfig"
 
     def subnet_classes(self):
         from optimum_subnet.families.phi3 import SubnetPhi3Config, SubnetPhi3ForCausalLM, SubnetPhi3Model

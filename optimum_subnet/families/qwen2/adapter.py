@@ -13,6 +13,7 @@ class Qwen2Adapter(DecoderFamily):
     model_types = ('qwen2',)
     subnet_model_type = "subnet_qwen2"
     traits = FamilyTraits(qkv_bias=True)
+    onnx_config = "Qwen2OnnxConfig"
 
     def subnet_classes(self):
         from optimum_subnet.families.qwen2 import SubnetQwen2Config, SubnetQwen2ForCausalLM, SubnetQwen2Model

@@ -15,6 +15,7 @@ class Qwen3Adapter(DecoderFamily):
     model_types = ('qwen3',)
     subnet_model_type = "subnet_qwen3"
     traits = FamilyTraits(qk_norm=True)
+    onnx_config = "Qwen3OnnxConfig"
 
     def subnet_classes(self):
         from optimum_subnet.families.qwen3 import SubnetQwen3Config, SubnetQwen3ForCausalLM, SubnetQwen3Model

@@ -197,6 +197,127 @@ class FamilyContract:
         assert "OK transformers_modules" in out.stdout
 
 
+    def test_chunked_perplexity_equals_the_models_own_loss(self, model):
+        from optimum_subnet.evaluation.perplexity import negative_log_likelihood
+
+        model.config.final_logit_softcapping = 30.0 if "gemma" in self.model_type else None
+        ids = torch.randint(3, VOCAB, (3, 24), generator=torch.Generator().manual_seed(5))
+        total, count = negative_log_likelihood(model, ids, batch_size=2, token_chunk=7)
+        with torch.no_grad():
+            logits = model(ids).logits[:, :-1]
+        expected = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
+                                                     ids[:, 1:].reshape(-1), reduction="sum").item()
+        assert count == 3 * 23
+        # the same logits in other chunks and batches: equal up to summation order
+        assert abs(total - expected) <= 1e-5 * abs(expected)
+
+    # ------------------------------------------------------------------------ the whole pipeline
+    def test_search_reform_save_evaluate(self, tmp_path, model, text_files):
+        """Ours end to end (importance -> search -> reformation -> a saved, reloadable subnet) at 0.7."""
+        import json
+
+        from optimum_subnet import SubnetConfig, SubnetOptimizer
+
+        cal, ev = text_files
+        config = SubnetConfig.preset("fast", 0.7, device="cpu", data__dataset=str(cal), data__eval_dataset=str(ev),
+                                     data__seq_len=32, data__num_samples=8, data__eval_seq_len=32,
+                                     data__eval_max_windows=4, search__generations=1, search__population_size=4,
+                                     search__num_mutations=2, search__num_crossovers=1, search__top_k=2,
+                                     search__fitness_windows=2, search__fitness_seq_len=32, faithfulness__prompts=0)
+        out = SubnetOptimizer(model, char_tokenizer(), self.model_type).optimize(config, tmp_path / "subnet")
+        report = json.loads((out / "report.json").read_text())
+        assert abs(report["subnet"]["inheriting_ratio"] - 0.7) < 0.03
+        spec = SubnetSpec.load(out)
+        if get_adapter(model.config).traits.qk_norm:  # one q/k norm weight: every head keeps the same channels
+            assert all(len(layer.head_dim_set()) == 1 for layer in spec.layers)
+        loaded = AutoModelForCausalLM.from_pretrained(out)
+        assert sum(p.numel() for p in loaded.parameters()) == spec.params()
+
+    @pytest.mark.parametrize("method", ["flap", "wanda-sp", "magnitude", "random"])
+    @pytest.mark.parametrize("unit", ["head", "pair"])
+    def test_every_baseline_prunes_to_the_budget(self, model, method, unit):
+        from optimum_subnet.stages.baselines import get_baseline
+        from optimum_subnet.stages.reformation import reform
+
+        adapter = get_adapter(model.config)
+        windows = torch.randint(3, VOCAB, (4, 32), generator=torch.Generator().manual_seed(0))
+        result = get_baseline(method).prune(model, adapter, windows, target_ratio=0.7, batch_size=2, device="cpu",
+                                            attention_unit=unit, bias=method == "flap")
+        assert abs(result.spec.inheriting_ratio() - 0.7) < 0.05
+        subnet = extract_subnet(model, result.spec, adapter)
+        result.apply_biases(subnet, adapter)
+        before = subnet(windows).logits
+        reform(model, subnet, result.spec, adapter, windows, batch_size=2, device="cpu")
+        assert torch.isfinite(subnet(windows).logits).all() and before.shape == subnet(windows).logits.shape
+
+    def test_atman_explains_dense_and_subnet(self, model):
+        from optimum_subnet.explain import AtManConfig, AtManExplainer
+
+        subnet = extract_subnet(model, self.spec(model))
+        tokenizer = char_tokenizer()
+        for m in (model, subnet):
+            explanation = AtManExplainer(m, tokenizer, AtManConfig(batch_size=4)).explain("The cat sat on", " the")
+            scores = [unit.relevance for unit in explanation.units]
+            assert len(scores) > 3 and all(torch.isfinite(torch.tensor(scores)))
+            assert m.config._attn_implementation != "atman"  # restored afterwards
+
+    # ------------------------------------------------------------------------ deployment
+    def test_onnx_export_is_validated_and_generates_like_pytorch(self, tmp_path, model):
+        import json
+
+        from optimum_subnet.onnx.export import OnnxExportConfig, export_onnx
+        from optimum_subnet.runtime.loading import load_ort_model
+
+        subnet = extract_subnet(model, self.spec(model))
+        # 20 tokens: longer than the sliding windows (12), so the exported masks are exercised
+        out = export_onnx(subnet, tmp_path / "onnx", OnnxExportConfig(validation_sequence_length=20),
+                          tokenizer=char_tokenizer())
+        assert json.loads((out / "validation.json").read_text())["unfused"]["passed"]
+        ort = load_ort_model(out)
+        ids = torch.randint(3, VOCAB, (1, 14), generator=torch.Generator().manual_seed(4))
+        generated = ort.generate(ids, max_new_tokens=10, do_sample=False)
+        with torch.no_grad():
+            logits = subnet(generated).logits[0, 13:-1]
+        _assert_greedy(generated[0, 14:], logits)
+
+    def test_attention_fusion_is_validated_or_refused_by_name(self, tmp_path, model):
+        import json
+
+        from optimum_subnet.core.errors import SubnetError
+        from optimum_subnet.onnx.export import OnnxExportConfig, export_onnx
+
+        adapter = get_adapter(model.config)
+        spec = self.spec(model)
+        for layer in spec.layers:  # head sizes the kernels take (multiples of 8)
+            layer.attention_channels = [list(range(8)) + list(range(spec.shape.head_dim // 2,
+                                                                     spec.shape.head_dim // 2 + 8))
+                                        if not spec.shape.rotary_dim else c for c in layer.attention_channels]
+        spec.validate()
+        subnet = extract_subnet(model, spec)
+        config = OnnxExportConfig(fuse_attention=True, validation_sequence_length=20)
+        refused = adapter.traits.qk_norm or adapter.traits.fused_qkv or spec.shape.rotary_dim
+        if refused:
+            with pytest.raises(SubnetError, match="not available for"):
+                export_onnx(subnet, tmp_path / "onnx", config)
+            assert not (tmp_path / "onnx").exists()
+            return
+        out = export_onnx(subnet, tmp_path / "onnx", config)
+        validation = json.loads((out / "validation.json").read_text())
+        assert validation["fused"]["passed"]
+        assert validation["fusion"]["rotary"]["unfused"] == 0
+
+
+def _assert_greedy(tokens: torch.Tensor, reference_logits: torch.Tensor) -> None:
+    """Each generated token is PyTorch's argmax at that position, except where PyTorch's two best
+    logits are closer than float noise between the two runtimes (then either choice is right)."""
+    top = reference_logits.topk(2, dim=-1)
+    margin = top.values[:, 0] - top.values[:, 1]
+    noise = 1e-4 * reference_logits.abs().max()
+    agree = tokens == top.indices[:, 0]
+    assert bool((agree | (margin <= noise)).all()), (tokens.tolist(), top.indices[:, 0].tolist())
+    assert int(agree.sum()) >= len(tokens) - 1  # a near-tie may flip one token, not the whole continuation
+
+
 class TestLlama(FamilyContract):
     model_type = "llama"
 
