@@ -56,7 +56,7 @@ def models_to_measure(model, args):
 
     from optimum_subnet import SubnetConfig
     from optimum_subnet.families import get_adapter
-    from optimum_subnet.pipeline.optimizer import search_space
+    from optimum_subnet.pipeline.stages import search_space
     import torch
 
     adapter = get_adapter(model.config)

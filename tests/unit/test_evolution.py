@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from optimum_subnet.core.errors import SubnetError
-from optimum_subnet.search import EvolutionarySearch, EvolutionSettings, SearchSpace
+from optimum_subnet.core.config import SearchConfig
+from optimum_subnet.search import EvolutionarySearch, SearchSpace
 from optimum_subnet.search.state import genome_key
 from optimum_subnet.core.spec import ModelShape
 
@@ -28,14 +29,15 @@ def _fitness(space):
     g = torch.Generator().manual_seed(42)
     truth = [torch.rand(512, generator=g) for _ in range(6)]
 
-    def fitness(genome):
+    def fitness(spec):  # the engine hands out specs; the landscape is defined on genes
+        genome = space.from_spec(spec)
         lost = sum(float(truth[i].sum() - truth[i][list(gene.mlp)].sum()) * (1 + i) for i, gene in enumerate(genome))
         return 10.0 + lost
 
     return fitness
 
 
-SETTINGS = EvolutionSettings(population_size=12, num_mutations=6, num_crossovers=3, top_k=3, generations=6)
+SETTINGS = SearchConfig(population_size=12, num_mutations=6, num_crossovers=3, top_k=3, generations=6)
 
 
 def test_search_improves_on_initial_and_is_monotone():
@@ -52,9 +54,9 @@ def test_same_seed_same_result_and_cache_avoids_repeats():
     space = _space()
     calls = []
 
-    def fitness(genome):
-        calls.append(genome)
-        return _fitness(space)(genome)
+    def fitness(spec):
+        calls.append(space.from_spec(spec))
+        return _fitness(space)(spec)
 
     a = EvolutionarySearch(space, SETTINGS, fitness, seed=7).run(space.initial())
     assert len(calls) == len(set(calls)) == a.evaluations
@@ -66,7 +68,7 @@ def test_same_seed_same_result_and_cache_avoids_repeats():
 
 def test_zero_generations_returns_initial():
     space = _space()
-    settings = EvolutionSettings(population_size=4, num_mutations=2, num_crossovers=1, top_k=2, generations=0)
+    settings = SearchConfig(population_size=4, num_mutations=2, num_crossovers=1, top_k=2, generations=0)
     result = EvolutionarySearch(space, settings, _fitness(space)).run(space.initial())
     assert result.best == space.initial() and result.evaluations == 1
 
@@ -77,9 +79,9 @@ BASE = dict(population_size=12, num_mutations=6, num_crossovers=3, top_k=3, gene
 
 def test_a_proxy_that_ranks_like_the_fitness_gives_the_same_search_with_fewer_evaluations():
     space = _space()
-    plain = EvolutionarySearch(space, EvolutionSettings(**BASE), _fitness(space), seed=3).run(space.initial())
+    plain = EvolutionarySearch(space, SearchConfig(**BASE), _fitness(space), seed=3).run(space.initial())
     fitness = _fitness(space)
-    screened = EvolutionarySearch(space, EvolutionSettings(**BASE, screening_keep=0.5), fitness, seed=3,
+    screened = EvolutionarySearch(space, SearchConfig(**BASE, screening_keep=0.5), fitness, seed=3,
                                   screen=lambda g: 2.0 * fitness(g) + 1.0).run(space.initial())
     assert screened.best == plain.best
     assert screened.best_fitness_per_generation == plain.best_fitness_per_generation
@@ -95,15 +97,16 @@ def test_screened_out_candidates_are_never_evaluated_nor_produced_again():
     fitness = _fitness(space)
     evaluated, screened = [], []
 
-    def full(genome):
-        evaluated.append(genome_key(genome))
-        return fitness(genome)
+    def full(spec):
+        evaluated.append(genome_key(space.from_spec(spec)))
+        return fitness(spec)
 
-    def screen(genome):  # a noisy proxy: ranks differently from the fitness
-        screened.append(genome_key(genome))
-        return fitness(genome) + (hash(genome_key(genome)) % 7)
+    def screen(spec):  # a noisy proxy: ranks differently from the fitness
+        key = genome_key(space.from_spec(spec))
+        screened.append(key)
+        return fitness(spec) + (hash(key) % 7)
 
-    search = EvolutionarySearch(space, EvolutionSettings(**BASE, screening_keep=0.25), full, seed=0, screen=screen)
+    search = EvolutionarySearch(space, SearchConfig(**BASE, screening_keep=0.25), full, seed=0, screen=screen)
     result = search.run(space.initial())
     assert len(screened) == len(set(screened))  # nothing produced twice
     dropped = set(screened) - set(evaluated)
@@ -113,11 +116,11 @@ def test_screened_out_candidates_are_never_evaluated_nor_produced_again():
 
 def test_a_screened_search_resumes_exactly():
     space = _space()
-    settings = EvolutionSettings(**BASE, screening_keep=0.4)
+    settings = SearchConfig(**BASE, screening_keep=0.4)
     fitness = _fitness(space)
 
-    def screen(g):
-        return fitness(g) + (hash(genome_key(g)) % 5)
+    def screen(spec):
+        return fitness(spec) + (hash(genome_key(space.from_spec(spec))) % 5)
 
     states = []
     reference = EvolutionarySearch(space, settings, fitness, seed=2, screen=screen,
@@ -132,9 +135,9 @@ def test_a_screened_search_resumes_exactly():
 def test_screening_needs_a_proxy_and_a_valid_fraction():
     space = _space()
     with pytest.raises(SubnetError, match="screening function"):
-        EvolutionarySearch(space, EvolutionSettings(**BASE, screening_keep=0.5), _fitness(space))
+        EvolutionarySearch(space, SearchConfig(**BASE, screening_keep=0.5), _fitness(space))
     with pytest.raises(SubnetError, match="screening_keep"):
-        EvolutionarySearch(space, EvolutionSettings(**BASE, screening_keep=0.0), _fitness(space), screen=len)
+        EvolutionarySearch(space, SearchConfig(**BASE, screening_keep=0.0), _fitness(space), screen=len)
     from optimum_subnet import SubnetConfig
 
     with pytest.raises(SubnetError, match="screening_keep"):

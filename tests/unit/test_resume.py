@@ -5,6 +5,7 @@ exactly the same subnet spec and report (timing fields aside, ``reporting.TIMING
 uninterrupted run with the same seed.
 """
 
+import dataclasses
 import json
 import os
 import random
@@ -20,7 +21,8 @@ from optimum_subnet import SubnetConfig, SubnetOptimizer
 from optimum_subnet.pipeline import checkpoint
 from optimum_subnet.core.errors import CheckpointError, SubnetError
 from optimum_subnet.pipeline.report import without_timings
-from optimum_subnet.search import EvolutionarySearch, EvolutionSettings
+from optimum_subnet.core.config import SearchConfig
+from optimum_subnet.search import EvolutionarySearch
 from optimum_subnet.search.state import (genome_from_json, genome_key, genome_to_json, rng_state_from_json,
                                          rng_state_to_json)
 from tests.conftest import SAMPLE_TEXT, char_tokenizer, tiny_llama
@@ -28,7 +30,7 @@ from tests.unit.test_evolution import _fitness, _space
 
 pytestmark = pytest.mark.unit
 
-SETTINGS = EvolutionSettings(population_size=10, num_mutations=5, num_crossovers=3, top_k=3, generations=6)
+SETTINGS = SearchConfig(population_size=10, num_mutations=5, num_crossovers=3, top_k=3, generations=6)
 
 
 class Killed(BaseException):
@@ -99,7 +101,7 @@ def test_load_state_rejects_states_that_do_not_fit():
     def fresh(settings=SETTINGS):
         return EvolutionarySearch(space, settings, _fitness(space), seed=1)
 
-    other = EvolutionSettings(**{**SETTINGS.__dict__, "top_k": 4})
+    other = dataclasses.replace(SETTINGS, top_k=4)
     with pytest.raises(CheckpointError, match="other search settings .*top_k"):
         fresh(other).load_state_dict(good)
     for damage, message in [

