@@ -13,8 +13,13 @@ class SubnetSearchCommand(BaseOptimumCLICommand):
         parser.add_argument("--model", default="smollm2-135m",
                             help="built-in alias (smollm2-135m), local folder or hub id (default: smollm2-135m)")
         parser.add_argument("--target-ratio", type=float,
-                            help="kept fraction of all parameters, in (0, 1] (default with --spec: the spec's, "
-                                 "with --config: the config's)")
+                            help="kept fraction of the parameters (all of them, or of the decoder blocks with "
+                                 "--ratio-of blocks), in (0, 1] (default with --spec: the spec's, with --config: "
+                                 "the config's)")
+        parser.add_argument("--ratio-of", choices=["all", "blocks"],
+                            help="what --target-ratio is a fraction of: all parameters (default, as the paper counts) "
+                                 "or the decoder blocks only (for models whose embeddings are most of the parameters, "
+                                 "e.g. gemma3-270m); reports give both")
         parser.add_argument("--output", required=True, help="folder to write the subnet to")
         parser.add_argument("--method", default="ours", choices=["ours", "flap", "wanda-sp", "magnitude", "random"],
                             help="ours: importance + evolutionary search + reformation (default); or a structured "
@@ -86,7 +91,7 @@ class SubnetSearchCommand(BaseOptimumCLICommand):
             inputs = [args.model, args.calibration_dataset, args.eval_dataset, args.config, args.spec]
             check_output_dir(args.output, args.overwrite, protected=[p for p in inputs if p and Path(p).exists()])
             spec = SubnetSpec.load(args.spec) if args.spec else None  # a bad spec fails before the model loads
-            ratio = _target_ratio(args.target_ratio, spec, args.config)
+            ratio = _target_ratio(args.target_ratio, spec, args.config, args.ratio_of or "all")
             if args.config:
                 config = SubnetConfig.from_pretrained(args.config).replace(target_ratio=ratio)
                 if args.method != "ours":
@@ -101,7 +106,7 @@ class SubnetSearchCommand(BaseOptimumCLICommand):
                                         search__num_crossovers=max(0, (3 * n) // 10),
                                         search__top_k=max(2, min(n, n // 10 if n >= 20 else n // 4)))
             config = config.replace(
-                seed=args.seed, device=args.device, dtype=args.dtype,
+                seed=args.seed, device=args.device, dtype=args.dtype, ratio_of=args.ratio_of,
                 search__generations=args.generations, search__screening_keep=args.screening_keep,
                 data__dataset=args.calibration_dataset, data__eval_dataset=args.eval_dataset,
                 data__text_column=args.text_column, data__num_samples=args.num_samples,
@@ -120,15 +125,16 @@ class SubnetSearchCommand(BaseOptimumCLICommand):
             _print_summary(path)
 
 
-def _target_ratio(ratio, spec, config_file):
+def _target_ratio(ratio, spec, config_file, ratio_of: str):
     """The target ratio: given, or the spec's (``--spec``), or the config file's (``None`` keeps it)."""
     from optimum_subnet.core.errors import SubnetError
 
     if spec is not None:
-        if ratio is not None and abs(ratio - spec.inheriting_ratio()) > 0.005:
-            raise SubnetError(f"--spec keeps {spec.inheriting_ratio():.4f} of the parameters but --target-ratio is "
+        kept = spec.block_ratio() if ratio_of == "blocks" else spec.inheriting_ratio()
+        if ratio is not None and abs(ratio - kept) > 0.005:
+            raise SubnetError(f"--spec keeps {kept:.4f} of the parameters but --target-ratio is "
                               f"{ratio}; leave --target-ratio out with --spec")
-        return spec.inheriting_ratio()
+        return kept
     if ratio is None and not config_file:
         raise SubnetError("pass --target-ratio (the kept fraction of all parameters, in (0, 1])")
     return ratio

@@ -172,6 +172,9 @@ class FaithfulnessConfig:
 @dataclass
 class SubnetConfig:
     target_ratio: float = 0.8
+    #: what the ratio is a fraction of: "all" parameters (the paper; embeddings and LM head included) or the
+    #: decoder "blocks" (for models whose embeddings are most of the parameters, e.g. Gemma3-270M)
+    ratio_of: str = "all"
     preset: str = "paper"
     #: "ours" (importance + evolutionary search + reformation) or a baseline: flap, wanda-sp, magnitude, random
     method: str = "ours"
@@ -199,6 +202,8 @@ class SubnetConfig:
             raise SubnetError(f"target ratio must be in (0, 1], got {self.target_ratio}")
         s, d, r = self.search, self.data, self.reformation
         checks = [
+            (self.ratio_of in ("all", "blocks"),
+             f"the target ratio counts 'all' parameters or the decoder 'blocks', got {self.ratio_of!r}"),
             (s.population_size >= 2, f"population size must be >= 2, got {s.population_size}"),
             (s.generations >= 0, f"generations must be >= 0, got {s.generations}"),
             (1 <= s.top_k <= s.population_size, f"top_k must be in 1..population_size, got {s.top_k}"),

@@ -104,8 +104,9 @@ def estimate_peak_memory(shape: ModelShape, config, dtype_bytes: int, device: st
     hidden, mlp = shape.hidden_size, shape.intermediate_size
     attention = shape.num_attention_heads * shape.head_dim
     kv = shape.num_key_value_heads * shape.head_dim
-    block_ratio = (config.target_ratio * shape.dense_params() - shape.embedding_params()) / shape.dense_block_params()
-    block_ratio = min(1.0, max(0.0, block_ratio))
+    from optimum_subnet.algorithms.budget import Budget
+
+    block_ratio = min(1.0, max(0.0, Budget(shape, config.target_ratio, config.ratio_of).block_target_ratio))
     kept_mlp = math.ceil(mlp * block_ratio)
 
     weights = shape.dense_params() * b

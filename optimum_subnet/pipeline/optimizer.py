@@ -126,7 +126,8 @@ class SubnetOptimizer:
             from optimum_subnet.stages.baselines import UnitLayout
 
             UnitLayout(shape, config.baseline.attention_unit, s.head_dim_multiple, s.mlp_multiple,
-                       config.uses_bias_compensation, config.uses_bias_compensation).check_reachable(config.target_ratio)
+                       config.uses_bias_compensation, config.uses_bias_compensation,
+                       config.ratio_of).check_reachable(config.target_ratio)
         else:  # scores do not change which widths exist, so zero scores test reachability exactly
             from optimum_subnet.pipeline.stages import search_space
 
@@ -255,7 +256,10 @@ def check_disk_space(save_dir: str | os.PathLike, shape, config: SubnetConfig, d
     from optimum_subnet.core.errors import ResourceError
     from optimum_subnet.core.files import human_bytes
 
-    params = shape.dense_params() * min(1.0, config.target_ratio + config.search.ratio_tolerance)
+    from optimum_subnet.algorithms.budget import Budget
+
+    budget = Budget(shape, config.target_ratio, config.ratio_of)
+    params = min(shape.dense_params(), budget.target_params + budget.slack(config.search.ratio_tolerance))
     scores = shape.num_layers * (shape.num_key_value_heads * shape.head_dim + shape.intermediate_size) * 4
     needed = int(params * dtype_bytes) + scores + 16 * 2**20
     if free is None:

@@ -139,7 +139,7 @@ class BaselineSelector:
                 run.model, run.adapter, run.data.calibration, target_ratio=config.target_ratio,
                 batch_size=config.data.batch_size, device=run.device, attention_unit=b.attention_unit,
                 structure=b.structure, bias=config.uses_bias_compensation, head_dim_multiple=s.head_dim_multiple,
-                mlp_multiple=s.mlp_multiple, seed=config.seed, progress=bar)
+                mlp_multiple=s.mlp_multiple, seed=config.seed, ratio_of=config.ratio_of, progress=bar)
         return Selection(spec=result.spec, report={"method": config.method, "baseline": result.details},
                          timings={"pruning": result.details["seconds"]}, adjust=result.apply_biases)
 
@@ -254,6 +254,7 @@ def search_space(shape, config: SubnetConfig, attention_scores, mlp_scores, atte
         depth_search=depth, min_depth=round(s.min_depth_ratio * shape.num_layers),
         tolerance=s.ratio_tolerance, mask_fill=s.mask_fill, mask_sharing=s.attention_mask_sharing,
         attention_allocation=attention_allocation, mlp_allocation=mlp_allocation, out_bias=config.reformation_bias,
+        ratio_of=config.ratio_of,
     )
 
 

@@ -14,12 +14,12 @@ other layers nudged step by step, importance-ordered) instead of being rejected.
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass
 from typing import Sequence
 
 from optimum_subnet.algorithms import rope
+from optimum_subnet.algorithms.budget import Budget, WidthGrid, nearest
 from optimum_subnet.algorithms.masks import importance_order, mutate_mask, resize_by_importance, top_k
 from optimum_subnet.core.errors import SubnetError
 from optimum_subnet.core.spec import LayerSpec, ModelShape, SubnetSpec
@@ -76,9 +76,9 @@ class SearchSpace:
         attention_allocation=None,  # per layer: (num_kv_heads x head_dim), comparable across layers
         mlp_allocation=None,  # per layer: (intermediate,), comparable with the attention ones
         out_bias: bool = False,  # W_O / W_down carry a bias (reformation with an intercept): counted in the budget
+        ratio_of: str = "all",  # the target counts all parameters (the paper) or the decoder blocks
     ):
-        if not 0 < target_ratio <= 1:
-            raise SubnetError(f"target ratio must be in (0, 1], got {target_ratio}")
+        self.budget = Budget(shape, target_ratio, ratio_of)
         if mask_fill not in ("uniform", "importance"):
             raise SubnetError(f"mask_fill must be 'uniform' or 'importance', got {mask_fill!r}")
         if mask_sharing not in ("kv_head", "layer"):
@@ -91,29 +91,22 @@ class SearchSpace:
         self.tolerance = tolerance
         self.mask_fill = mask_fill
         self.dense_params = shape.dense_params()
-        self.target_params = target_ratio * self.dense_params
-        self.block_target = (self.target_params - shape.embedding_params()) / shape.dense_block_params()
-        if self.block_target <= 0:
-            raise SubnetError(
-                f"target ratio {target_ratio} is unreachable: embeddings alone are "
-                f"{shape.embedding_params() / self.dense_params:.3f} of the model"
-            )
+        self.target_params = self.budget.target_params
+        self.block_target = self.budget.block_target_ratio
         auto_attention, auto_mlp = paper_ranges(self.block_target)
         self.attention_range = tuple(attention_range) if attention_range else (auto_attention, 1.0)
         self.mlp_range = tuple(mlp_range) if mlp_range else (auto_mlp, 1.0)
 
         # Attention units: RoPE pairs when the model rotates (a pair is 2 channels).
-        self.attention_unit = 2 if shape.rope else 1
-        self.attention_universe = shape.head_dim // self.attention_unit
-        # Multiples never coarser than 1/8 of a head or 1/16 of an MLP (small models keep a usable grid).
-        self.head_dim_multiple = max(self.attention_unit, min(head_dim_multiple, shape.head_dim // 8))
-        self.mlp_multiple = max(1, min(mlp_multiple, shape.intermediate_size // 16))
-        unit_multiple = max(1, self.head_dim_multiple // self.attention_unit)
-        self.attention_widths = _allowed_widths(self.attention_universe, self.attention_range, unit_multiple)
-        self.mlp_widths = _allowed_widths(shape.intermediate_size, self.mlp_range, self.mlp_multiple)
+        grid = WidthGrid(shape, head_dim_multiple, mlp_multiple)
+        self.attention_unit = grid.channels_per_unit
+        self.attention_universe = grid.attention_universe
+        self.head_dim_multiple, self.mlp_multiple = grid.head_dim_step, grid.mlp_step
+        self.attention_widths = grid.attention_widths(self.attention_range)
+        self.mlp_widths = grid.mlp_widths(self.mlp_range)
         # The budget window must be wider than one MLP step, or repair could overshoot both ways.
         step = shape.mlp_params(self.mlp_multiple) - shape.mlp_params(0)
-        self.tolerance = max(tolerance, 0.6 * step / self.dense_params)
+        self.tolerance = max(tolerance, 0.6 * step / self.budget.counted_params)
 
         self.depth_search = depth_search
         self.min_depth = shape.num_layers if not depth_search else max(2, min_depth or shape.num_layers)
@@ -149,7 +142,7 @@ class SearchSpace:
         if minimum > self.target_params * (1 + 1e-9) + self._slack():
             raise SubnetError(
                 f"target ratio {target_ratio} is unreachable in this search space (smallest subnet keeps "
-                f"{minimum / self.dense_params:.3f}); widen the attention/MLP ranges or allow depth pruning"
+                f"{self.budget.ratio(minimum):.3f}); widen the attention/MLP ranges or allow depth pruning"
             )
 
     # ------------------------------------------------------------------------------- accounting
@@ -167,10 +160,11 @@ class SearchSpace:
         return self.shape.embedding_params() + sum(self.layer_params(g) for g in genome)
 
     def ratio(self, genome: Genome) -> float:
-        return self.params(genome) / self.dense_params
+        """The genome's kept fraction, counted as the budget counts (all parameters or the blocks)."""
+        return self.budget.ratio(self.params(genome))
 
     def _slack(self) -> float:
-        return self.tolerance * self.dense_params
+        return self.budget.slack(self.tolerance)
 
     def within_budget(self, genome: Genome) -> bool:
         return abs(self.params(genome) - self.target_params) <= self._slack()
@@ -224,8 +218,8 @@ class SearchSpace:
             for i in range(self.shape.num_layers):
                 attention = int((self.attention_allocation[i] > threshold).sum())
                 mlp = int((self.mlp_allocation[i] > threshold).sum())
-                genes.append(self.layer_gene(i, _nearest(self.attention_widths, attention),
-                                             _nearest(self.mlp_widths, mlp)))
+                genes.append(self.layer_gene(i, nearest(self.attention_widths, attention),
+                                             nearest(self.mlp_widths, mlp)))
             return tuple(genes)
 
         lo, hi = 0, candidates.numel() - 1  # params fall as the threshold rises
@@ -241,8 +235,8 @@ class SearchSpace:
         return repaired if repaired is not None else genome
 
     def _uniform(self, gamma: float) -> Genome:
-        attention = _nearest(self.attention_widths, gamma * self.attention_universe)
-        mlp = _nearest(self.mlp_widths, gamma * self.shape.intermediate_size)
+        attention = nearest(self.attention_widths, gamma * self.attention_universe)
+        mlp = nearest(self.mlp_widths, gamma * self.shape.intermediate_size)
         return tuple(self.layer_gene(i, attention, mlp) for i in range(self.shape.num_layers))
 
     # --------------------------------------------------------------------------------- repair
@@ -393,6 +387,7 @@ class SearchSpace:
     def describe(self) -> dict:
         return {
             "target_ratio": self.target_ratio,
+            "ratio_of": self.budget.ratio_of,
             "block_target_ratio": self.block_target,
             "attention_range": list(self.attention_range),
             "mlp_range": list(self.mlp_range),
@@ -406,24 +401,6 @@ class SearchSpace:
             "mask_fill": self.mask_fill,
             "mask_sharing": self.mask_sharing,
         }
-
-
-def _allowed_widths(universe: int, ratio_range: Sequence[float], multiple: int) -> list[int]:
-    lo_ratio, hi_ratio = ratio_range
-    if not 0 < lo_ratio <= hi_ratio <= 1:
-        raise SubnetError(f"ratio range must satisfy 0 < min <= max <= 1, got {list(ratio_range)}")
-    lo = max(1, math.ceil(lo_ratio * universe - 1e-9))
-    hi = max(lo, math.floor(hi_ratio * universe + 1e-9))
-    widths = [w for w in range(multiple, universe + 1, multiple) if lo <= w <= hi]
-    if hi == universe and universe not in widths:
-        widths.append(universe)
-    if not widths:  # the multiple is coarser than the range: fall back to the nearest multiple above
-        widths = [min(universe, math.ceil(lo / multiple) * multiple)]
-    return sorted(set(widths))
-
-
-def _nearest(widths: Sequence[int], value: float) -> int:
-    return min(widths, key=lambda w: (abs(w - value), w))
 
 
 def _position(widths: Sequence[int], width: int) -> int | None:

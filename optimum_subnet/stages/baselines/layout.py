@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from optimum_subnet.algorithms.budget import Budget, WidthGrid, snap
 from optimum_subnet.core.errors import SubnetError
 from optimum_subnet.core.spec import LayerSpec, ModelShape, SubnetSpec
 
@@ -36,20 +37,20 @@ class Allocation:
 
 class UnitLayout:
     def __init__(self, shape: ModelShape, attention_unit: str = "head", head_dim_multiple: int = 8,
-                 mlp_multiple: int = 64, attention_out_bias: bool = False, mlp_out_bias: bool = False):
+                 mlp_multiple: int = 64, attention_out_bias: bool = False, mlp_out_bias: bool = False,
+                 ratio_of: str = "all"):
         if attention_unit not in ATTENTION_UNITS:
             raise SubnetError(f"attention unit must be one of {', '.join(ATTENTION_UNITS)}, got {attention_unit!r}")
         self.shape = shape
         self.attention_unit = attention_unit
-        self.channels_per_pair = 2 if shape.rope else 1
+        self.ratio_of = ratio_of
+        grid = WidthGrid(shape, head_dim_multiple, mlp_multiple)  # the same grid as the search space
+        self.channels_per_pair = grid.channels_per_unit
         if attention_unit == "head":
             self.attention_universe, self.attention_step = shape.num_key_value_heads, 1
         else:
-            self.attention_universe = shape.head_dim // self.channels_per_pair
-            # never coarser than 1/8 of a head (as the search space), in units of pairs
-            multiple = max(self.channels_per_pair, min(head_dim_multiple, shape.head_dim // 8))
-            self.attention_step = max(1, multiple // self.channels_per_pair)
-        self.mlp_step = max(1, min(mlp_multiple, shape.intermediate_size // 16))
+            self.attention_universe, self.attention_step = grid.attention_universe, grid.attention_step
+        self.mlp_step = grid.mlp_step
         self.attention_out_bias = attention_out_bias
         self.mlp_out_bias = mlp_out_bias
 
@@ -69,25 +70,25 @@ class UnitLayout:
     def block_params(self, allocation: Allocation) -> int:
         return sum(self.layer_params(a, m) for a, m in zip(allocation.attention, allocation.mlp))
 
+    def budget(self, target_ratio: float) -> Budget:
+        return Budget(self.shape, target_ratio, self.ratio_of)
+
     def target_block_params(self, target_ratio: float) -> float:
-        target = target_ratio * self.shape.dense_params() - self.shape.embedding_params()
-        if target <= 0:
-            raise SubnetError(f"target ratio {target_ratio} is unreachable: embeddings alone are "
-                              f"{self.shape.embedding_params() / self.shape.dense_params():.3f} of the model")
-        return target
+        return self.budget(target_ratio).target_block_params
 
     def snap_attention(self, units: float) -> int:
-        return _snap(units, self.attention_step, self.attention_universe)
+        return snap(units, self.attention_step, self.attention_universe)
 
     def snap_mlp(self, width: float) -> int:
-        return _snap(width, self.mlp_step, self.shape.intermediate_size)
+        return snap(width, self.mlp_step, self.shape.intermediate_size)
 
     def check_reachable(self, target_ratio: float) -> None:
+        budget = self.budget(target_ratio)
         smallest = self.shape.embedding_params() + self.shape.num_layers * self.layer_params(
             self.attention_step, self.mlp_step)
-        if smallest > target_ratio * self.shape.dense_params():
+        if smallest > budget.target_params:
             raise SubnetError(f"target ratio {target_ratio} is unreachable for this method (its smallest subnet "
-                              f"keeps {smallest / self.shape.dense_params():.3f})")
+                              f"keeps {budget.ratio(smallest):.3f})")
 
     # --------------------------------------------------------------------------- allocations
     def uniform(self, target_ratio: float) -> Allocation:
@@ -95,7 +96,7 @@ class UnitLayout:
         structure); the MLP width absorbs what the coarse attention granularity cannot match."""
         self.check_reachable(target_ratio)
         target = self.target_block_params(target_ratio)
-        ratio = target / self.shape.dense_block_params()
+        ratio = target / self.shape.dense_block_params()  # the uniform fraction of every block
         layers = self.shape.num_layers
         attention = self.snap_attention(ratio * self.attention_universe)
         per_layer = target / layers - self.shape.norm_params() - self.attention_params(attention)
@@ -182,14 +183,6 @@ class UnitLayout:
         pairs = (structured.pair_scores(kv_channel_scores, "mean", self.shape.rotary_dim) if self.shape.rope
                  else kv_channel_scores)
         return torch.sort(pairs, dim=-1, descending=True).values.mean(0)
-
-
-def _snap(value: float, step: int, universe: int) -> int:
-    """Nearest multiple of ``step`` (or the full universe), never below one step."""
-    options = list(range(step, universe + 1, step))
-    if universe not in options:
-        options.append(universe)
-    return min(options, key=lambda w: (abs(w - value), w))
 
 
 def _top(scores: torch.Tensor, k: int) -> list[int]:

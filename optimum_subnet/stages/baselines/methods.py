@@ -82,7 +82,8 @@ class StructuredBaseline(ABC):
     @torch.no_grad()
     def prune(self, model, adapter, windows: torch.Tensor | None, *, target_ratio: float, batch_size: int,
               device, attention_unit: str = "head", structure: str | None = None, bias: bool | None = None,
-              head_dim_multiple: int = 8, mlp_multiple: int = 64, seed: int = 0, progress=None) -> BaselineResult:
+              head_dim_multiple: int = 8, mlp_multiple: int = 64, seed: int = 0, ratio_of: str = "all",
+              progress=None) -> BaselineResult:
         from optimum_subnet.calibration import BlockwiseRunner, MomentAccumulator, record_inputs
 
         start = time.perf_counter()
@@ -96,7 +97,7 @@ class StructuredBaseline(ABC):
         statistics = "dense" if (self.statistics == "sequential" and structure == "global") else self.statistics
         shape = adapter.shape(model.config)
         layout = UnitLayout(shape, attention_unit, head_dim_multiple, mlp_multiple, attention_out_bias=bias,
-                            mlp_out_bias=bias)
+                            mlp_out_bias=bias, ratio_of=ratio_of)
         allocation = layout.uniform(target_ratio) if structure == "uniform" else None
         if structure == "global":
             layout.check_reachable(target_ratio)
