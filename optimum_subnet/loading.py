@@ -66,7 +66,7 @@ def resolve_device(name: str) -> str:
         raise SubnetError(f"unknown device {name!r}; use auto, cpu or cuda[:N]")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise SubnetError("CUDA was requested but no GPU is available; use --device cpu")
+            raise SubnetError('CUDA was requested but no GPU is available; use device="cpu"')
         index = int(name[5:]) if ":" in name else 0
         if index >= torch.cuda.device_count():
             raise SubnetError(f"{name} was requested but only {torch.cuda.device_count()} GPU(s) are visible")
@@ -166,7 +166,7 @@ def load_config(name_or_path: str, trust_remote_code: bool = False):
         if "custom code" in str(e) or "trust_remote_code" in str(e):
             raise UnsupportedModelError(
                 f"model {name_or_path!r} needs its own Python code to load (auto_map in config.json); "
-                "it is never run unless you pass --trust-remote-code"
+                "it is never run unless you pass trust_remote_code=True"
             ) from None
         raise UnsupportedModelError(f"cannot read the config of {name_or_path!r}: {str(e).splitlines()[0]}") from None
 

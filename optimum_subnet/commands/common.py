@@ -28,6 +28,37 @@ def _raise_terminated(_signum, _frame):
     raise Terminated()
 
 
+#: Library messages name what a Python caller passes (keyword arguments, config fields); the CLI says the same
+#: with the flags its user typed. Longer phrases first.
+CLI_TERMS = (
+    ('reformation.method="none"', "--reformation none"),
+    ("faithfulness.prompts = 0", "--faithfulness-prompts 0"),
+    ("trust_remote_code=True", "--trust-remote-code"),
+    ("fuse_attention=True", "--fuse-attention"),
+    ("overwrite=True", "--overwrite"),
+    ("resume=True", "--resume"),
+    ('device="cpu"', "--device cpu"),
+    ('device="cuda"', "--device cuda"),
+    ('provider="cpu"', "--provider cpu"),
+    ('provider="cuda"', "--provider cuda"),
+    ('dtype="fp32"', "--dtype fp32"),
+    ("data.num_samples", "--num-samples"),
+    ("data.eval_seq_len", "--eval-seq-len"),
+    ("data.seq_len", "--seq-len"),
+    ("data.eval_dataset / evaluation", "--eval-dataset / evaluate"),
+    ("another output folder", "another --output"),
+    ("a smaller dtype", "a smaller --dtype"),
+    ("limit must be a positive number", "--limit must be a positive number"),
+)
+
+
+def cli_terms(message: str) -> str:
+    """A library error message in the command line's words."""
+    for library, cli in CLI_TERMS:
+        message = message.replace(library, cli)
+    return message
+
+
 @contextmanager
 def user_errors(interrupted_hint=None):
     """Turn library errors into one line on stderr and a non-zero exit (no traceback).
@@ -56,7 +87,7 @@ def user_errors(interrupted_hint=None):
         from optimum_subnet.core.errors import SubnetError
 
         if isinstance(e, SubnetError):
-            sys.stderr.write(f"error: {e}\n")
+            sys.stderr.write(f"error: {cli_terms(str(e))}\n")
             sys.exit(e.exit_code)
         raise
     finally:

@@ -232,7 +232,7 @@ class SubnetConfig:
              f"baseline structure must be uniform or global, got {self.baseline.structure!r}"),
             (not (self.uses_bias_compensation and r.method != "none"),
              "bias compensation and reformation both rectify W_O / W_down: set the reformation to none "
-             "(--reformation none) or leave bias compensation off"),
+             '(reformation.method="none") or leave bias compensation off'),
         ]
         for ok, message in checks:
             if not ok:

@@ -111,7 +111,7 @@ def check_output_dir(path: str | os.PathLike, overwrite: bool, protected: Iterab
             if _contains(absolute, inside):
                 raise SubnetError(f"output folder {path} holds {name}; choose a new folder for the output")
         if any(path.iterdir()) and not overwrite:
-            raise SubnetError(f"output folder {path} exists and is not empty; pass --overwrite to replace it")
+            raise SubnetError(f"output folder {path} exists and is not empty; pass overwrite=True to replace it")
     return path
 
 

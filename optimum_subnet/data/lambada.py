@@ -33,7 +33,7 @@ def requests_path() -> Path:
 
 def load_split(split: str) -> list[str]:
     if split != "evaluation":
-        raise DataError("LAMBADA is an evaluation set: use it for --eval-dataset / evaluate, not for calibration")
+        raise DataError("LAMBADA is an evaluation set: use it for data.eval_dataset / evaluation, not for calibration")
     texts = []
     with gzip.open(requests_path(), "rt", encoding="utf-8") as handle:
         for line in handle:

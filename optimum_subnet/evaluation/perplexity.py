@@ -81,7 +81,7 @@ def evaluate_model(model_name_or_path: str, dataset: str = "enwiki-extract", seq
 
         tasks = parse_tasks(tasks)
         if limit is not None and not limit > 0:
-            raise SubnetError(f"--limit must be a positive number of documents, got {limit}")
+            raise SubnetError(f"limit must be a positive number of documents, got {limit}")
         zero_shot_configs = task_configs(tasks)
     model, tokenizer = load_model(model_name_or_path, dtype=dtype, trust_remote_code=trust_remote_code)
     model.to(device)
@@ -135,5 +135,5 @@ def check_output_file(path: str | os.PathLike, overwrite: bool = False) -> Path:
     if path.is_dir():
         raise SubnetError(f"output path {path} is a folder; pass a file name such as {path / 'results.json'}")
     if path.exists() and not overwrite:
-        raise SubnetError(f"output file {path} exists; pass --overwrite to replace it")
+        raise SubnetError(f"output file {path} exists; pass overwrite=True to replace it")
     return path

@@ -114,7 +114,7 @@ def evaluate_zero_shot(model, tokenizer, tasks=PAPER_TASKS, limit: int | float |
     from lm_eval.models.huggingface import HFLM
 
     if limit is not None and not limit > 0:
-        raise SubnetError(f"--limit must be a positive number of documents, got {limit}")
+        raise SubnetError(f"limit must be a positive number of documents, got {limit}")
     start = time.perf_counter()
     if configs is None:
         tasks = parse_tasks(list(tasks))

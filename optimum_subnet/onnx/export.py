@@ -55,7 +55,7 @@ class OnnxExportConfig:
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise SubnetError(f"unknown export device {self.device!r}; use cpu or cuda")
         if self.dtype == "fp16" and self.device == "cpu":
-            raise SubnetError("an fp16 export runs on a GPU: pass --device cuda (or export fp32 on cpu)")
+            raise SubnetError('an fp16 export runs on a GPU: pass device="cuda" (or export fp32 on cpu)')
 
     @property
     def tolerance(self) -> float:

@@ -94,18 +94,18 @@ class RunDirectory:
         """Create (or, with ``resume``, reopen) the folder and lock it. Refuses, before any work, to
         silently discard an interrupted run: that needs ``resume`` (continue) or ``overwrite``."""
         if self.path.is_symlink() or (self.path.exists() and not self.path.is_dir()):
-            raise SubnetError(f"{self.path} exists and is not a folder; remove it or choose another --output")
+            raise SubnetError(f"{self.path} exists and is not a folder; remove it or choose another output folder")
         has_run = (self.path / FINGERPRINT).is_file()
         if has_run and not resume and not overwrite:
-            raise SubnetError(f"{self.path} holds an interrupted search; pass --resume to continue it "
-                              "or --overwrite to start over")
+            raise SubnetError(f"{self.path} holds an interrupted search; pass resume=True to continue it "
+                              "or overwrite=True to start over")
         self._created = [p for p in [self.path, *self.path.parents] if not p.exists()]  # removed again on failure
         with writing(self.path):
             self.path.mkdir(parents=True, exist_ok=True)
         self._lock()
         self.resumed = resume and has_run
         if has_run and not resume:
-            logger.info("Discarding the interrupted search in %s (--overwrite)", self.path)
+            logger.info("Discarding the interrupted search in %s (overwrite)", self.path)
         elif resume and not has_run:
             logger.warning("Nothing to resume in %s; starting a new search", self.path)
         elif self.resumed:
@@ -171,14 +171,14 @@ class RunDirectory:
         if differs:
             raise CheckpointError(
                 f"cannot resume: the interrupted search in {self.path} used other inputs "
-                f"(differs in: {', '.join(differs)}); rerun with the same arguments, or pass --overwrite to start over"
+                f"(differs in: {', '.join(differs)}); rerun with the same arguments, or pass overwrite=True to start over"
             )
 
     def _read(self, path: Path) -> Any:
         try:
             return read_json(path)
         except SubnetError as e:
-            raise CheckpointError(f"cannot resume: {e}; pass --overwrite to start over") from None
+            raise CheckpointError(f"cannot resume: {e}; pass overwrite=True to start over") from None
 
     # ----------------------------------------------------------------------- pre-search stage
     def save_pre_search(self, report: dict[str, Any], timings: dict[str, float], scores=None) -> None:
@@ -190,14 +190,14 @@ class RunDirectory:
             tensors = scores.to_tensors()
             target = self.path / IMPORTANCE
             tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-            with writing(target, "rerun with --resume once there is space"):
+            with writing(target, "rerun with resume=True once there is space"):
                 try:
                     save_file(tensors, str(tmp))
                     os.replace(tmp, target)
                 except BaseException:
                     tmp.unlink(missing_ok=True)
                     raise
-        with writing(self.path / PRE_SEARCH, "rerun with --resume once there is space"):
+        with writing(self.path / PRE_SEARCH, "rerun with resume=True once there is space"):
             write_json(self.path / PRE_SEARCH, {"report": report, "timings": timings, "importance": scores is not None})
 
     def load_pre_search(self):
@@ -217,14 +217,14 @@ class RunDirectory:
                 tensors = load_file(str(self.path / IMPORTANCE))
             except (OSError, SafetensorError) as e:
                 raise CheckpointError(f"cannot resume: {self.path / IMPORTANCE} is unreadable ({e}); "
-                                      "pass --overwrite to start over") from None
+                                      "pass overwrite=True to start over") from None
             scores = ImportanceScores.from_tensors(tensors)
         return saved["report"], saved["timings"], scores
 
     # ---------------------------------------------------------------------------- search stage
     def save_search_state(self, state: dict[str, Any]) -> None:
         path = self.path / SEARCH_STATE
-        with writing(path, "the previous checkpoint is intact: rerun with --resume once there is space"):
+        with writing(path, "the previous checkpoint is intact: rerun with resume=True once there is space"):
             write_json(path, state)
 
     def load_search_state(self) -> dict[str, Any] | None:
@@ -233,5 +233,5 @@ class RunDirectory:
             return None
         state = self._read(path)
         if not isinstance(state, dict):
-            raise CheckpointError(f"cannot resume: {path} is not a search state; pass --overwrite to start over")
+            raise CheckpointError(f"cannot resume: {path} is not a search state; pass overwrite=True to start over")
         return state

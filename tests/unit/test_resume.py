@@ -160,7 +160,7 @@ def test_optimizer_resume_after_crash_matches_and_refuses_other_inputs(tmp_path,
     assert {p.name for p in (tmp_path / "out.partial").iterdir()} >= {
         "fingerprint.json", "pre_search.json", "importance.safetensors", "search_state.json"}
 
-    with pytest.raises(SubnetError, match="pass --resume to continue it or --overwrite"):
+    with pytest.raises(SubnetError, match="pass resume=True to continue it or overwrite=True"):
         _optimizer().optimize(config, out)  # never silently discards the interrupted run
     with pytest.raises(CheckpointError, match=r"differs in: config\.seed"):
         _optimizer().optimize(config.replace(seed=1), out, resume=True)
