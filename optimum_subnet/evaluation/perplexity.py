@@ -18,6 +18,8 @@ def negative_log_likelihood(model, windows: torch.Tensor, batch_size: int = 4, t
     """Sum of next-token NLL over all windows and the number of predicted tokens."""
     device = next(model.parameters()).device
     base = model.base_model
+    if base is model:  # Gemma3ForCausalLM: base_model_prefix 'language_model' names no attribute
+        base = model.get_decoder()
     head = model.get_output_embeddings()
     total, count = 0.0, 0
     for batch in windows.split(max(1, batch_size)):
