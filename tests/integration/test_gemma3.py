@@ -75,7 +75,8 @@ def test_byte_fallback_and_special_tokens(tokenizer):
     goose = tokenizer.convert_ids_to_tokens(tokenizer("🪿", add_special_tokens=False).input_ids)
     assert goose == ["<0xF0>", "<0x9F>", "<0xAA>", "<0xBF>"]  # not in the vocabulary: its UTF-8 bytes
     assert tokenizer.unk_token_id not in tokenizer("\ue001 \U000e0041 \x00", add_special_tokens=False).input_ids
-    assert (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.bos_token_id, tokenizer.unk_token_id) == (0, 1, 2, 3)
+    special = (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.bos_token_id, tokenizer.unk_token_id)
+    assert special == (0, 1, 2, 3)
     assert tokenizer("<start_of_turn>user\nhi<end_of_turn>", add_special_tokens=False).input_ids == [105, 2364, 107,
                                                                                                      2202, 106]
     assert len(tokenizer) == 262144
@@ -87,7 +88,8 @@ def test_cached_folder_loads_without_the_gguf(folder, tokenizer, monkeypatch):
     from optimum_subnet import loading
 
     assert isinstance(tokenizer, GemmaTokenizerFast)
-    assert {"tokenizer.json", "tokenizer.model", "model.safetensors", "config.json"} <= {p.name for p in folder.iterdir()}
+    files = {p.name for p in folder.iterdir()}
+    assert {"tokenizer.json", "tokenizer.model", "model.safetensors", "config.json"} <= files
     assert not list((loading.cache_dir() / "gguf").glob(".gemma3-270m-*"))  # the reassembled GGUF is removed
     monkeypatch.setattr(loading, "_locate_gguf", lambda m: pytest.fail("converted again instead of cached"))
     assert loading.builtin_model_dir("gemma3-270m") == folder

