@@ -90,9 +90,9 @@ def main(argv=None) -> int:
     held_out = data_lib.tokenize_stream(data_lib.load_texts("enwiki-extract", "evaluation"), tokenizer)
     lambada = data_lib.tokenize_stream(data_lib.load_texts("lambada", "evaluation"), tokenizer)
     sets = {
-        "wiki@512": data_lib.evaluation_windows(held_out, 512, args.windows_512),
-        "wiki@128": data_lib.evaluation_windows(held_out, 128, args.windows_128),
-        "lambada@512": data_lib.evaluation_windows(lambada, 512, args.lambada_windows),
+        "wiki@512": data_lib.evaluation_windows(held_out, 512, args.windows_512, data_lib.bos_of(tokenizer)),
+        "wiki@128": data_lib.evaluation_windows(held_out, 128, args.windows_128, data_lib.bos_of(tokenizer)),
+        "lambada@512": data_lib.evaluation_windows(lambada, 512, args.lambada_windows, data_lib.bos_of(tokenizer)),
     }
     tasks = None if args.tasks == "none" else args.tasks
     if tasks:

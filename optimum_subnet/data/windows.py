@@ -13,6 +13,21 @@ def tokenize_stream(texts: list[str], tokenizer) -> torch.Tensor:
     return torch.tensor(ids, dtype=torch.long)
 
 
+def bos_of(tokenizer) -> int | None:
+    """The BOS id every window starts with, for tokenizers that put one before every text (Gemma: its
+    quality collapses without it, perplexity 43.9 vs 18.7 on the same Wikipedia windows); ``None`` for
+    tokenizers that add none (SmolLM2, Qwen)."""
+    if getattr(tokenizer, "add_bos_token", False) and getattr(tokenizer, "bos_token_id", None) is not None:
+        return int(tokenizer.bos_token_id)
+    return None
+
+
+def _with_bos(windows: torch.Tensor, bos: int | None) -> torch.Tensor:
+    if bos is None:
+        return windows
+    return torch.cat([windows.new_full((windows.shape[0], 1), bos), windows], dim=1)
+
+
 def check_sequence_length(seq_len: int, max_positions: int | None) -> None:
     if seq_len < 2:
         raise DataError(f"sequence length must be at least 2 tokens, got {seq_len}")
@@ -20,24 +35,30 @@ def check_sequence_length(seq_len: int, max_positions: int | None) -> None:
         raise DataError(f"sequence length {seq_len} exceeds the model's limit of {max_positions} positions")
 
 
-def calibration_windows(stream: torch.Tensor, num_windows: int, seq_len: int, seed: int) -> torch.Tensor:
-    """``num_windows`` windows of ``seq_len`` tokens at random (seeded) offsets: (num_windows, seq_len)."""
+def calibration_windows(stream: torch.Tensor, num_windows: int, seq_len: int, seed: int,
+                        bos: int | None = None) -> torch.Tensor:
+    """``num_windows`` windows of ``seq_len`` tokens at random (seeded) offsets: (num_windows, seq_len).
+    With ``bos`` each window is that token followed by ``seq_len - 1`` tokens of text."""
+    text_len = seq_len - (bos is not None)
     if num_windows < 1:
         raise DataError(f"need at least one calibration window, got {num_windows}")
-    if stream.numel() < seq_len:
-        raise DataError(f"calibration data too short: {stream.numel()} tokens, need at least {seq_len}")
+    if stream.numel() < text_len:
+        raise DataError(f"calibration data too short: {stream.numel()} tokens, need at least {text_len}")
     generator = torch.Generator().manual_seed(seed)
-    starts = torch.randint(0, stream.numel() - seq_len + 1, (num_windows,), generator=generator)
-    return torch.stack([stream[s : s + seq_len] for s in starts.tolist()])
+    starts = torch.randint(0, stream.numel() - text_len + 1, (num_windows,), generator=generator)
+    return _with_bos(torch.stack([stream[s : s + text_len] for s in starts.tolist()]), bos)
 
 
-def evaluation_windows(stream: torch.Tensor, seq_len: int, max_windows: int | None = None) -> torch.Tensor:
-    """Non-overlapping windows covering the stream; with ``max_windows``, that many evenly spaced ones."""
-    total = stream.numel() // seq_len
+def evaluation_windows(stream: torch.Tensor, seq_len: int, max_windows: int | None = None,
+                       bos: int | None = None) -> torch.Tensor:
+    """Non-overlapping windows covering the stream; with ``max_windows``, that many evenly spaced ones.
+    With ``bos`` each window is that token followed by ``seq_len - 1`` tokens of text."""
+    text_len = seq_len - (bos is not None)
+    total = stream.numel() // text_len
     if total < 1:
-        raise DataError(f"evaluation data too short: {stream.numel()} tokens, need at least {seq_len}")
-    windows = stream[: total * seq_len].view(total, seq_len)
+        raise DataError(f"evaluation data too short: {stream.numel()} tokens, need at least {text_len}")
+    windows = stream[: total * text_len].view(total, text_len)
     if max_windows and max_windows < total:
         index = torch.linspace(0, total - 1, max_windows).round().long().unique()
         windows = windows[index]
-    return windows
+    return _with_bos(windows, bos)

@@ -97,7 +97,7 @@ def evaluate_model(model_name_or_path: str, dataset: str = "enwiki-extract", seq
     results = {"model": model_name_or_path, "params": count_parameters(model), "dataset": dataset,
                "description": data_lib.describe(dataset), "ppl": {}, "windows": {}}
     for seq_len in seq_lens:
-        windows = data_lib.evaluation_windows(stream, seq_len, max_windows)
+        windows = data_lib.evaluation_windows(stream, seq_len, max_windows, data_lib.bos_of(tokenizer))
         with progress_bar(total=len(windows), desc=f"Perplexity @{seq_len}", unit="window") as bar:
             results["ppl"][f"{dataset}@{seq_len}"] = perplexity(model, windows, batch_size, progress=bar)
         results["windows"][f"{dataset}@{seq_len}"] = len(windows)

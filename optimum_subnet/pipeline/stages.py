@@ -57,13 +57,14 @@ def load_pass_data(config: SubnetConfig, tokenizer, max_positions: int | None, s
     d, s, fa = config.data, config.search, config.faithfulness
     for length in (d.seq_len, d.eval_seq_len) + ((s.fitness_seq_len,) if search else ()):
         data_lib.check_sequence_length(length, max_positions)
+    bos = data_lib.bos_of(tokenizer)
     stream = data_lib.tokenize_stream(data_lib.load_texts(d.dataset, "calibration", d.text_column), tokenizer)
-    calibration = data_lib.calibration_windows(stream, d.num_samples, d.seq_len, config.seed)
-    fitness = data_lib.calibration_windows(stream, s.fitness_windows, s.fitness_seq_len, config.seed + 1)
+    calibration = data_lib.calibration_windows(stream, d.num_samples, d.seq_len, config.seed, bos)
+    fitness = data_lib.calibration_windows(stream, s.fitness_windows, s.fitness_seq_len, config.seed + 1, bos)
     eval_name = d.eval_dataset or d.dataset
     evaluation = data_lib.evaluation_windows(
         data_lib.tokenize_stream(data_lib.load_texts(eval_name, "evaluation", d.text_column), tokenizer),
-        d.eval_seq_len, d.eval_max_windows)
+        d.eval_seq_len, d.eval_max_windows, bos)
     prompts = []
     if fa.enabled:  # fail on missing BoolQ data before any model work
         from optimum_subnet.evaluation.faithfulness import boolq_prompts

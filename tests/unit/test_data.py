@@ -121,3 +121,23 @@ def test_jsonl_sidecar_is_read_through_datasets(tmp_path):
     path = tmp_path / "x.jsonl"
     path.write_text("\n".join(json.dumps({"text": f"line {i}"}) for i in range(3)))
     assert data.load_texts(str(path), "evaluation") == ["line 0", "line 1", "line 2"]
+
+
+def test_windows_start_with_bos_for_tokenizers_that_add_one():
+    from optimum_subnet.data import bos_of, calibration_windows, evaluation_windows
+
+    stream = torch.arange(10, 110)
+    assert evaluation_windows(stream, 10).shape == (10, 10)
+    with_bos = evaluation_windows(stream, 10, bos=1)
+    assert with_bos.shape == (11, 10) and bool((with_bos[:, 0] == 1).all())
+    assert with_bos[0, 1:].tolist() == list(range(10, 19))  # 9 text tokens after the BOS, contiguous
+    calibration = calibration_windows(stream, 4, 16, seed=0, bos=1)
+    assert calibration.shape == (4, 16) and bool((calibration[:, 0] == 1).all())
+
+    class Adds:
+        add_bos_token, bos_token_id = True, 2
+
+    class DoesNot:
+        add_bos_token, bos_token_id = False, 2
+
+    assert bos_of(Adds()) == 2 and bos_of(DoesNot()) is None and bos_of(object()) is None
