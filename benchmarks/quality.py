@@ -41,6 +41,9 @@ def main(argv=None) -> int:
                         default=["ours", "flap", "flap@pair", "wanda-sp", "wanda-sp@pair", "magnitude", "random"])
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.9, 0.8, 0.7, 0.6, 0.5])
     parser.add_argument("--preset", default="fast", choices=["auto", "fast", "paper"])
+    parser.add_argument("--ratio-of", default="all", choices=["all", "blocks"],
+                        help="the ratios count all parameters (the paper) or the decoder blocks (e.g. Gemma3-270M, "
+                             "whose embeddings are 63%% of it)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--windows-512", type=int, default=128, help="held-out windows of 512 tokens")
@@ -71,7 +74,8 @@ def main(argv=None) -> int:
     for item in args.set:
         key, _, value = item.partition("=")
         overrides[key] = json.loads(value) if value[:1] in "0123456789-[{tfn" else value
-    settings = {"model": args.model, "preset": args.preset, "seed": args.seed, "windows_512": args.windows_512,
+    settings = {"model": args.model, "preset": args.preset, "ratio_of": args.ratio_of, "seed": args.seed,
+                "windows_512": args.windows_512,
                 "windows_128": args.windows_128, "lambada_windows": args.lambada_windows, "tasks": args.tasks,
                 "limit": args.limit, "overrides": overrides}
     entries = []
@@ -133,7 +137,7 @@ def main(argv=None) -> int:
             if method != "ours":
                 extra["baseline__attention_unit"] = unit or "head"
             config = SubnetConfig.preset(args.preset, ratio, method=method, seed=args.seed, device=args.device,
-                                         faithfulness__prompts=0, **extra)
+                                         faithfulness__prompts=0, ratio_of=args.ratio_of, **extra)
             LOG.info("=== %s at %.2f", name, ratio)
             start = time.perf_counter()
             result = optimizer.run(config)
@@ -190,7 +194,8 @@ def markdown(results: dict) -> str:
     dense = _find(entries, "dense", 1.0)
     methods, ratios = _methods(entries), _ratios(entries)
     lines = [f"# Quality side by side: {settings['model']}", "",
-             f"Every method under the same budget (inheriting ratio over all parameters), calibration data "
+             f"Every method under the same budget (the ratio counts "
+             f"{'the decoder blocks' if settings.get('ratio_of') == 'blocks' else 'all parameters'}), calibration data "
              f"(the built-in Wikipedia extract) and parameter accounting; preset `{settings['preset']}`, seed "
              f"{settings['seed']}. Perplexity windows: {', '.join(f'{k} {v[0]}' for k, v in results['windows'].items())} "
              "(evenly spaced, the same for every model; `wiki` is the held-out side of the Wikipedia extract, a "
