@@ -13,6 +13,7 @@ from optimum_subnet.adapters import get_adapter
 from optimum_subnet.optimizer import save_subnet
 from optimum_subnet.spec import SubnetSpec
 from optimum_subnet.surgery import extract_subnet, masked_copy
+from tests.numerics import assert_same_greedy_tokens
 
 pytestmark = pytest.mark.unit
 
@@ -40,6 +41,8 @@ def test_all_ones_spec_reproduces_dense_logits_exactly(model):
     spec = SubnetSpec.dense(get_adapter(model.config).shape(model.config))
     subnet = extract_subnet(model, spec)
     ids = torch.randint(0, model.config.vocab_size, (2, 33))
+    # Exact on any machine: with every channel kept, the subnet class performs LlamaForCausalLM's
+    # operations in the same order on bitwise copies of its weights (same shapes, same kernels).
     with torch.no_grad():
         assert torch.equal(model(ids).logits, subnet(ids).logits)
 
@@ -72,8 +75,10 @@ def test_incremental_decoding_with_cache_matches_full_forward(model):
     with torch.no_grad():
         generated = subnet.generate(ids, max_new_tokens=8, do_sample=False, use_cache=True)
         full = subnet(generated).logits
-    # each generated token is the argmax of the full (uncached) forward at the previous position
-    assert torch.equal(full[0, 11:-1].argmax(-1), generated[0, 12:])
+    # each generated token is the argmax of the full (uncached) forward at the previous position; the
+    # cached steps and the full forward multiply other shapes (other roundings), so this is checked
+    # only where no step is a near tie (asserted)
+    assert_same_greedy_tokens(full[:, 11:-1].argmax(-1), generated[:, 12:], full[:, 11:-1])
 
 
 def test_save_and_load_with_plugin(tmp_path, model, tokenizer):
@@ -83,6 +88,7 @@ def test_save_and_load_with_plugin(tmp_path, model, tokenizer):
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
     assert type(loaded).__name__ == "SubnetLlamaForCausalLM"
     ids = torch.randint(0, model.config.vocab_size, (1, 20))
+    # Exact: the same class on the same weights (safetensors round-trips them bitwise), same operations.
     with torch.no_grad():
         assert torch.equal(loaded(ids).logits, subnet(ids).logits)
     assert SubnetSpec.load(tmp_path).key() == spec.key()
@@ -116,7 +122,10 @@ def test_trust_remote_code_loads_without_the_plugin(tmp_path, model, tokenizer):
         assert torch.equal(logits, data["logits"]), (logits - data["logits"]).abs().max()
         print("OK", type(model).__module__)
     """)
-    env = {"HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PATH": "/usr/bin:/bin"}
+    # Exact (the copied modeling code is the plugin's, on the same weights) as long as the thread count
+    # is the same too: float reductions may split differently across threads.
+    env = {"HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PATH": "/usr/bin:/bin",
+           "OMP_NUM_THREADS": str(torch.get_num_threads())}
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "OK transformers_modules" in out.stdout

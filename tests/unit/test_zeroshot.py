@@ -57,6 +57,10 @@ def test_tiny_local_task_scores_end_to_end_as_a_direct_computation(model, tokeni
                 ids = torch.tensor([context + continuation])
                 logprobs = model(ids).logits.log_softmax(-1)[0, len(context) - 1 : -1]
                 scores.append(float(logprobs.gather(1, torch.tensor(continuation)[:, None]).sum()))
+            # The harness scores padded batches, this loop single sequences: other float32 roundings, a
+            # few ulps of the log-likelihoods' magnitude. A choice could flip only if its two scores were
+            # that close: require a margin of 1e-4 of the magnitude, so the accuracies must agree exactly.
+            assert abs(scores[0] - scores[1]) > 1e-4 * max(map(abs, scores)), (doc, scores)
             correct += int(max(range(len(scores)), key=scores.__getitem__) == doc["label"])
     assert entry["acc"] == pytest.approx(correct / len(DOCS))
     assert results["harness"].startswith("lm-eval")
