@@ -142,6 +142,21 @@ def test_bad_inputs(tmp_path, subnet):
     assert not (tmp_path / "gpt2").exists()
     with pytest.raises(SubnetError, match="fp16 export runs on a GPU"):
         OnnxExportConfig(dtype="fp16", device="cpu")
+    # refused when the config is made, before any export work (the library's terms: atol, opset)
+    for bad in (-1.0, 0.0, float("nan"), float("inf")):
+        with pytest.raises(SubnetError, match="tolerance atol must be a positive finite number"):
+            OnnxExportConfig(atol=bad)
+    for bad in (0, 5, 13, 99):
+        with pytest.raises(SubnetError, match=f"ONNX opset {bad} is not supported: use 14 to"):
+            OnnxExportConfig(opset=bad)
+    assert OnnxExportConfig(atol=1e-4, opset=14).tolerance == 1e-4
+    with pytest.raises(SubnetError, match="validation_batch_size must be an integer >= 1"):
+        OnnxExportConfig(validation_batch_size=0)
+    from optimum_subnet.onnxruntime.loading import generate_text
+
+    for bad in (0, -5, 2.5):
+        with pytest.raises(SubnetError, match="max_new_tokens must be a positive integer"):
+            generate_text(tmp_path / "anything", "Hi", max_new_tokens=bad)  # before any file is read
     no_config = tmp_path / "no-config"
     no_config.mkdir()
     (no_config / "model.onnx").write_bytes(b"")
