@@ -293,6 +293,11 @@ def load_config(name_or_path: str, trust_remote_code: bool = False):
     from optimum_subnet.families import auto as models  # noqa: F401  registers subnet model types
 
     path = resolve_model_path(name_or_path)
+    if Path(path).is_dir():  # a damaged config.json is not an "unknown model" (what transformers' error suggests)
+        from optimum_subnet.core.files import read_json
+
+        if not isinstance(read_json(Path(path) / "config.json"), dict):
+            raise SubnetError(f"{Path(path) / 'config.json'} is not a model configuration (a JSON object)")
     try:
         return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     except OSError:
@@ -314,23 +319,75 @@ PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt
                   "flax_model.msgpack")
 #: Keys a checkpoint may lack or carry without being mismatched (buffers transformers recomputes).
 _IGNORED_KEYS = ("rotary_emb.inv_freq",)
+#: Files a tokenizer is read from; a folder with none of them has no tokenizer.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt",
+                   "spiece.model")
+
+
+def check_safetensors_file(path: Path) -> None:
+    """Refuse a weights file that is not a complete safetensors file (cut short, empty, another format)
+    before anything loads it: its header must parse and its tensors must cover the file exactly."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt"):
+            pass
+    except (SafetensorError, OSError) as e:
+        reason = str(e).splitlines()[0].removeprefix("Error while deserializing header: ")
+        raise SubnetError(f"weights file {path} is not a readable safetensors file ({reason}): it is damaged, cut "
+                          "short or of another format; save or download the model again") from None
+
+
+def check_model_files(name_or_path: str, folder: Path) -> None:
+    """Refuse a local model folder whose weights cannot be read, before anything loads: only pickle
+    weights, no weights at all (e.g. an ONNX export), or damaged safetensors files."""
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights:
+        pickles = [name for name in PICKLE_WEIGHTS if (folder / name).exists()]
+        if pickles:
+            raise SubnetError(f"model folder {name_or_path} has only pickle weights ({pickles[0]}); optimum-subnet "
+                              "reads safetensors only: convert them with a tool you trust")
+        onnx = sorted(p.name for p in folder.glob("*.onnx"))
+        if onnx:
+            raise SubnetError(f"model folder {name_or_path} is an ONNX export ({onnx[0]}) without PyTorch weights; "
+                              "pass the model folder it was exported from")
+        if (folder / "export_config.json").is_file():
+            raise SubnetError(f"ONNX folder {name_or_path} has lost its model.onnx; export the model again")
+        raise SubnetError(f"model folder {name_or_path} has no weights (no .safetensors file)")
+    for file in weights:
+        check_safetensors_file(file)
+
+
+def load_tokenizer(path: str, name_or_path: str | None = None, trust_remote_code: bool = False):
+    """The tokenizer of a model (or ONNX) folder or hub id, with one-line errors for missing or
+    damaged files (the tokenizers library raises plain ``Exception`` for a truncated tokenizer.json)."""
+    from transformers import AutoTokenizer
+
+    name_or_path = name_or_path or path
+    folder = Path(path)
+    if folder.is_dir() and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise SubnetError(f"model folder {name_or_path} has no tokenizer files ({', '.join(TOKENIZER_FILES[:2])}); "
+                          "copy them from the model it was made from")
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except Exception as e:  # noqa: BLE001 - OSError, ValueError, and tokenizers' bare Exception for damaged files
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SubnetError(f"model {name_or_path!r} has no loadable tokenizer ({detail})") from None
 
 
 def load_model(name_or_path: str, dtype: str = "float32", device: str = "cpu", trust_remote_code: bool = False):
     """``(model, tokenizer)`` in eval mode. Only safetensors weights are read (never pickles), and
     weights that do not match the config (shapes, missing or extra tensors) are refused rather than
     silently re-initialized or dropped."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
 
     config = load_config(name_or_path, trust_remote_code)
     path = resolve_model_path(name_or_path)
     folder = Path(path)
-    if folder.is_dir() and not list(folder.glob("*.safetensors")):
-        pickles = [name for name in PICKLE_WEIGHTS if (folder / name).exists()]
-        if pickles:
-            raise SubnetError(f"model folder {name_or_path} has only pickle weights ({pickles[0]}); optimum-subnet "
-                              "reads safetensors only: convert them with a tool you trust")
+    if folder.is_dir():
+        check_model_files(name_or_path, folder)
+    tokenizer = load_tokenizer(path, name_or_path, trust_remote_code)  # cheap: refuse a broken one before the weights
     try:
         model, info = AutoModelForCausalLM.from_pretrained(
             path,
@@ -356,8 +413,4 @@ def load_model(name_or_path: str, dtype: str = "float32", device: str = "cpu", t
             raise SubnetError(f"weights of {name_or_path!r} do not match its config: the checkpoint {what} "
                               f"tensors ({len(keys)}, e.g. {sorted(keys)[0]})")
     model.to(device).eval()
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError):
-        raise SubnetError(f"model {name_or_path!r} has no loadable tokenizer") from None
     return model, tokenizer

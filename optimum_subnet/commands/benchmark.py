@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from optimum.commands.base import BaseOptimumCLICommand
 
-from optimum.commands.subnet.common import setup_logging, user_errors
+from optimum.commands.subnet.common import check_numbers, non_negative, positive, setup_logging, user_errors
 
 
 def _int_list(text: str) -> list[int]:
@@ -44,6 +44,13 @@ class SubnetBenchmarkCommand(BaseOptimumCLICommand):
         args = self.args
         setup_logging(args.verbose)
         with user_errors():
+            check_numbers(
+                ("--batch-sizes", args.batch_sizes, positive, "positive integers"),
+                ("--prompt-lengths", args.prompt_lengths, positive, "positive numbers of tokens"),
+                ("--new-tokens", args.new_tokens, positive, "a positive number of tokens"),
+                ("--warmup", args.warmup, non_negative, "a number of runs >= 0"),
+                ("--repeats", args.repeats, positive, "a positive number of timed runs"),
+            )
             import sys
             from pathlib import Path
 

@@ -48,7 +48,6 @@ CLI_TERMS = (
     ("data.eval_dataset / evaluation", "--eval-dataset / evaluate"),
     ("another output folder", "another --output"),
     ("a smaller dtype", "a smaller --dtype"),
-    ("limit must be a positive number", "--limit must be a positive number"),
 )
 
 
@@ -93,6 +92,35 @@ def user_errors(interrupted_hint=None):
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def check_numbers(*checks) -> None:
+    """Refuse meaningless numeric options before any work, naming the flag the user typed.
+
+    Each check is ``(flag, value, ok, what)``: ``value`` None means the option was not given; ``ok`` is
+    a predicate (NaN fails every comparison, so it is refused too); the message reads
+    ``FLAG must be WHAT, got VALUE``. The library validates its own arguments again, in its terms.
+    """
+    from optimum_subnet.core.errors import SubnetError
+
+    for flag, value, ok, what in checks:
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            if v is not None and not ok(v):
+                raise SubnetError(f"{flag} must be {what}, got {v}")
+
+
+def positive(v) -> bool:
+    return v > 0
+
+
+def non_negative(v) -> bool:
+    return v >= 0
+
+
+def fraction(v) -> bool:
+    """In (0, 1]."""
+    return 0 < v <= 1
 
 
 def add_common_model_args(parser) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from optimum.commands.base import BaseOptimumCLICommand
 
-from optimum.commands.subnet.common import add_common_model_args, setup_logging, user_errors
+from optimum.commands.subnet.common import add_common_model_args, check_numbers, non_negative, positive, setup_logging, user_errors
 
 
 class SubnetEvaluateCommand(BaseOptimumCLICommand):
@@ -37,6 +37,16 @@ class SubnetEvaluateCommand(BaseOptimumCLICommand):
         args = self.args
         setup_logging(args.verbose)
         with user_errors():
+            check_numbers(
+                ("--seq-len", args.seq_len, lambda v: v >= 2, "at least 2 tokens"),
+                ("--max-windows", args.max_windows, positive, "a positive number of windows (leave it out for all)"),
+                ("--batch-size", args.batch_size, positive, "a positive number of windows per forward pass"),
+                ("--faithfulness-prompts", args.faithfulness_prompts, positive if args.faithfulness_baseline
+                 else non_negative, "a positive number of prompts"),
+                ("--faithfulness-top-k", args.faithfulness_top_k, positive, "a positive number of units"),
+                ("--limit", args.limit, positive, "a positive number of documents"),
+                ("--zero-shot-batch-size", args.zero_shot_batch_size, positive, "a positive batch size"),
+            )
             from optimum_subnet.core.config import FaithfulnessConfig
             from optimum_subnet.evaluation.perplexity import check_output_file, evaluate_model
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from optimum.commands.base import BaseOptimumCLICommand
 
-from optimum.commands.subnet.common import add_common_model_args, setup_logging, user_errors
+from optimum.commands.subnet.common import add_common_model_args, check_numbers, fraction, positive, setup_logging, user_errors
 
 
 class SubnetExplainCommand(BaseOptimumCLICommand):
@@ -33,6 +33,11 @@ class SubnetExplainCommand(BaseOptimumCLICommand):
         args = self.args
         setup_logging(args.verbose)
         with user_errors():
+            check_numbers(
+                ("--suppression-factor", args.suppression_factor, lambda v: 0 <= v <= 1, "in [0, 1]"),
+                ("--kappa", args.kappa, fraction, "a cosine similarity in (0, 1]"),
+                ("--batch-size", args.batch_size, positive, "a positive number of sequences per forward pass"),
+            )
             import sys
 
             from optimum_subnet.explain import AtManConfig, AtManExplainer

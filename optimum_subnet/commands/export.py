@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from optimum.commands.base import BaseOptimumCLICommand
 
-from optimum.commands.subnet.common import setup_logging, user_errors
+from optimum.commands.subnet.common import check_numbers, positive, setup_logging, user_errors
 
 
 class SubnetExportCommand(BaseOptimumCLICommand):
@@ -29,6 +29,12 @@ class SubnetExportCommand(BaseOptimumCLICommand):
         args = self.args
         setup_logging(args.verbose)
         with user_errors():
+            import math
+
+            check_numbers(
+                ("--atol", args.atol, lambda v: math.isfinite(v) and v > 0, "a positive finite tolerance"),
+                ("--opset", args.opset, positive, "a positive ONNX opset number"),
+            )
             import sys
 
             from optimum_subnet.onnx.export import OnnxExportConfig, export_onnx, read_validation

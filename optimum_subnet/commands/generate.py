@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from optimum.commands.base import BaseOptimumCLICommand
 
-from optimum.commands.subnet.common import setup_logging, user_errors
+from optimum.commands.subnet.common import check_numbers, positive, setup_logging, user_errors
 
 
 class SubnetGenerateCommand(BaseOptimumCLICommand):
@@ -21,6 +21,7 @@ class SubnetGenerateCommand(BaseOptimumCLICommand):
         args = self.args
         setup_logging(args.verbose)
         with user_errors():
+            check_numbers(("--max-new-tokens", args.max_new_tokens, positive, "a positive number of tokens"))
             import sys
 
             from optimum_subnet.runtime.loading import generate_text

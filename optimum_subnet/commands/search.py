@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from optimum.commands.base import BaseOptimumCLICommand
 
-from optimum.commands.subnet.common import add_common_model_args, setup_logging, user_errors
+from optimum.commands.subnet.common import (add_common_model_args, check_numbers, fraction, non_negative, positive, setup_logging,
+                     user_errors)
 
 
 class SubnetSearchCommand(BaseOptimumCLICommand):
@@ -83,6 +84,23 @@ class SubnetSearchCommand(BaseOptimumCLICommand):
             return ""
 
         with user_errors(resume_hint):
+            check_numbers(
+                ("--target-ratio", args.target_ratio, fraction, "in (0, 1] (the kept fraction of all parameters)"),
+                ("--generations", args.generations, non_negative, ">= 0 (0: the initial subnet, no search)"),
+                ("--population", args.population, lambda v: v >= 2, "at least 2 (candidates per generation)"),
+                ("--screening-keep", args.screening_keep, fraction, "in (0, 1] (1: no screening)"),
+                ("--num-samples", args.num_samples, positive, "a positive number of calibration windows"),
+                ("--seq-len", args.seq_len, lambda v: v >= 2, "at least 2 tokens"),
+                ("--eval-seq-len", args.eval_seq_len, lambda v: v >= 2, "at least 2 tokens"),
+                ("--eval-max-windows", args.eval_max_windows, positive,
+                 "a positive number of windows (leave it out for all)"),
+                ("--head-dim-multiple", args.head_dim_multiple, positive, "a positive integer"),
+                ("--mlp-multiple", args.mlp_multiple, positive, "a positive integer"),
+                ("--faithfulness-prompts", args.faithfulness_prompts, non_negative,
+                 "a number of prompts >= 0 (0: off)"),
+                ("--min-faithfulness", args.min_faithfulness, lambda v: -1 <= v <= 1,
+                 "a Spearman correlation in [-1, 1]"),
+            )
             from pathlib import Path
 
             from optimum_subnet import SubnetConfig, SubnetOptimizer, SubnetSpec

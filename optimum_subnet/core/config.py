@@ -223,6 +223,9 @@ class SubnetConfig:
              "screening needs 1..fitness_windows windows of >= 2 tokens"),
             (d.num_samples >= 1, f"calibration needs at least one sample, got {d.num_samples}"),
             (d.seq_len >= 2 and d.eval_seq_len >= 2, "sequence lengths must be at least 2 tokens"),
+            (d.eval_max_windows is None or d.eval_max_windows >= 1,
+             f"eval_max_windows must be >= 1 (or None: every window), got {d.eval_max_windows}"),
+            (d.batch_size >= 1 and d.eval_batch_size >= 1, "batch sizes must be >= 1"),
             (r.method in ("closed_form", "admm", "none"), f"unknown reformation method {r.method!r}"),
             (self.dtype in ("float32", "float16", "bfloat16"), f"unknown dtype {self.dtype!r}"),
             (self.method in METHODS, f"unknown method {self.method!r}; use one of {', '.join(METHODS)}"),
@@ -304,6 +307,8 @@ class SubnetConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SubnetConfig":
+        if not isinstance(data, dict):
+            raise SubnetError(f"a subnet configuration is a JSON object, got {type(data).__name__}")
         data = dict(data)
         sections = {"search": SearchConfig, "data": DataConfig, "reformation": ReformationConfig,
                     "faithfulness": FaithfulnessConfig, "baseline": BaselineConfig}
@@ -330,7 +335,10 @@ class SubnetConfig:
         path = Path(path)
         if path.is_dir():
             path = path / CONFIG_NAME
-        return cls.from_dict(read_json(path))
+        data = read_json(path)
+        if not isinstance(data, dict):
+            raise SubnetError(f"{path} is not a subnet configuration (a JSON object), got a JSON {type(data).__name__}")
+        return cls.from_dict(data)
 
 
 def _known(section_cls, values: dict, where: str) -> dict:

@@ -82,7 +82,7 @@ def read_json(path: str | os.PathLike) -> Any:
     except UnicodeDecodeError:
         raise SubnetError(f"{path} is not a text (JSON) file") from None
     except json.JSONDecodeError as e:
-        raise SubnetError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+        raise SubnetError(f"{path} is not valid JSON ({e.msg}: line {e.lineno} column {e.colno})") from None
 
 
 def _contains(folder: Path, other: Path) -> bool:

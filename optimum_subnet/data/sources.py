@@ -13,6 +13,7 @@ Every source is returned as a list of strings; :mod:`.windows` turns them into t
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -60,10 +61,14 @@ def _load_local(path: Path, text_column: str) -> list[str]:
     texts: list[str] = []
     for file in files:
         if file.suffix == ".txt":
-            texts.append(file.read_text(encoding="utf-8", errors="replace"))
+            texts.append(_read_utf8(file))
             continue
         if file.suffix not in (".json", ".jsonl"):
             raise DataError(f"{file}: unsupported data file type (use .txt, .json or .jsonl)")
+        if file.suffix == ".jsonl":
+            _check_json_lines(file, text_column)
+        else:
+            _read_utf8(file)
         import datasets
 
         try:
@@ -74,6 +79,44 @@ def _load_local(path: Path, text_column: str) -> list[str]:
             raise DataError(f"{file} has no {text_column!r} column (columns: {', '.join(ds.column_names)})")
         texts.extend(str(t) for t in ds[text_column])
     return texts
+
+
+def _read_utf8(file: Path) -> str:
+    """The file's text; refused (not silently mangled) when it is not UTF-8, e.g. binary or Latin-1."""
+    try:
+        return file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{file} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                        "convert it to UTF-8") from None
+
+
+def _check_json_lines(file: Path, text_column: str) -> None:
+    """Refuse a .jsonl file with a line that is not a JSON object (e.g. cut short) or whose text is not
+    a string, naming the line: datasets' own error names neither, and it turns numbers and nulls into
+    text ("5", "None")."""
+    lines = _read_utf8(file).splitlines()
+    missing = None
+    found = False
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            last = all(not rest.strip() for rest in lines[number:])
+            raise DataError(f"{file} line {number} is not valid JSON ({e.msg}: column {e.colno})"
+                            + ("; the file looks cut short" if last else "")) from None
+        if not isinstance(row, dict):
+            raise DataError(f"{file} line {number} is not a JSON object (got a JSON {type(row).__name__})")
+        if text_column not in row:
+            missing = missing or number
+            continue
+        found = True
+        if not isinstance(row[text_column], str):
+            raise DataError(f"{file} line {number}: {text_column!r} is {json.dumps(row[text_column])[:40]}, not a "
+                            "string")
+    if found and missing is not None:  # no line with the column at all: datasets' column message names the columns
+        raise DataError(f"{file} line {missing} has no {text_column!r} field")
 
 
 def _load_hub(name: str, split: str, text_column: str) -> list[str]:

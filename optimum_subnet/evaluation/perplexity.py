@@ -65,6 +65,18 @@ def evaluate_model(model_name_or_path: str, dataset: str = "enwiki-extract", seq
     from optimum_subnet.loading import load_model, resolve_device
     from optimum_subnet.core.progress import progress_bar
 
+    checks = [  # before any model work
+        (max_windows is None or _positive_int(max_windows),
+         f"max_windows must be a positive integer (or None: every window), got {max_windows!r}"),
+        (_positive_int(batch_size), f"batch_size must be a positive integer, got {batch_size!r}"),
+        (_positive_int(zero_shot_batch_size),
+         f"zero_shot_batch_size must be a positive integer, got {zero_shot_batch_size!r}"),
+        (all(_positive_int(n) and n >= 2 for n in seq_lens),
+         f"sequence lengths must be integers of at least 2 tokens, got {list(seq_lens)}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise SubnetError(message)
     device = resolve_device(device)
     faith_prompts = None
     if faithfulness_baseline is not None:  # check the BoolQ data before any model work
@@ -81,18 +93,18 @@ def evaluate_model(model_name_or_path: str, dataset: str = "enwiki-extract", seq
 
         tasks = parse_tasks(tasks)
         if limit is not None and not limit > 0:
-            raise SubnetError(f"limit must be a positive number of documents, got {limit}")
+            raise SubnetError(f"the zero-shot limit must be a positive number of documents, got {limit}")
         zero_shot_configs = task_configs(tasks)
     model, tokenizer = load_model(model_name_or_path, dtype=dtype, trust_remote_code=trust_remote_code)
     model.to(device)
-    limit = getattr(model.config, "max_position_embeddings", None)
+    positions = getattr(model.config, "max_position_embeddings", None)  # not `limit`: that is the zero-shot one
     for seq_len in seq_lens:
-        data_lib.check_sequence_length(seq_len, limit)
+        data_lib.check_sequence_length(seq_len, positions)
     if faithfulness_baseline is not None:
         from optimum_subnet.evaluation.faithfulness import boolq_prompts
 
         faith_prompts = boolq_prompts(faithfulness.prompts, faithfulness.max_passage_chars, faithfulness.seed,
-                                      tokenizer, min(faithfulness.max_tokens, limit or faithfulness.max_tokens))
+                                      tokenizer, min(faithfulness.max_tokens, positions or faithfulness.max_tokens))
     stream = data_lib.tokenize_stream(data_lib.load_texts(dataset, "evaluation", text_column), tokenizer)
     results = {"model": model_name_or_path, "params": count_parameters(model), "dataset": dataset,
                "description": data_lib.describe(dataset), "ppl": {}, "windows": {}}
@@ -122,6 +134,10 @@ def evaluate_model(model_name_or_path: str, dataset: str = "enwiki-extract", seq
             Path(output).parent.mkdir(parents=True, exist_ok=True)
             write_json(output, results)
     return results
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def check_output_file(path: str | os.PathLike, overwrite: bool = False) -> Path:

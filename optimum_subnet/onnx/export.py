@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -30,6 +31,9 @@ TASKS = ("text-generation-with-past", "text-generation")
 #: Default |ONNX - PyTorch| tolerance on logits and KV values, per export dtype.
 DEFAULT_ATOL = {"fp32": 1e-3, "fp16": 5e-2}
 EXPORT_CONFIG_NAME = "export_config.json"
+#: torch's (TorchScript) exporter handles scaled_dot_product_attention, which the models use, from opset 14 on
+#: (measured: 11 and 13 fail, 14 to 23 export).
+MIN_OPSET = 14
 VALIDATION_NAME = "validation.json"
 
 
@@ -56,6 +60,19 @@ class OnnxExportConfig:
             raise SubnetError(f"unknown export device {self.device!r}; use cpu or cuda")
         if self.dtype == "fp16" and self.device == "cpu":
             raise SubnetError('an fp16 export runs on a GPU: pass device="cuda" (or export fp32 on cpu)')
+        # checked here, before any export work: a bad tolerance used to fail only after exporting
+        if self.atol is not None and (isinstance(self.atol, bool) or not isinstance(self.atol, (int, float))
+                                      or not math.isfinite(self.atol) or self.atol <= 0):
+            raise SubnetError(f"the validation tolerance atol must be a positive finite number, got {self.atol!r}")
+        if self.opset is not None:
+            newest = max_opset()
+            if isinstance(self.opset, bool) or not isinstance(self.opset, int) or not MIN_OPSET <= self.opset <= newest:
+                raise SubnetError(f"ONNX opset {self.opset!r} is not supported: use {MIN_OPSET} to {newest} "
+                                  f"(below {MIN_OPSET} torch cannot export scaled dot-product attention)")
+        for name, value, least in (("validation_batch_size", self.validation_batch_size, 1),
+                                   ("validation_sequence_length", self.validation_sequence_length, 2)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise SubnetError(f"{name} must be an integer >= {least}, got {value!r}")
 
     @property
     def tolerance(self) -> float:
@@ -78,6 +95,13 @@ class OnnxExportConfig:
         from optimum_subnet.core.files import read_json
 
         return cls(**read_json(Path(folder) / EXPORT_CONFIG_NAME))
+
+
+def max_opset() -> int:
+    """The newest ONNX opset this torch exports to."""
+    from torch.onnx import _constants
+
+    return int(getattr(_constants, "ONNX_MAX_OPSET", 20))
 
 
 def check_provider(provider: str) -> None:

@@ -283,6 +283,7 @@ def benchmark(model: str | os.PathLike, baseline: str | os.PathLike | None = Non
     for name, path in models.items():
         if not path.exists():
             raise SubnetError(f"{name} model folder {path} does not exist")
+        _check_folder(path)
     results: dict[str, Any] = {"config": config.to_dict(), "dtype": dtype, "runs": [], "models": {},
                                "environment": environment(device)}
     with tempfile.TemporaryDirectory(prefix="subnet-benchmark-") as tmp:
@@ -312,6 +313,19 @@ def benchmark(model: str | os.PathLike, baseline: str | os.PathLike | None = Non
                     torch.cuda.empty_cache()
     results["ratios"] = ratios(results)
     return results
+
+
+def _check_folder(path: Path) -> None:
+    """Refuse an unreadable model or ONNX folder before anything is measured (not after the first model)."""
+    from optimum_subnet.loading import check_model_files, load_config
+
+    if is_onnx_folder(path):
+        from optimum_subnet.runtime.loading import check_onnx_file, onnx_file_name
+
+        check_onnx_file(path / onnx_file_name(path))
+    else:
+        load_config(str(path))
+        check_model_files(str(path), path)
 
 
 def _source_folder(path: Path) -> Path | None:

@@ -5,6 +5,8 @@ import json
 import pytest
 import torch
 
+from tests.numerics import assert_same_greedy_tokens, teacher_forced_logits
+
 pytestmark = pytest.mark.integration
 
 
@@ -36,7 +38,10 @@ def test_search_export_quantize_generate(tmp_path):
     inputs = {"input_ids": prompt.input_ids, "attention_mask": prompt.attention_mask}
     expected = subnet.generate(**inputs, max_new_tokens=8, do_sample=False)
     fused = ORTSubnetModelForCausalLM.from_pretrained(onnx_dir)
-    assert torch.equal(fused.generate(**inputs, max_new_tokens=8, do_sample=False), expected)
+    # ONNX Runtime (fused attention) vs PyTorch: other kernels, so greedy tokens are compared where no
+    # step is a near tie (asserted: a real model's margins can be small, which would make it machine-dependent)
+    assert_same_greedy_tokens(fused.generate(**inputs, max_new_tokens=8, do_sample=False), expected,
+                              teacher_forced_logits(subnet, expected, 8))
 
     quantized = ORTSubnetModelForCausalLM.from_pretrained(quantized_dir, file_name="model_quantized.onnx")
     # int8 weights change logits, so greedy tokens of a heavily pruned 135M model may differ; what must hold

@@ -10,6 +10,7 @@ from optimum_subnet.explain import AtManConfig, AtManExplainer, Explanation, Sup
 from optimum_subnet.explain.render import render_html, save_explanation
 from optimum_subnet.stages.surgery import extract_subnet
 
+from tests.numerics import assert_close_to_scale
 from tests.unit.test_modeling import _random_spec
 
 pytestmark = pytest.mark.unit
@@ -39,11 +40,15 @@ def test_zero_suppression_is_a_no_op(model, kind, impl, mode):
     ids = torch.randint(3, m.config.vocab_size, (2, 23))
     stock = _logits(m, ids)
     atman = _logits(m, ids, torch.zeros(2, 23), mode, chunk=5)
-    # same kernel family: bitwise (multiplicative = eager math, log-bias = SDPA); across families: rounding
-    if (mode, impl) in (("multiplicative", "eager"), ("log_bias", "sdpa")):
-        assert torch.equal(atman, stock)
-    else:
-        assert torch.allclose(atman, stock, atol=1e-5, rtol=0)
+    # Query chunks (and, across kernel families, the other kernel) add the same products in another
+    # order, which CPUs' matrix kernels round differently: measured up to 6.4e-7 of the logits' scale
+    # (AMD EPYC, 1 and 2 threads), a few float32 ulps. 4e-6 of the scale keeps the earlier
+    # absolute 1e-5 at these logits (|logit| <= 2.2) and is still 6x the largest difference seen.
+    assert_close_to_scale(atman, stock, rel=4e-6)
+    if (mode, impl) == ("multiplicative", "eager"):
+        # Unchunked, the multiplicative path performs eager attention's operations in the same order
+        # (f = 0 subtracts exact zeros), so it must be bitwise equal on any machine.
+        assert torch.equal(_logits(m, ids, torch.zeros(2, 23), mode), stock)
     assert m.config._attn_implementation == impl  # the hook is switched off after the block
 
 
@@ -57,6 +62,8 @@ def test_suppressing_token_j_leaves_earlier_logits_unchanged(model, kind, mode):
     factors[0, j] = 0.9
     base = _logits(m, ids, torch.zeros(1, 24), mode, chunk=7)
     suppressed = _logits(m, ids, factors, mode, chunk=7)
+    # Exact on any machine: both runs do the same operations on the same shapes, and positions before
+    # j see key j (and everything that depends on it) only as masked entries, i.e. exact zeros.
     assert torch.equal(suppressed[:, :j], base[:, :j])
     assert not torch.allclose(suppressed[:, j:], base[:, j:], atol=1e-4)  # and it does act from j on
 

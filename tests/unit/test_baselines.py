@@ -201,7 +201,8 @@ def test_optimizer_runs_a_baseline_and_saves_the_same_kind_of_folder(tmp_path, m
     report = json.loads((out / "report.json").read_text())
     assert report["method"] == "flap" and report["baseline"]["bias_compensation"] is True
     assert abs(report["subnet"]["inheriting_ratio"] - 0.7) < 0.02
-    assert report["subnet"]["ppl"] == report["searched"]["ppl"]  # no reformation: nothing changed after pruning
+    # exact: without a reformation the final perplexities are the searched ones (nothing recomputed)
+    assert report["subnet"]["ppl"] == report["searched"]["ppl"]
     from transformers import AutoModelForCausalLM
 
     loaded = AutoModelForCausalLM.from_pretrained(out)

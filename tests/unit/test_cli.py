@@ -36,8 +36,8 @@ def _error_line(out):
     [
         (["--model", "no-such-model-alias", "--target-ratio", "0.8"], "unknown model"),
         (["--model", "/definitely/missing", "--target-ratio", "0.8"], "does not exist"),
-        (["--target-ratio", "0"], "target ratio must be in (0, 1]"),
-        (["--target-ratio", "1.5"], "target ratio must be in (0, 1]"),
+        (["--target-ratio", "0"], "--target-ratio must be in (0, 1]"),
+        (["--target-ratio", "1.5"], "--target-ratio must be in (0, 1]"),
         (["--target-ratio", "0.8", "--device", "cuda"], None),
     ],
 )

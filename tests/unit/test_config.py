@@ -35,12 +35,23 @@ def test_presets():
         ({"search__depth_search": "maybe"}, "depth_search"),
         ({"reformation__method": "magic"}, "reformation method"),
         ({"data__num_samples": 0}, "at least one sample"),
+        ({"data__eval_max_windows": 0}, "eval_max_windows must be >= 1"),
+        ({"data__eval_max_windows": -1}, "eval_max_windows must be >= 1"),
+        ({"data__batch_size": 0}, "batch sizes must be >= 1"),
         ({"search__num_mutations": 90, "search__num_crossovers": 30}, "must not exceed"),
     ],
 )
 def test_invalid_values_are_rejected(kwargs, message):
     with pytest.raises(SubnetError, match=message):
         SubnetConfig.preset("paper", 0.8).replace(**kwargs) if "target_ratio" not in kwargs else SubnetConfig(**kwargs)
+
+
+def test_config_json_that_is_not_an_object(tmp_path):
+    (tmp_path / "subnet_optimization.json").write_text("[0.8]")
+    with pytest.raises(SubnetError, match="is not a subnet configuration"):
+        SubnetConfig.from_pretrained(tmp_path)
+    with pytest.raises(SubnetError, match="a subnet configuration is a JSON object, got list"):
+        SubnetConfig.from_dict([0.8])
 
 
 def test_unknown_option_in_json(tmp_path):

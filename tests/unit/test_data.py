@@ -57,6 +57,33 @@ def test_bad_sources(tmp_path):
         data.load_texts(str(bad), "calibration")
 
 
+def test_files_that_are_not_utf8_text_or_valid_json_lines(tmp_path):
+    binary = tmp_path / "image.txt"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n" * 10)
+    with pytest.raises(DataError, match=r"image.txt is not UTF-8 text \(byte 0x89 at offset 0\)"):
+        data.load_texts(str(binary), "calibration")
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("Caf\xe9".encode("latin-1"))
+    with pytest.raises(DataError, match=r"not UTF-8 text \(byte 0xe9 at offset 3\)"):
+        data.load_texts(str(latin1), "calibration")
+    lines = tmp_path / "cut.jsonl"
+    lines.write_text('{"text": "a b c"}\n{"text": "d e')
+    with pytest.raises(DataError, match="line 2 is not valid JSON .*; the file looks cut short"):
+        data.load_texts(str(lines), "calibration")
+    lines.write_text('{"text": "a"}\n[1, 2]\n{"text": "b"}\n')
+    with pytest.raises(DataError, match="line 2 is not a JSON object"):
+        data.load_texts(str(lines), "calibration")
+    for value in ("5", "null", '["x"]'):
+        lines.write_text('{"text": "a"}\n{"text": ' + value + "}\n")
+        with pytest.raises(DataError, match="line 2: 'text' is .*, not a string"):
+            data.load_texts(str(lines), "calibration")
+    lines.write_text('{"text": "a"}\n{"body": "b"}\n')
+    with pytest.raises(DataError, match="line 2 has no 'text' field"):
+        data.load_texts(str(lines), "calibration")
+    lines.write_text('{"text": "a"}\n\n{"text": "b"}\n')  # blank lines are fine
+    assert data.load_texts(str(lines), "calibration") == ["a", "b"]
+
+
 def test_tokenize_stream_has_no_special_tokens(tokenizer):
     ids = data.tokenize_stream(["ab", "c"], tokenizer)
     assert tokenizer.decode(ids) == "ab\n\nc"

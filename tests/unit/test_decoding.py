@@ -7,6 +7,7 @@ import torch
 from optimum_subnet.runtime.static_decoding import GreedyStaticDecoder
 from optimum_subnet.stages.surgery import extract_subnet
 from tests.conftest import tiny_llama
+from tests.numerics import assert_same_greedy_tokens, teacher_forced_logits
 
 from tests.unit.test_modeling import _random_spec
 
@@ -37,7 +38,9 @@ def test_static_cache_decoding_matches_dynamic_cache_greedy(name):
         expected = _eager_greedy(model, ids, 12)
     got = GreedyStaticDecoder(model, max_length=40).generate(ids, 12)
     assert got.shape == (2, 12)
-    assert torch.equal(got, expected)
+    # The static cache attends over all 40 slots under a mask, the dynamic one over the filled ones:
+    # other shapes, other roundings. Tokens are compared where no step is a near tie (asserted).
+    assert_same_greedy_tokens(got, expected, teacher_forced_logits(model, torch.cat([ids, expected], 1), 12))
     assert len(set(expected.flatten().tolist())) > 1  # the check is not vacuous (tokens vary)
 
 
@@ -61,4 +64,6 @@ def test_cuda_graph_decoding_matches_eager_on_gpu(name):
         expected = _eager_greedy(model, ids, 16)
     decoder = GreedyStaticDecoder(model, max_length=40)
     got = decoder.generate(ids, 16)
-    assert decoder.graph is not None and torch.equal(got, expected)
+    assert decoder.graph is not None
+    # static cache + graph vs dynamic cache: other kernels; compared where no step is a near tie
+    assert_same_greedy_tokens(got, expected, teacher_forced_logits(model, torch.cat([ids, expected], 1), 16))

@@ -38,7 +38,7 @@ def test_explain_writes_json_html_png(tmp_path, tiny_model_dir):
 
 @pytest.mark.parametrize("args, message", [
     (["--target", ""], "target is empty"),
-    (["--target", " x", "--suppression-factor", "2"], "suppression factor must be in [0, 1]"),
+    (["--target", " x", "--suppression-factor", "2"], "--suppression-factor must be in [0, 1]"),
 ])
 def test_explain_bad_input_fails_with_one_line(tmp_path, tiny_model_dir, args, message):
     out_dir = tmp_path / "expl"

@@ -57,6 +57,7 @@ PROMPTS = [Prompt("Ann has a red cat. Ann's cat is", " red"), Prompt("Big dogs b
 def test_identical_models_are_perfectly_faithful(model, tokenizer):
     config = FaithfulnessConfig(top_k=3, batch_size=16)
     result = faithfulness(model, model, tokenizer, config, prompts=PROMPTS)
+    # exact: both maps come from the same operations in the same order (same model, prompts, batches)
     assert result["spearman"] == 1.0 and result["top_k_overlap"] == 1.0
     assert result["prompts"] == 3 and all(r["units"] > 10 for r in result["per_prompt"])
 

@@ -12,6 +12,7 @@ from optimum_subnet.families import get_adapter
 from optimum_subnet.stages.surgery import save_subnet
 from optimum_subnet.core.spec import SubnetSpec
 from optimum_subnet.stages.surgery import extract_subnet, masked_copy
+from tests.numerics import assert_same_greedy_tokens
 
 pytestmark = pytest.mark.unit
 
@@ -63,8 +64,10 @@ def test_incremental_decoding_with_cache_matches_full_forward(model):
     with torch.no_grad():
         generated = subnet.generate(ids, max_new_tokens=8, do_sample=False, use_cache=True)
         full = subnet(generated).logits
-    # each generated token is the argmax of the full (uncached) forward at the previous position
-    assert torch.equal(full[0, 11:-1].argmax(-1), generated[0, 12:])
+    # each generated token is the argmax of the full (uncached) forward at the previous position; the
+    # cached steps and the full forward multiply other shapes (other roundings), so this is checked
+    # only where no step is a near tie (asserted)
+    assert_same_greedy_tokens(full[:, 11:-1].argmax(-1), generated[:, 12:], full[:, 11:-1])
 
 
 def test_loading_without_plugin_or_trust_fails_clearly(tmp_path, model, tokenizer):

@@ -29,6 +29,30 @@ def test_package_code_never_unpickles():
     assert offenders == []
 
 
+def test_damaged_model_files_are_refused_before_loading(tiny_model_dir):
+    """The library's own checks (what the CLI rows of the bad-input table go through), in its terms."""
+    from optimum_subnet.core.errors import SubnetError
+    from optimum_subnet.loading import load_model
+
+    weights = tiny_model_dir / "model.safetensors"
+    intact = weights.read_bytes()
+    for damaged, reason in ((intact[: len(intact) // 2], "incomplete metadata"), (intact[:5], "header too small"),
+                            (b"version https://git-lfs.github.com/spec/v1\n", "header too large")):
+        weights.write_bytes(damaged)
+        with pytest.raises(SubnetError, match=f"is not a readable safetensors file \\({reason}"):
+            load_model(str(tiny_model_dir))
+    weights.unlink()
+    with pytest.raises(SubnetError, match="has no weights"):
+        load_model(str(tiny_model_dir))
+    weights.write_bytes(intact)
+    (tiny_model_dir / "tokenizer.json").write_text('{"version": "1.0", "trunc')
+    with pytest.raises(SubnetError, match="has no loadable tokenizer"):
+        load_model(str(tiny_model_dir))
+    (tiny_model_dir / "config.json").write_text("{")
+    with pytest.raises(SubnetError, match="config.json is not valid JSON"):
+        load_model(str(tiny_model_dir))
+
+
 def test_a_whole_run_never_unpickles_nor_runs_model_code(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("OPTIMUM_SUBNET_NO_PROGRESS", "1")

@@ -57,6 +57,10 @@ def test_tiny_local_task_scores_end_to_end_as_a_direct_computation(model, tokeni
                 ids = torch.tensor([context + continuation])
                 logprobs = model(ids).logits.log_softmax(-1)[0, len(context) - 1 : -1]
                 scores.append(float(logprobs.gather(1, torch.tensor(continuation)[:, None]).sum()))
+            # The harness scores padded batches, this loop single sequences: other float32 roundings, a
+            # few ulps of the log-likelihoods' magnitude. A choice could flip only if its two scores were
+            # that close: require a margin of 1e-4 of the magnitude, so the accuracies must agree exactly.
+            assert abs(scores[0] - scores[1]) > 1e-4 * max(map(abs, scores)), (doc, scores)
             correct += int(max(range(len(scores)), key=scores.__getitem__) == doc["label"])
     assert entry["acc"] == pytest.approx(correct / len(DOCS))
     assert results["harness"].startswith("lm-eval")
@@ -71,6 +75,23 @@ def test_paper_task_configs_read_the_local_copies():
             assert isinstance(docs[0]["label"], int)
         if task == "boolq":
             assert docs[0]["label"] in (0, 1)
+
+
+def test_evaluate_model_honours_the_document_limit_and_checks_its_numbers(tiny_model_dir, text_files):
+    from optimum_subnet.evaluation.perplexity import evaluate_model
+
+    _, ev = text_files
+    results = evaluate_model(str(tiny_model_dir), dataset=str(ev), seq_lens=[32], max_windows=1, device="cpu",
+                             tasks="boolq", limit=3, zero_shot_batch_size=4)
+    # the limit used to be overwritten by the model's position limit (256 documents instead of 3)
+    assert results["zero_shot"]["tasks"]["boolq"]["documents"] == 3 and results["windows"] == {f"{ev}@32": 1}
+    for bad, message in ((dict(max_windows=0), "max_windows must be a positive integer"),
+                         (dict(batch_size=0), "batch_size must be a positive integer"),
+                         (dict(zero_shot_batch_size=-1), "zero_shot_batch_size must be a positive integer"),
+                         (dict(seq_lens=[32, 1]), "sequence lengths must be integers of at least 2 tokens"),
+                         (dict(tasks="boolq", limit=0), "zero-shot limit must be a positive number")):
+        with pytest.raises(SubnetError, match=message):
+            evaluate_model("no-such-model", **bad)  # refused before the model is looked up
 
 
 def test_task_names_are_checked():
