@@ -72,7 +72,7 @@ class SubnetAttention(nn.Module):
     """
 
     def __init__(self, family_attention: nn.Module, config, layer_idx: int, eager_attention: Callable,
-                 default_scale: float):
+                 default_scale: float, qk_norm_after_transpose: bool = False):
         super().__init__()
         entry = config.subnet_layers[layer_idx]
         for name, child in family_attention.named_children():
@@ -92,6 +92,9 @@ class SubnetAttention(nn.Module):
         self.softcap = getattr(family_attention, "attn_logit_softcapping", None)
         self._eager_attention = eager_attention
         self.fused_qkv = hasattr(self, "qkv_proj")
+        # where the family applies its q/k norms (Qwen3: on (batch, seq, heads, dim), Gemma3: after the
+        # transpose): the same place, so an all-kept layer runs the family's exact operations
+        self.qk_norm_after_transpose = qk_norm_after_transpose
         self._rotary_dim = rotary_dim(config)
         self._setup_rotary(entry.get("rope_channels"), original_head_dim(config))
 
@@ -185,9 +188,12 @@ class SubnetAttention(nn.Module):
         hidden_shape = (*input_shape, -1, self.head_dim)
         query, key, value = self._project(hidden_states)
         query, key, value = query.view(hidden_shape), key.view(hidden_shape), value.view(hidden_shape)
-        if hasattr(self, "q_norm"):  # per-head RMSNorm before RoPE (Qwen3, Gemma3)
+        norms = hasattr(self, "q_norm")  # per-head RMSNorm before RoPE (Qwen3, Gemma3)
+        if norms and not self.qk_norm_after_transpose:
             query, key = self.q_norm(query), self.k_norm(key)
         query_states, key_states, value_states = query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)
+        if norms and self.qk_norm_after_transpose:
+            query_states, key_states = self.q_norm(query_states), self.k_norm(key_states)
 
         cos, sin = position_embeddings
         if self.rope_mode == "full":
@@ -244,11 +250,12 @@ def _with_bias(linear: nn.Linear) -> nn.Linear:
 
 
 def build_subnet_layer(config, index: int, decoder_layer_cls, eager_attention: Callable,
-                       default_scale: Callable) -> nn.Module:
+                       default_scale: Callable, qk_norm_after_transpose: bool = False) -> nn.Module:
     """The family's decoder layer at layer ``index``'s widths, with :class:`SubnetAttention`."""
     entry = config.subnet_layers[index]
     layer = decoder_layer_cls(layer_config(config, index), index)
-    layer.self_attn = SubnetAttention(layer.self_attn, config, index, eager_attention, default_scale(config))
+    layer.self_attn = SubnetAttention(layer.self_attn, config, index, eager_attention, default_scale(config),
+                                      qk_norm_after_transpose)
     if entry.get("attention_out_bias"):
         layer.self_attn.o_proj = _with_bias(layer.self_attn.o_proj)
     if entry.get("mlp_out_bias"):
@@ -257,7 +264,7 @@ def build_subnet_layer(config, index: int, decoder_layer_cls, eager_attention: C
 
 
 def init_subnet_model(model: nn.Module, family_model_cls, config, decoder_layer_cls, eager_attention: Callable,
-                      default_scale: Callable) -> None:
+                      default_scale: Callable, qk_norm_after_transpose: bool = False) -> None:
     """``family_model_cls.__init__`` without its dense layers, then one subnet layer per entry.
 
     The family constructor runs on a copy of the config with no layers (embeddings, final norm and
@@ -271,7 +278,7 @@ def init_subnet_model(model: nn.Module, family_model_cls, config, decoder_layer_
         config._attn_implementation_internal = empty._attn_implementation_internal
     model.config = config
     model.layers = nn.ModuleList(
-        [build_subnet_layer(config, i, decoder_layer_cls, eager_attention, default_scale)
+        [build_subnet_layer(config, i, decoder_layer_cls, eager_attention, default_scale, qk_norm_after_transpose)
          for i in range(config.num_hidden_layers)]
     )
     model.post_init()

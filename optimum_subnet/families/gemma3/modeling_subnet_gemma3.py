@@ -31,7 +31,8 @@ class SubnetGemma3TextPreTrainedModel(Gemma3PreTrainedModel):
 
 class SubnetGemma3TextModel(SubnetGemma3TextPreTrainedModel, Gemma3TextModel):
     def __init__(self, config: SubnetGemma3TextConfig):
-        init_subnet_model(self, Gemma3TextModel, config, Gemma3DecoderLayer, eager_attention_forward, dense_softmax_scale)
+        init_subnet_model(self, Gemma3TextModel, config, Gemma3DecoderLayer, eager_attention_forward, dense_softmax_scale,
+                          qk_norm_after_transpose=True)  # Gemma3 normalizes q/k after the transpose
 
 
 class SubnetGemma3TextForCausalLM(SubnetGemma3TextPreTrainedModel, Gemma3ForCausalLM):
