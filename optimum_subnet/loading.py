@@ -388,6 +388,15 @@ def load_model(name_or_path: str, dtype: str = "float32", device: str = "cpu", t
     if folder.is_dir():
         check_model_files(name_or_path, folder)
     tokenizer = load_tokenizer(path, name_or_path, trust_remote_code)  # cheap: refuse a broken one before the weights
+    from optimum_subnet.families.registry import text_part_adapter
+
+    text_part = text_part_adapter(getattr(config, "model_type", None))
+    if text_part is not None and folder.is_dir():  # a multimodal checkpoint: its language model is what we prune
+        logger.info("%s is a %s checkpoint: loading its language model (the vision tower is not kept)",
+                    name_or_path, config.model_type)
+        model = text_part.load_text_part(folder, config, torch_dtype(dtype))
+        model.to(device).eval()
+        return model, tokenizer
     try:
         model, info = AutoModelForCausalLM.from_pretrained(
             path,

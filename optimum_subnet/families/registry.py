@@ -34,7 +34,7 @@ def get_adapter(config) -> ModelAdapter:
     """The adapter for a dense model's config (by ``model_type``)."""
     model_type = getattr(config, "model_type", None)
     for cls in ADAPTERS:
-        if model_type in cls.model_types:
+        if model_type in cls.model_types or model_type in getattr(cls, "text_part_of", ()):
             return cls()
     for cls in ADAPTERS:
         if model_type == cls.subnet_model_type:
@@ -44,6 +44,14 @@ def get_adapter(config) -> ModelAdapter:
     raise UnsupportedModelError(
         f"unsupported architecture {model_type!r}; supported: {', '.join(supported_model_types())}"
     )
+
+
+def text_part_adapter(model_type: str | None) -> ModelAdapter | None:
+    """The adapter that prunes the text part of a multimodal ``model_type`` (``gemma3``), if any."""
+    for cls in ADAPTERS:
+        if model_type in getattr(cls, "text_part_of", ()):
+            return cls()
+    return None
 
 
 def get_adapter_for_subnet(config) -> ModelAdapter:

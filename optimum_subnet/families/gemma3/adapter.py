@@ -17,6 +17,41 @@ class Gemma3Adapter(DecoderFamily):
     traits = FamilyTraits(qk_norm=True, sandwich_norms=True)
     onnx_config = "Gemma3TextOnnxConfig"
 
+    #: multimodal Gemma3 checkpoints (``gemma3``): their text part is pruned (the vision tower is not kept)
+    text_part_of = ("gemma3",)
+
+    def load_text_part(self, folder, config, dtype):
+        """``Gemma3ForCausalLM`` from a ``gemma3`` (image-text) checkpoint's language-model weights, which are
+        named ``model.language_model.*`` (``language_model.model.*`` in older checkpoints) plus ``lm_head``."""
+        from safetensors import safe_open
+        from transformers import Gemma3ForCausalLM
+        from transformers.modeling_utils import no_init_weights
+
+        from optimum_subnet.core.errors import SubnetError
+
+        text_config = config.get_text_config()
+        text_config.tie_word_embeddings = getattr(config, "tie_word_embeddings", text_config.tie_word_embeddings)
+        prefixes = (("model.language_model.", "model."), ("language_model.model.", "model."),
+                    ("language_model.lm_head.", "lm_head."), ("lm_head.", "lm_head."))
+        state = {}
+        for file in sorted(folder.glob("*.safetensors")):
+            with safe_open(str(file), framework="pt") as f:
+                for key in f.keys():
+                    for old, new in prefixes:
+                        if key.startswith(old):
+                            state[new + key[len(old):]] = f.get_tensor(key).to(dtype)
+                            break
+        with no_init_weights():  # every weight is assigned below; buffers (rotary tables, scales) are built
+            model = Gemma3ForCausalLM(text_config).to(dtype)
+        missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+        missing = [k for k in missing if not (k == "lm_head.weight" and text_config.tie_word_embeddings)]
+        if missing or unexpected:
+            raise SubnetError(f"the gemma3 checkpoint's language model does not match its text config "
+                              f"(missing {missing[:1]}, unexpected {unexpected[:1]})")
+        if text_config.tie_word_embeddings:
+            model.lm_head.weight = model.model.embed_tokens.weight
+        return model.eval()
+
     def subnet_classes(self):
         from optimum_subnet.families.gemma3 import SubnetGemma3TextConfig, SubnetGemma3TextForCausalLM, SubnetGemma3TextModel
 
