@@ -283,3 +283,22 @@ def fit_primal_layers(model, adapter, plan: dict[int, int], states: list[torch.T
 def mark_converted(model, plan: dict[int, int]) -> None:
     """Record the primal layers in the model's config (what the modeling code reads on load)."""
     setattr(model.config, CONFIG_KEY, config_entry(plan))
+
+
+def convert_model(model, plan: dict[int, int], windows: torch.Tensor, ridge: float = 1e-3, batch_size: int = 8,
+                  adapter=None):
+    """Fit and install the planned primal layers in ``model`` (in place) from calibration token
+    ``windows``, and make it its primal class (what saves and loads). Returns the original attention
+    modules by layer and the fits. The pass (:class:`~optimum_subnet.primal.pipeline.PrimalOptimizer`)
+    adds data loading, perplexities, the fine-tune, checkpoints and saving around the same steps."""
+    from optimum_subnet.families import get_adapter_for_subnet
+    from optimum_subnet.primal.save import as_primal_model
+
+    adapter = adapter or get_adapter_for_subnet(model.config)
+    start = min(plan)
+    device = next(model.parameters()).device
+    states = SuffixRunner(model, adapter, start, device).prefix(windows, batch_size)
+    originals, fits = fit_primal_layers(model, adapter, plan, states, start, ridge)
+    mark_converted(model, plan)
+    as_primal_model(model)
+    return originals, fits

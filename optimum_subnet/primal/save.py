@@ -53,7 +53,7 @@ def save_primal(model, tokenizer, folder, extra_files=()) -> None:
         for relative in SHARED_REMOTE_CODE + adapter.remote_code():
             sources.append((families / relative, {"from ..subnet_": "from .subnet_"}))
     for name in CLASSES[base][2]:
-        sources.append((PRIMAL_DIR / name, {"from ..families.llama.": "from ."}))
+        sources.append((PRIMAL_DIR / name, {"from ..families.llama.": "from .", "from ..families.": "from ."}))
     for source, rewrites in sources:
         text = source.read_text(encoding="utf-8")
         for old, new in rewrites.items():
