@@ -141,7 +141,7 @@ class Distiller:
                     group["lr"] = learning_rate(config, step)
                 index = batch_indices(seed, step, hidden_all.shape[0], config.batch_size)
                 loss, kl, ksvd = self.loss(hidden_all[index.to(hidden_all.device)], config.eta)
-                if not math.isfinite(float(loss)):
+                if not math.isfinite(loss.item()):
                     raise NonFiniteError(f"the fine-tune loss became non-finite at step {step}; lower the "
                                          "learning rate")
                 optimizer.zero_grad(set_to_none=True)
@@ -149,7 +149,7 @@ class Distiller:
                 torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
                 optimizer.step()
                 step += 1
-                for key, value in (("loss", float(loss)), ("kl", kl), ("ksvd", ksvd)):
+                for key, value in (("loss", loss.item()), ("kl", kl), ("ksvd", ksvd)):
                     window[key] += value
                 window["n"] += 1
                 if step % config.log_every == 0 or step == config.steps:
