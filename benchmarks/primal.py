@@ -41,6 +41,7 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-windows", type=int, default=24)
     parser.add_argument("--fine-tune-steps", type=int, default=200)
     parser.add_argument("--fine-tune-batch", type=int, default=2)
+    parser.add_argument("--kl-tokens", type=int, help="positions per window in the KL (default: all)")
     parser.add_argument("--learning-rate", type=float, default=5e-4)
     parser.add_argument("--eta", type=float, default=0.1)
     parser.add_argument("--spectrum-windows", type=int, default=4)
@@ -57,8 +58,8 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     parts = args.only or ["spectrum", "dense", "subnet"]
     settings = {k: getattr(args, k) for k in ("model", "ranks", "layer_counts", "subnet_layers", "samples", "seq_len",
-                                              "eval_windows", "fine_tune_steps", "fine_tune_batch", "learning_rate",
-                                              "eta")}
+                                              "eval_windows", "fine_tune_steps", "fine_tune_batch", "kl_tokens",
+                                              "learning_rate", "eta")}
     store = RowStore(work / "rows.json", settings)
     if "spectrum" in parts:
         spectrum(args, work)
@@ -195,7 +196,8 @@ def run_model(args, store: RowStore, model_name: str, label: str, layer_counts) 
                        "fit": [f.to_dict() for f in fits]}
                 if args.fine_tune_steps:
                     config = FineTuneConfig(steps=args.fine_tune_steps, batch_size=args.fine_tune_batch,
-                                            learning_rate=args.learning_rate, eta=args.eta)
+                                            learning_rate=args.learning_rate, eta=args.eta,
+                                            kl_tokens=args.kl_tokens, warmup_steps=min(10, args.fine_tune_steps // 5))
                     distiller = Distiller(model, adapter, originals, start, "cpu")
                     clock = time.perf_counter()
                     log = distiller.train(cal, config, seed=0)
@@ -217,7 +219,8 @@ def write_markdown(data: dict, output: Path) -> None:
     lines = ["# Primal-Attention on SmolLM2-135M", "",
              f"Held-out perplexity on {s['eval_windows']} windows of 512 tokens of the enwiki-extract held-out split "
              f"(a WikiText-2 substitute); calibration (fit and fine-tune): {s['samples']} x {s['seq_len']} tokens of "
-             f"its calibration split. Fine-tune: {s['fine_tune_steps']} steps of {s['fine_tune_batch']} windows, "
+             f"its calibration split. Fine-tune: {s['fine_tune_steps']} steps of {s['fine_tune_batch']} window(s)"
+             + (f" (KL on {s['kl_tokens']} random positions per window)" if s.get("kl_tokens") else "") + ", "
              f"AdamW lr {s['learning_rate']}, eta {s['eta']} (KL to the original model + eta * J^2), only the primal "
              f"layers trained. CPU, {env.get('torch_threads', '?')} torch threads, shared machine "
              f"(timings are indicative).", ""]

@@ -29,6 +29,9 @@ class SubnetPrimalCommand(BaseOptimumCLICommand):
         parser.add_argument("--eta", type=float, help="weight of the KSVD regularizer in the fine-tune (default 0.1)")
         parser.add_argument("--learning-rate", type=float, help="fine-tune learning rate (default 5e-4)")
         parser.add_argument("--fine-tune-batch-size", type=int, help="calibration windows per step (default 2)")
+        parser.add_argument("--kl-tokens", type=int,
+                            help="score the fine-tune's KL on this many random positions per window (default: all; "
+                                 "the LM head dominates a step's cost on large vocabularies)")
         parser.add_argument("--ridge", type=float, help="relative ridge of the output projection fit (default 1e-3)")
         parser.add_argument("--config", help="a primal_config.json to start from")
         parser.add_argument("--calibration-dataset", help="enwiki-extract (built in), a .txt/.jsonl file or folder, "
@@ -79,6 +82,7 @@ class SubnetPrimalCommand(BaseOptimumCLICommand):
                 data__eval_seq_len=args.eval_seq_len, data__eval_max_windows=args.eval_max_windows,
                 fine_tune__steps=args.fine_tune_steps, fine_tune__eta=args.eta,
                 fine_tune__learning_rate=args.learning_rate, fine_tune__batch_size=args.fine_tune_batch_size,
+                fine_tune__kl_tokens=args.kl_tokens,
                 diagnose__seq_len=args.seq_len)
             optimizer = PrimalOptimizer.from_pretrained(args.model, dtype=args.dtype,
                                                         trust_remote_code=args.trust_remote_code)

@@ -53,6 +53,9 @@ class FineTuneConfig:
     steps: int = 0
     learning_rate: float = 5e-4
     batch_size: int = 2  # calibration windows per step
+    #: positions per window scored by the KL (a random subset, redrawn every step; None: all). The LM
+    #: head over a large vocabulary dominates a step's cost; the layers still run on every position.
+    kl_tokens: int | None = None
     eta: float = 0.1
     weight_decay: float = 0.0
     warmup_steps: int = 10
@@ -102,6 +105,7 @@ class PrimalConfig:
             (1 <= f.batch_size <= d.num_samples,
              f"fine-tune batch size must be in 1..{d.num_samples} (the calibration windows), got {f.batch_size}"),
             (f.eta >= 0, f"eta must be >= 0, got {f.eta}"),
+            (f.kl_tokens is None or f.kl_tokens >= 1, f"kl_tokens must be >= 1 (or None: all), got {f.kl_tokens}"),
             (f.checkpoint_every >= 1 and f.log_every >= 1, "checkpoint and log intervals must be >= 1"),
             (f.warmup_steps >= 0 and f.grad_clip > 0, "warm-up steps must be >= 0 and the gradient clip > 0"),
             (g.windows >= 1 and g.seq_len >= 2, "the diagnosis needs at least one window of >= 2 tokens"),

@@ -43,6 +43,8 @@ class FineTuneState:
     step: int
     tensors: dict[str, torch.Tensor]
     log: list[dict] = field(default_factory=list)
+    #: sums of the losses since the last log entry (so a resumed run logs the same averages)
+    window: dict = field(default_factory=dict)
 
 
 def learning_rate(config: FineTuneConfig, step: int) -> float:
@@ -75,19 +77,25 @@ class Distiller:
         for index in self.originals:
             layers[index].self_attn = self.originals[index] if which == "teacher" else self.primals[index]
 
-    def loss(self, hidden: torch.Tensor, eta: float) -> tuple[torch.Tensor, float, float]:
-        """``(loss, kl, mean J^2)`` for one batch of prefix hidden states."""
+    def loss(self, hidden: torch.Tensor, eta: float, positions: torch.Tensor | None = None):
+        """``(loss, kl, mean J^2)`` for one batch of prefix hidden states; the KL over ``positions``
+        (default: every position that predicts a next token)."""
         head = self.model.get_output_embeddings()
+
+        def logits(h):
+            h = h[:, :-1]
+            return head(h if positions is None else h[:, positions.to(h.device)]).float()
+
         try:
             self._use("teacher")
             with torch.no_grad():
-                teacher = F.log_softmax(head(self.runner.run(hidden)[:, :-1]).float(), dim=-1)
+                teacher = F.log_softmax(logits(self.runner.run(hidden)), dim=-1)
         finally:
             self._use("student")
         for module in self.primals.values():
             module.record_ksvd = True
         try:
-            student = F.log_softmax(head(self.runner.run(hidden)[:, :-1]).float(), dim=-1)
+            student = F.log_softmax(logits(self.runner.run(hidden)), dim=-1)
             ksvd = torch.stack([m.last_ksvd for m in self.primals.values()]).pow(2).mean()
         finally:
             for module in self.primals.values():
@@ -128,19 +136,23 @@ class Distiller:
             p.requires_grad_(True)
         optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
         step, log = 0, []
+        window = {"loss": 0.0, "kl": 0.0, "ksvd": 0.0, "n": 0}
         if resume is not None:
             self.load_state_tensors(resume.tensors, optimizer)
             step, log = resume.step, list(resume.log)
+            window.update(resume.window)
             logger.info("Resuming the fine-tune at step %d of %d", step, config.steps)
         if progress is not None:
             progress.update(step)
-        window = {"loss": 0.0, "kl": 0.0, "ksvd": 0.0, "n": 0}
         try:
             while step < config.steps:
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(config, step)
                 index = batch_indices(seed, step, hidden_all.shape[0], config.batch_size)
-                loss, kl, ksvd = self.loss(hidden_all[index.to(hidden_all.device)], config.eta)
+                positions = None
+                if config.kl_tokens is not None and config.kl_tokens < hidden_all.shape[1] - 1:
+                    positions = batch_indices(seed + 1, step, hidden_all.shape[1] - 1, config.kl_tokens).sort().values
+                loss, kl, ksvd = self.loss(hidden_all[index.to(hidden_all.device)], config.eta, positions)
                 if not math.isfinite(loss.item()):
                     raise NonFiniteError(f"the fine-tune loss became non-finite at step {step}; lower the "
                                          "learning rate")
@@ -162,7 +174,7 @@ class Distiller:
                     progress.update(1)
                     progress.set_postfix(kl=f"{kl:.4f}", ksvd=f"{ksvd:.2e}")
                 if checkpoint is not None and (step % config.checkpoint_every == 0) and step < config.steps:
-                    checkpoint(FineTuneState(step, self.state_tensors(optimizer), list(log)))
+                    checkpoint(FineTuneState(step, self.state_tensors(optimizer), list(log), dict(window)))
         finally:
             for p in params:
                 p.requires_grad_(False)

@@ -195,10 +195,10 @@ class PrimalOptimizer:
         saved = work.load_finetune() if work is not None else None
         if saved is not None:
             tensors, data = saved
-            resume = FineTuneState(step=data["step"], tensors=tensors, log=data["log"])
+            resume = FineTuneState(step=data["step"], tensors=tensors, log=data["log"], window=data.get("window", {}))
 
         def checkpoint(state: FineTuneState) -> None:
-            work.save_finetune(state.tensors, {"step": state.step, "log": state.log})
+            work.save_finetune(state.tensors, {"step": state.step, "log": state.log, "window": state.window})
 
         clock = time.perf_counter()
         with progress_bar(f.steps, "primal fine-tune", unit="step") as bar:
