@@ -48,10 +48,24 @@ def main(argv=None) -> int:
     parser.add_argument("--only", choices=["spectrum", "dense", "subnet"], action="append")
     parser.add_argument("--output", default=str(RESULTS / "primal_smollm2"))
     parser.add_argument("--redraw", action="store_true")
+    parser.add_argument("--merge", nargs="+", metavar="JSON",
+                        help="merge the rows of runs made with the same settings (e.g. layer counts run in parallel)")
     args = parser.parse_args(argv)
     output = Path(args.output)
     if args.redraw:
         write_markdown(json.loads(output.with_suffix(".json").read_text()), output)
+        return 0
+    if args.merge:
+        parts = [json.loads(Path(p).read_text()) for p in args.merge]
+        rows = {}
+        for part in parts:
+            for row in part["rows"]:
+                rows.setdefault(row["name"], row)
+        data = {"settings": {**parts[0]["settings"], "layer_counts": sorted({k for p in parts
+                                                                            for k in p["settings"]["layer_counts"]})},
+                "environment": parts[0]["environment"], "rows": list(rows.values())}
+        output.with_suffix(".json").write_text(json.dumps(data, indent=2) + "\n")
+        write_markdown(data, output)
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     work = Path(args.work_dir)
