@@ -149,6 +149,33 @@ def run_model(args, store: RowStore, model_name: str, label: str, layer_counts) 
         def forward(self, hidden_states, *args, **kwargs):
             return torch.zeros_like(hidden_states), None
 
+    class ConstantAttention(torch.nn.Module):
+        """Outputs the original attention's mean output on the calibration data (the fit's intercept alone)."""
+
+        def __init__(self, mean):
+            super().__init__()
+            self.mean = mean
+
+        def forward(self, hidden_states, *args, **kwargs):
+            return self.mean.to(hidden_states.dtype).expand_as(hidden_states).clone(), None
+
+    @torch.no_grad()
+    def mean_attention(states, start):
+        """Replace layers start.. by their calibration-mean attention, in order (as the fit does)."""
+        replaced = {}
+        for i in range(start, n):
+            layer = layers[i]
+            total, count = 0.0, 0
+            for h in states:
+                context = runner.context(h)
+                y, _ = layer.self_attn(hidden_states=layer.input_layernorm(h),
+                                       attention_mask=adapter.layer_mask(layer, context),
+                                       position_embeddings=adapter.layer_rotary(layer, context))
+                total, count = total + y.double().sum((0, 1)), count + y.shape[0] * y.shape[1]
+            replaced[i], layer.self_attn = layer.self_attn, ConstantAttention((total / count).float())
+            states = [adapter.run_layer(layer, h, runner.context(h)) for h in states]
+        return replaced
+
     torch.manual_seed(0)
     model, tokenizer = load_model(model_name)
     adapter = get_adapter_for_subnet(model.config)
@@ -196,6 +223,15 @@ def run_model(args, store: RowStore, model_name: str, label: str, layer_counts) 
                         layers[i].self_attn = module
                 store.put({"name": f"{label}: drop last {k} attention", "model": label, "layers": k,
                            "method": "drop attention", "perplexity": value})
+        if store.get(f"{label}: mean attention last {k}") is None:
+            originals = mean_attention(cal, start)
+            try:
+                value = ppl(start, ev)
+            finally:
+                for i, module in originals.items():
+                    layers[i].self_attn = module
+            store.put({"name": f"{label}: mean attention last {k}", "model": label, "layers": k,
+                       "method": "mean attention", "perplexity": value})
         for rank in args.ranks:
             name = f"{label}: primal last {k} rank {rank}"
             if store.get(name) is not None:
@@ -237,19 +273,23 @@ def write_markdown(data: dict, output: Path) -> None:
              + (f" (KL on {s['kl_tokens']} random positions per window)" if s.get("kl_tokens") else "") + ", "
              f"AdamW lr {s['learning_rate']}, eta {s['eta']} (KL to the original model + eta * J^2), only the primal "
              f"layers trained. CPU, {env.get('torch_threads', '?')} torch threads, shared machine "
-             f"(timings are indicative).", ""]
+             f"(timings are indicative).", "",
+             "Columns: *drop layers* removes those decoder layers; *drop attention* makes their attention output zero "
+             "(the residual stream passes); *mean attention* outputs the original attention's mean on the calibration "
+             "data (what the primal fit's intercept alone gives); *primal fit* is the calibration fit (no training); "
+             "*+ fine-tune* adds the distillation fine-tune.", ""]
     for model in dict.fromkeys(r["model"] for r in rows):
         base = next(r for r in rows if r["model"] == model and r["method"] == "base")
         lines += [f"## {model}", "", f"Base: {base['perplexity']:.2f} ({base['parameters']:,} parameters).", "",
-                  "| last layers replaced | drop layers | drop attention | "
+                  "| last layers replaced | drop layers | drop attention | mean attention | "
                   + " | ".join(f"primal s={r} fit | primal s={r} + fine-tune" for r in s["ranks"]) + " |",
-                  "|---:|---:|---:|" + "---:|---:|" * len(s["ranks"])]
+                  "|---:|---:|---:|---:|" + "---:|---:|" * len(s["ranks"])]
         for k in sorted({r["layers"] for r in rows if r["model"] == model and r["layers"]}):
             def get(method, rank=None):
                 return next((r for r in rows if r["model"] == model and r["layers"] == k and r["method"] == method
                              and (rank is None or r.get("rank") == rank)), None)
             cells = []
-            for method in ("drop layers", "drop attention"):
+            for method in ("drop layers", "drop attention", "mean attention"):
                 row = get(method)
                 cells.append(f"{row['perplexity']:.2f}" if row else "-")
             for rank in s["ranks"]:
