@@ -238,7 +238,7 @@ def run_model(args, store: RowStore, model_name: str, label: str, layer_counts) 
                 continue
             plan = {i: rank for i in range(start, n)}
             clock = time.perf_counter()
-            originals, fits = fit_primal_layers(model, adapter, plan, cal, start, ridge=1e-3)
+            originals, fits = fit_primal_layers(model, adapter, plan, cal, start, ridge=None)
             fit_s = time.perf_counter() - clock
             try:
                 row = {"name": name, "model": label, "layers": k, "rank": rank, "method": "primal",

@@ -32,7 +32,8 @@ class SubnetPrimalCommand(BaseOptimumCLICommand):
         parser.add_argument("--kl-tokens", type=int,
                             help="score the fine-tune's KL on this many random positions per window (default: all; "
                                  "the LM head dominates a step's cost on large vocabularies)")
-        parser.add_argument("--ridge", type=float, help="relative ridge of the output projection fit (default 1e-3)")
+        parser.add_argument("--ridge", type=float, help="relative ridge of the output projection fit (default: chosen per layer on held-out "
+                                 "calibration windows)")
         parser.add_argument("--config", help="a primal_config.json to start from")
         parser.add_argument("--calibration-dataset", help="enwiki-extract (built in), a .txt/.jsonl file or folder, "
                                                           "or an HF dataset name")

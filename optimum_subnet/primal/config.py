@@ -78,8 +78,9 @@ class PrimalConfig:
     layers: str = "last:2"
     #: s, the number of singular directions kept per head (1..head_dim)
     rank: int = 16
-    #: ridge of the output projection fit, relative to the mean diagonal of the features' Gram matrix
-    ridge: float = 1e-3
+    #: ridge of the output projection fit, relative to the mean diagonal of the features' Gram matrix;
+    #: None: chosen per layer among 1e-4..1 on every 4th calibration window, held out from the fit
+    ridge: float | None = None
     seed: int = 0
     device: str = "auto"
     dtype: str = "float32"
@@ -95,7 +96,7 @@ class PrimalConfig:
         parse_selector(self.layers)  # the syntax; the range needs the model (resolve_layers)
         checks = [
             (isinstance(self.rank, int) and self.rank >= 1, f"rank must be a whole number >= 1, got {self.rank}"),
-            (self.ridge >= 0, f"ridge must be >= 0, got {self.ridge}"),
+            (self.ridge is None or self.ridge >= 0, f"ridge must be >= 0, got {self.ridge}"),
             (self.dtype in ("float32", "float16", "bfloat16"), f"unknown dtype {self.dtype!r}"),
             (d.num_samples >= 1, f"calibration needs at least one sample, got {d.num_samples}"),
             (d.seq_len >= 2 and d.eval_seq_len >= 2, "sequence lengths must be at least 2 tokens"),

@@ -163,6 +163,8 @@ class LayerFit:
     output_residual: float
     #: KSVD objective J of the fitted layer on the calibration data (0 up to round-off)
     ksvd_objective: float
+    #: relative ridge of the output projection (chosen on held-out calibration windows unless given)
+    ridge: float
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -177,7 +179,7 @@ def _qk(module: PrimalAttention, x: torch.Tensor):
 
 @torch.no_grad()
 def fit_layer(layer: nn.Module, adapter, index: int, rank: int, states: list[torch.Tensor], context_of: Callable,
-              hidden_size: int, ridge: float) -> tuple[PrimalAttention, LayerFit]:
+              hidden_size: int, ridge: float | None) -> tuple[PrimalAttention, LayerFit]:
     """A :class:`PrimalAttention` fitted to reproduce ``layer``'s attention on ``states`` (the hidden
     states entering the layer): ``W_e``/``W_r``/``lambda`` from the KSVD of the calibration cosine
     kernel, ``out_proj`` by ridge regression. The layer itself is not modified."""
@@ -208,13 +210,10 @@ def fit_layer(layer: nn.Module, adapter, index: int, rank: int, states: list[tor
     primal.lam.copy_(lam.to(primal.lam.dtype))
 
     p = primal.out_proj.in_features
-    xtx = torch.zeros(p, p, dtype=torch.float64, device=device)
-    xty = torch.zeros(p, hidden_size, dtype=torch.float64, device=device)
-    x_sum = torch.zeros(p, dtype=torch.float64, device=device)
-    y_sum = torch.zeros(hidden_size, dtype=torch.float64, device=device)
-    yy = 0.0
+    groups = {"fit": _Stats(p, hidden_size, device), "held_out": _Stats(p, hidden_size, device)}
     ksvd = []
     primal.record_ksvd = True
+    window = 0
     for hidden in states:  # pass 2: features -> original outputs
         context = context_of(hidden)
         x = layer.input_layernorm(hidden)
@@ -222,29 +221,71 @@ def fit_layer(layer: nn.Module, adapter, index: int, rank: int, states: list[tor
                          position_embeddings=adapter.layer_rotary(layer, context))
         e, r = primal.scores(x)
         ksvd.append(_objective(primal, e, r))
-        f = primal.features(e, r).reshape(-1, p).double()
-        y = y.reshape(-1, hidden_size).double()
-        xtx += f.T @ f
-        xty += f.T @ y
-        x_sum += f.sum(0)
-        y_sum += y.sum(0)
-        yy += float(y.pow(2).sum())
+        features = primal.features(e, r)
+        for i in range(hidden.shape[0]):  # every HELD_OUT_EVERY-th window scores the ridge candidates
+            held = ridge is None and window % HELD_OUT_EVERY == HELD_OUT_EVERY - 1
+            groups["held_out" if held else "fit"].add(features[i].double(), y[i].double())
+            window += 1
     primal.record_ksvd = False
-    weight, bias = ridge_regression(xtx, xty, x_sum, y_sum, tokens, ridge)
+    fit_stats, held_stats = groups["fit"], groups["held_out"]
+    if ridge is None:
+        if held_stats.n == 0:  # too few windows to hold any out
+            ridge = DEFAULT_RIDGE
+        else:
+            errors = {d: held_stats.sse(*fit_stats.solve(d)) for d in RIDGE_GRID}
+            ridge = min(errors, key=errors.get)
+    everything = fit_stats.merged(held_stats)
+    weight, bias = everything.solve(ridge)
     primal.out_proj.weight.copy_(weight.to(primal.out_proj.weight.dtype))
     primal.out_proj.bias.copy_(bias.to(primal.out_proj.bias.dtype))
-    # residual from the statistics: sum ||y - W f - b||^2 over the calibration tokens
-    x_mean, y_mean = x_sum / tokens, y_sum / tokens
-    c = xtx - tokens * torch.outer(x_mean, x_mean)
-    cross = xty - tokens * torch.outer(x_mean, y_mean)
-    total = yy - tokens * float(y_mean @ y_mean)
-    sse = total - 2 * float((weight * cross.T).sum()) + float((weight @ c * weight).sum())
+    sse, total = everything.sse(weight, bias), everything.variance()
     if not all(math.isfinite(v) for v in (sse, total)):
         raise NonFiniteError(f"non-finite statistics while fitting layer {index}; the model or data produce NaN/inf")
     fit = LayerFit(layer=index, rank=rank, tokens=tokens, kernel_energy_kept=[round(v, 6) for v in kept],
                    output_residual=max(sse, 0.0) / max(total, 1e-300),
-                   ksvd_objective=float(torch.stack(ksvd).mean()))
+                   ksvd_objective=float(torch.stack(ksvd).mean()), ridge=ridge)
     return primal, fit
+
+
+#: relative ridges tried when none is given; every 4th calibration window is held out to choose one
+RIDGE_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+HELD_OUT_EVERY = 4
+DEFAULT_RIDGE = 1e-3
+
+
+class _Stats:
+    """Streamed least-squares statistics of features ``f`` (p) against targets ``y`` (q)."""
+
+    def __init__(self, p: int, q: int, device):
+        z = dict(dtype=torch.float64, device=device)
+        self.xtx, self.xty = torch.zeros(p, p, **z), torch.zeros(p, q, **z)
+        self.xs, self.ys, self.yy, self.n = torch.zeros(p, **z), torch.zeros(q, **z), 0.0, 0
+
+    def add(self, f: torch.Tensor, y: torch.Tensor) -> None:
+        self.xtx += f.T @ f
+        self.xty += f.T @ y
+        self.xs += f.sum(0)
+        self.ys += y.sum(0)
+        self.yy += float(y.pow(2).sum())
+        self.n += f.shape[0]
+
+    def merged(self, other: "_Stats") -> "_Stats":
+        out = _Stats(0, 0, self.xtx.device)
+        out.xtx, out.xty, out.xs, out.ys = self.xtx + other.xtx, self.xty + other.xty, self.xs + other.xs, self.ys + other.ys
+        out.yy, out.n = self.yy + other.yy, self.n + other.n
+        return out
+
+    def solve(self, damp: float):
+        return ridge_regression(self.xtx, self.xty, self.xs, self.ys, self.n, damp)
+
+    def sse(self, weight: torch.Tensor, bias: torch.Tensor) -> float:
+        """sum ||y - W f - b||^2 from the statistics."""
+        return float(self.yy - 2 * torch.trace(weight @ self.xty) - 2 * bias @ self.ys
+                     + (weight @ self.xtx * weight).sum() + 2 * bias @ (weight @ self.xs) + self.n * bias @ bias)
+
+    def variance(self) -> float:
+        """sum ||y - mean(y)||^2."""
+        return self.yy - float(self.ys @ self.ys) / max(self.n, 1)
 
 
 def _objective(primal: PrimalAttention, e, r) -> torch.Tensor:
@@ -253,7 +294,7 @@ def _objective(primal: PrimalAttention, e, r) -> torch.Tensor:
 
 @torch.no_grad()
 def fit_primal_layers(model, adapter, plan: dict[int, int], states: list[torch.Tensor], start: int,
-                      ridge: float, progress=None) -> tuple[dict[int, nn.Module], list[LayerFit]]:
+                      ridge: float | None, progress=None) -> tuple[dict[int, nn.Module], list[LayerFit]]:
     """Replace, in place and in increasing order, each planned layer's attention by a fitted
     :class:`PrimalAttention`. ``states`` enter layer ``start`` (the first planned one) and are not
     modified. Returns the original attention modules by layer (the fine-tune's teacher) and the fits."""
@@ -272,9 +313,9 @@ def fit_primal_layers(model, adapter, plan: dict[int, int], states: list[torch.T
         layer.self_attn = primal
         fits.append(fit)
         logger.info("Layer %d: rank %d keeps %.1f%% of the cosine kernel's energy (mean over heads); "
-                    "output residual %.4f, KSVD J %.2e", index, fit.rank,
+                    "output residual %.4f (ridge %g), KSVD J %.2e", index, fit.rank,
                     100 * sum(fit.kernel_energy_kept) / len(fit.kernel_energy_kept), fit.output_residual,
-                    fit.ksvd_objective)
+                    fit.ridge, fit.ksvd_objective)
         if progress is not None:
             progress.update(1)
     return originals, fits
@@ -285,7 +326,7 @@ def mark_converted(model, plan: dict[int, int]) -> None:
     setattr(model.config, CONFIG_KEY, config_entry(plan))
 
 
-def convert_model(model, plan: dict[int, int], windows: torch.Tensor, ridge: float = 1e-3, batch_size: int = 8,
+def convert_model(model, plan: dict[int, int], windows: torch.Tensor, ridge: float | None = None, batch_size: int = 8,
                   adapter=None):
     """Fit and install the planned primal layers in ``model`` (in place) from calibration token
     ``windows``, and make it its primal class (what saves and loads). Returns the original attention
