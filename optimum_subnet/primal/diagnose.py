@@ -10,13 +10,13 @@ primal layer (the authors find them in the deep layers). Written as ``spectrum.j
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 import torch
 
 from optimum_subnet.algorithms.primal import attention_spectrum
-from optimum_subnet.core.files import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,8 @@ def candidates(report: dict, threshold: float) -> list[int]:
 
 
 def write_diagnosis(report: dict, folder: Path) -> None:
-    write_json(folder / "spectrum.json", report)
+    # compact: one curve per head (layers x heads x window length numbers) would be megabytes indented
+    (folder / "spectrum.json").write_text(json.dumps(report, separators=(",", ":")) + "\n", encoding="utf-8")
     (folder / "spectrum.md").write_text(render_markdown(report), encoding="utf-8")
     try:
         plot_spectrum(report, folder / "spectrum.png")
