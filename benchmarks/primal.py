@@ -36,6 +36,8 @@ def main(argv=None) -> int:
     parser.add_argument("--ranks", type=int, nargs=2, default=[8, 32])
     parser.add_argument("--layer-counts", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--subnet-layers", type=int, default=2, help="last layers replaced in the subnet")
+    parser.add_argument("--layer-set", type=lambda t: [int(i) for i in t.split(",")], action="append",
+                        help="also replace exactly these layers (e.g. the diagnosis' candidates 23,24)")
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--eval-windows", type=int, default=24)
@@ -71,14 +73,14 @@ def main(argv=None) -> int:
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     parts = args.only or ["spectrum", "dense", "subnet"]
-    settings = {k: getattr(args, k) for k in ("model", "ranks", "layer_counts", "subnet_layers", "samples", "seq_len",
+    settings = {k: getattr(args, k) for k in ("model", "ranks", "layer_counts", "layer_set", "subnet_layers", "samples", "seq_len",
                                               "eval_windows", "fine_tune_steps", "fine_tune_batch", "kl_tokens",
                                               "learning_rate", "eta")}
     store = RowStore(work / "rows.json", settings)
     if "spectrum" in parts:
         spectrum(args, work)
     if "dense" in parts:
-        run_model(args, store, args.model, "dense", args.layer_counts)
+        run_model(args, store, args.model, "dense", args.layer_counts, args.layer_set)
     if "subnet" in parts:
         if args.subnet:
             run_model(args, store, args.subnet, "subnet 0.8", [args.subnet_layers])
@@ -133,7 +135,7 @@ def spectrum(args, work: Path) -> None:
         shutil.copyfile(target / f"spectrum.{suffix}", RESULTS / f"primal_spectrum_smollm2.{suffix}")
 
 
-def run_model(args, store: RowStore, model_name: str, label: str, layer_counts) -> None:
+def run_model(args, store: RowStore, model_name: str, label: str, layer_counts, layer_sets=None) -> None:
     import torch
 
     from optimum_subnet import data as D
@@ -160,11 +162,14 @@ def run_model(args, store: RowStore, model_name: str, label: str, layer_counts) 
             return self.mean.to(hidden_states.dtype).expand_as(hidden_states).clone(), None
 
     @torch.no_grad()
-    def mean_attention(states, start):
-        """Replace layers start.. by their calibration-mean attention, in order (as the fit does)."""
+    def mean_attention(states, indices):
+        """Replace the attention of ``indices`` by its calibration mean, in order (as the fit does)."""
         replaced = {}
-        for i in range(start, n):
+        for i in range(min(indices), max(indices) + 1):
             layer = layers[i]
+            if i not in indices:
+                states = [adapter.run_layer(layer, h, runner.context(h)) for h in states]
+                continue
             total, count = 0.0, 0
             for h in states:
                 context = runner.context(h)
@@ -185,7 +190,10 @@ def run_model(args, store: RowStore, model_name: str, label: str, layer_counts) 
                                         args.samples, args.seq_len, seed=0)
     held_out = D.evaluation_windows(D.tokenize_stream(D.load_texts("enwiki-extract", "evaluation"), tokenizer), 512,
                                     args.eval_windows)
-    first = n - max(layer_counts)
+    sets = [(f"last {k}", k, tuple(range(n - k, n))) for k in layer_counts]
+    sets += [(f"layers {','.join(map(str, chosen))}", ",".join(map(str, chosen)), tuple(chosen))
+             for chosen in (layer_sets or [])]
+    first = min(min(indices) for _, _, indices in sets)
     runner = SuffixRunner(model, adapter, first, "cpu")
     clock = time.perf_counter()
     cal0, eval0 = runner.prefix(calibration, 8), runner.prefix(held_out, 4)
@@ -205,15 +213,16 @@ def run_model(args, store: RowStore, model_name: str, label: str, layer_counts) 
     if store.get(f"{label}: base") is None:
         store.put({"name": f"{label}: base", "model": label, "layers": 0, "method": "base", "parameters": params,
                    "perplexity": ppl(first, eval0)})
-    for k in layer_counts:
-        start = n - k
+    for tag, key, indices in sets:
+        start = min(indices)
         cal, ev = advance(cal0, start), advance(eval0, start)
         if label == "dense":
-            if store.get(f"{label}: drop last {k} layers") is None:
-                store.put({"name": f"{label}: drop last {k} layers", "model": label, "layers": k,
-                           "method": "drop layers", "perplexity": ppl(start, ev, suffix=[])})
-            if store.get(f"{label}: drop last {k} attention") is None:
-                originals = {i: layers[i].self_attn for i in range(start, n)}
+            if store.get(f"{label}: drop {tag} layers") is None:
+                kept = [layers[i] for i in range(start, n) if i not in indices]
+                store.put({"name": f"{label}: drop {tag} layers", "model": label, "layers": key,
+                           "method": "drop layers", "perplexity": ppl(start, ev, suffix=kept)})
+            if store.get(f"{label}: drop {tag} attention") is None:
+                originals = {i: layers[i].self_attn for i in indices}
                 for i in originals:
                     layers[i].self_attn = ZeroAttention()
                 try:
@@ -221,27 +230,27 @@ def run_model(args, store: RowStore, model_name: str, label: str, layer_counts) 
                 finally:
                     for i, module in originals.items():
                         layers[i].self_attn = module
-                store.put({"name": f"{label}: drop last {k} attention", "model": label, "layers": k,
+                store.put({"name": f"{label}: drop {tag} attention", "model": label, "layers": key,
                            "method": "drop attention", "perplexity": value})
-        if store.get(f"{label}: mean attention last {k}") is None:
-            originals = mean_attention(cal, start)
+        if store.get(f"{label}: mean attention {tag}") is None:
+            originals = mean_attention(cal, indices)
             try:
                 value = ppl(start, ev)
             finally:
                 for i, module in originals.items():
                     layers[i].self_attn = module
-            store.put({"name": f"{label}: mean attention last {k}", "model": label, "layers": k,
+            store.put({"name": f"{label}: mean attention {tag}", "model": label, "layers": key,
                        "method": "mean attention", "perplexity": value})
         for rank in args.ranks:
-            name = f"{label}: primal last {k} rank {rank}"
+            name = f"{label}: primal {tag} rank {rank}"
             if store.get(name) is not None:
                 continue
-            plan = {i: rank for i in range(start, n)}
+            plan = {i: rank for i in indices}
             clock = time.perf_counter()
             originals, fits = fit_primal_layers(model, adapter, plan, cal, start, ridge=None)
             fit_s = time.perf_counter() - clock
             try:
-                row = {"name": name, "model": label, "layers": k, "rank": rank, "method": "primal",
+                row = {"name": name, "model": label, "layers": key, "rank": rank, "method": "primal",
                        "fit_seconds": round(fit_s, 1), "perplexity_fit": ppl(start, ev),
                        "fit": [f.to_dict() for f in fits]}
                 if args.fine_tune_steps:
@@ -281,10 +290,11 @@ def write_markdown(data: dict, output: Path) -> None:
     for model in dict.fromkeys(r["model"] for r in rows):
         base = next(r for r in rows if r["model"] == model and r["method"] == "base")
         lines += [f"## {model}", "", f"Base: {base['perplexity']:.2f} ({base['parameters']:,} parameters).", "",
-                  "| last layers replaced | drop layers | drop attention | mean attention | "
+                  "| layers replaced | drop layers | drop attention | mean attention | "
                   + " | ".join(f"primal s={r} fit | primal s={r} + fine-tune" for r in s["ranks"]) + " |",
                   "|---:|---:|---:|---:|" + "---:|---:|" * len(s["ranks"])]
-        for k in sorted({r["layers"] for r in rows if r["model"] == model and r["layers"]}):
+        keys = {r["layers"] for r in rows if r["model"] == model and r["layers"]}
+        for k in sorted(keys, key=lambda v: (isinstance(v, str), v if isinstance(v, int) else 0, str(v))):
             def get(method, rank=None):
                 return next((r for r in rows if r["model"] == model and r["layers"] == k and r["method"] == method
                              and (rank is None or r.get("rank") == rank)), None)
@@ -296,12 +306,12 @@ def write_markdown(data: dict, output: Path) -> None:
                 row = get("primal", rank)
                 cells.append(f"{row['perplexity_fit']:.2f}" if row else "-")
                 cells.append(f"{row['perplexity_fine_tuned']:.2f}" if row and "perplexity_fine_tuned" in row else "-")
-            lines.append(f"| {k} | " + " | ".join(cells) + " |")
+            lines.append(f"| {'last ' + str(k) if isinstance(k, int) else k} | " + " | ".join(cells) + " |")
         timing = [r for r in rows if r["model"] == model and r["method"] == "primal"]
         if timing:
             lines += ["", "| replaced | rank | fit s | fine-tune s/step | output residual per layer (fit) |",
                       "|---:|---:|---:|---:|---|"]
-            for r in sorted(timing, key=lambda r: (r["layers"], r["rank"])):
+            for r in sorted(timing, key=lambda r: (str(r["layers"]).zfill(3), r["rank"])):
                 residuals = ", ".join(f"{f['layer']}: {f['output_residual']:.3f}" for f in r["fit"])
                 lines.append(f"| {r['layers']} | {r['rank']} | {r['fit_seconds']} | {r.get('seconds_per_step', '-')} "
                              f"| {residuals} |")
