@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     parser.add_argument("--subnet", help="a searched subnet folder (optimum-cli subnet search ... --target-ratio 0.8)")
     parser.add_argument("--work-dir", default="/tmp/primal-bench")
     parser.add_argument("--ranks", type=int, nargs=2, default=[8, 32])
-    parser.add_argument("--layer-counts", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--layer-counts", type=int, nargs="*", default=[1, 2, 4])
     parser.add_argument("--subnet-layers", type=int, default=2, help="last layers replaced in the subnet")
     parser.add_argument("--layer-set", type=lambda t: [int(i) for i in t.split(",")], action="append",
                         help="also replace exactly these layers (e.g. the diagnosis' candidates 23,24)")
