@@ -65,7 +65,8 @@ def main(argv=None) -> int:
                 rows.setdefault(row["name"], row)
         data = {"settings": {**parts[0]["settings"], "layer_counts": sorted({k for p in parts
                                                                             for k in p["settings"]["layer_counts"]})},
-                "environment": parts[0]["environment"], "rows": list(rows.values())}
+                "environment": next((p["environment"] for p in parts if "environment" in p), None) or environment(),
+                "rows": list(rows.values())}
         output.with_suffix(".json").write_text(json.dumps(data, indent=2) + "\n")
         write_markdown(data, output)
         return 0
