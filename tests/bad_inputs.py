@@ -146,6 +146,11 @@ def search(*args: str, model: str = "tiny-llama", ratio: str | None = "0.7", con
             *(["--config", "fast.json"] if config else []), *args]
 
 
+def primal(*args: str, model: str = "tiny-llama") -> list[str]:
+    """``primal`` arguments on the tiny model (its calibration text in ``cal.txt``: cases fail before reading it)."""
+    return ["primal", "--model", model, "--output", "out", "--calibration-dataset", "cal.txt", *args]
+
+
 def _keep_file_intact(folder: Path) -> None:
     assert (folder / "out" / "keep.txt").read_text() == "mine"
 
@@ -565,6 +570,25 @@ CASES = [
          ["generate", "--model", "onnx", "--prompt", "Hi"], setup=_export("missing")),
     Case("generate-not-a-model", "`subnet generate` on a folder that is neither a model nor an ONNX export",
          ["generate", "--model", "notes", "--prompt", "Hi"], setup=_notes_folder),
+    # --- primal -----------------------------------------------------------------------------------
+    Case("primal-rank-above-head-dim", "`subnet primal --rank 32` on a model with head size 16",
+         primal("--rank", "32"), setup=lambda f: tiny_model(f)),
+    Case("primal-rank-zero", "`subnet primal --rank 0`", primal("--rank", "0"), setup=lambda f: tiny_model(f)),
+    Case("primal-last-zero", "`subnet primal --layers last:0`", primal("--layers", "last:0"),
+         setup=lambda f: tiny_model(f)),
+    Case("primal-last-too-many", "`subnet primal --layers last:99` on a 4-layer model", primal("--layers", "last:99"),
+         setup=lambda f: tiny_model(f)),
+    Case("primal-index-out-of-range", "`subnet primal --layers 2,7` on a 4-layer model", primal("--layers", "2,7"),
+         setup=lambda f: tiny_model(f)),
+    Case("primal-unknown-selector", "`subnet primal --layers middle`", primal("--layers", "middle"),
+         setup=lambda f: tiny_model(f)),
+    Case("primal-unsupported-family", "`subnet primal` on a GPT-2 model", primal(model="gpt2-model"), setup=_gpt2),
+    Case("primal-diagnose-with-layers", "`subnet primal --diagnose --layers last:2`",
+         ["primal", "--model", "tiny-llama", "--diagnose", "--layers", "last:2", "--output", "out"],
+         setup=lambda f: tiny_model(f)),
+    Case("primal-interrupted-run-present", "an interrupted `subnet primal` run in `out.partial`, rerun without "
+         "`--resume`", primal(), setup=lambda f: (tiny_model(f), (f / "out.partial").mkdir(),
+                                                    (f / "out.partial" / "fingerprint.json").write_text("{}"))),
 ]
 
 
@@ -679,6 +703,15 @@ EXPECT = {
     "generate-onnx-truncated": "is not a loadable ONNX model",
     "generate-onnx-missing": "has lost its model.onnx",
     "generate-not-a-model": "has no config.json",
+    "primal-rank-above-head-dim": "rank 32 exceeds the head size 16 of layer 2",
+    "primal-rank-zero": "rank must be a whole number >= 1",
+    "primal-last-zero": "selects no layer",
+    "primal-last-too-many": "asks for 99 layers but the model has 4",
+    "primal-index-out-of-range": "names layer 7, but the model has layers 0..3",
+    "primal-unknown-selector": "unknown layer selector 'middle'",
+    "primal-unsupported-family": "Primal-Attention does not support the 'gpt2' architecture",
+    "primal-diagnose-with-layers": "--diagnose only measures the attention spectrum",
+    "primal-interrupted-run-present": "continue it with --resume or start over with --overwrite",
 }
 
 

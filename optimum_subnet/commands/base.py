@@ -15,6 +15,7 @@ from optimum.commands.subnet.evaluate import SubnetEvaluateCommand
 from optimum.commands.subnet.explain import SubnetExplainCommand
 from optimum.commands.subnet.export import SubnetExportCommand
 from optimum.commands.subnet.generate import SubnetGenerateCommand
+from optimum.commands.subnet.primal import SubnetPrimalCommand
 from optimum.commands.subnet.search import SubnetSearchCommand
 
 
@@ -34,6 +35,9 @@ class SubnetCommand(BaseOptimumCLICommand):
         CommandInfo(name="benchmark", help="Prefill latency, decode tokens/s and peak memory of a subnet vs its "
                                            "dense model (ONNX Runtime and PyTorch), in one run.",
                     subcommand_class=SubnetBenchmarkCommand),
+        CommandInfo(name="primal", help="Primal-Attention: diagnose the attention spectrum, or replace chosen layers "
+                                        "by low-rank KSVD attention with a fixed-size decoding state.",
+                    subcommand_class=SubnetPrimalCommand),
     )
 
 
