@@ -55,9 +55,17 @@ def text_part_adapter(model_type: str | None) -> ModelAdapter | None:
 
 
 def get_adapter_for_subnet(config) -> ModelAdapter:
-    """The adapter that can run blocks of a saved subnet (``subnet_*`` model types) or of a dense model."""
+    """The adapter that can run blocks of a saved subnet (``subnet_*`` model types) or of a dense model.
+
+    A config class derived from a family's (e.g. a Primal-Attention model built on ``subnet_llama``)
+    is run by the adapter of the nearest base class whose ``model_type`` a family knows: the blocks and
+    norms are the base family's, only modules inside them differ.
+    """
     model_type = getattr(config, "model_type", None)
-    for cls in ADAPTERS:
-        if model_type == cls.subnet_model_type or model_type in cls.model_types:
-            return cls()
-    raise UnsupportedModelError(f"unsupported architecture {model_type!r}")
+    candidates = [model_type] + [getattr(base, "model_type", None) for base in type(config).__mro__[1:]]
+    for candidate in candidates:
+        for cls in ADAPTERS:
+            if candidate and (candidate == cls.subnet_model_type or candidate in cls.model_types):
+                return cls()
+    raise UnsupportedModelError(f"unsupported architecture {model_type!r}; supported: "
+                                f"{', '.join(supported_model_types() + subnet_model_types())}")

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.unit
 
 PACKAGE = Path(__file__).resolve().parents[2] / "optimum_subnet"
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z-]+")
-ALLOWED = {"--no-deps"}  # part of a pip command the user is told to run
+ALLOWED = {"--no-deps", "--force-reinstall"}  # parts of a pip command the user is told to run
 
 
 def _raised_strings(tree):

@@ -96,7 +96,7 @@ def test_refusal_names_the_largest_part_and_what_to_reduce():
     # 128 x 2048 calibration tokens x 576 x 4 bytes, entering and leaving a block: 1.1 GiB.
     assert estimate.stages["importance"]["calibration activations"] == 2 * 128 * 2048 * 576 * 4
     with pytest.raises(ResourceError, match=r"^not enough memory on cpu: .*calibration activations 1\.1 GiB.*"
-                                            r"reduce --num-samples or --seq-len$"):
+                                            r"reduce data\.num_samples or data\.seq_len$"):
         check_memory(estimate, budget=estimate.peak - 1)
     check_memory(estimate, budget=estimate.peak)  # fits exactly: no error
     half = estimate_peak_memory(SMOLLM2, paper.replace(data__num_samples=64), dtype_bytes=4)
