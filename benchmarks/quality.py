@@ -17,7 +17,11 @@ Writes ``<output>.json`` (every entry, updated after each one: a cut run keeps w
 (perplexity vs inheriting ratio, one line per method).
 
 Method names: ``ours``, ``flap``, ``wanda-sp``, ``magnitude``, ``random``; ``NAME@pair`` prunes a
-baseline's attention by RoPE channel pairs inside heads (our search space) instead of whole KV heads.
+baseline's attention by RoPE channel pairs inside heads (our search space) instead of whole KV heads;
+``ours@mlp`` is our search with attention left whole (MLP widths and depth only).
+
+``--checkpoints DIR`` keeps each search's checkpoints (``DIR/<method>_<ratio>.partial``) so that a run
+cut in the middle of a search continues it with ``--resume`` from its last generation.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ def main(argv=None) -> int:
                         help="config overrides for every method, e.g. search__generations=16")
     parser.add_argument("--resume", action="store_true", help="keep the entries already in <output>.json")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "quality"))
+    parser.add_argument("--checkpoints", help="folder for the searches' checkpoints (resumed with --resume)")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -66,8 +71,9 @@ def main(argv=None) -> int:
 
     from optimum_subnet import SubnetConfig, SubnetOptimizer
     from optimum_subnet import data as data_lib
-    from optimum_subnet.evaluation.perplexity import perplexity
+    from optimum_subnet.evaluation.perplexity import negative_log_likelihood
     from optimum_subnet.loading import resolve_device
+    from optimum_subnet.pipeline.checkpoint import RunDirectory
 
     output = Path(args.output)
     overrides = {}
@@ -107,7 +113,11 @@ def main(argv=None) -> int:
 
     def measure(model, zero_shot: bool) -> dict:
         model.eval()
-        result = {"ppl": {name: perplexity(model, windows, 8) for name, windows in sets.items()}}
+        # 512-token logit chunks: a 262K vocabulary (Gemma3) makes 2048 x vocab float logits 2 GB
+        result = {"ppl": {}}
+        for name, windows in sets.items():
+            total, count = negative_log_likelihood(model, windows, 8, token_chunk=512)
+            result["ppl"][name] = math.exp(min(total / count, 700.0))
         if zero_shot and tasks:
             from optimum_subnet.evaluation.zeroshot import evaluate_zero_shot
 
@@ -136,11 +146,23 @@ def main(argv=None) -> int:
             extra = dict(overrides)
             if method != "ours":
                 extra["baseline__attention_unit"] = unit or "head"
+            elif unit == "mlp":  # attention left whole: the search prunes MLP widths and depth only
+                extra["search__attention_range"] = [1.0, 1.0]
+            elif unit:
+                raise SystemExit(f"unknown variant of ours: {name}")
             config = SubnetConfig.preset(args.preset, ratio, method=method, seed=args.seed, device=args.device,
                                          faithfulness__prompts=0, ratio_of=args.ratio_of, **extra)
             LOG.info("=== %s at %.2f", name, ratio)
             start = time.perf_counter()
-            result = optimizer.run(config)
+            work = None
+            if args.checkpoints and method == "ours":
+                work = RunDirectory(Path(args.checkpoints) / f"{name}_{ratio}").open(resume=args.resume,
+                                                                                       overwrite=not args.resume)
+            try:
+                result = optimizer.run(config, work=work)
+            finally:
+                if work is not None:
+                    work.close(remove=False)
             report = result["report"]
             entry = {"method": name, "target_ratio": ratio, "inheriting_ratio": report["subnet"]["inheriting_ratio"],
                      "block_ratio": report["subnet"]["block_ratio"], "params": report["subnet"]["params"],
@@ -165,6 +187,8 @@ def main(argv=None) -> int:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             save()
+            if work is not None:
+                work.close(remove=True)
     sys.stdout.write(output.with_suffix(".md").read_text())
     return 0
 
@@ -200,7 +224,7 @@ def markdown(results: dict) -> str:
              f"{settings['seed']}. Perplexity windows: {', '.join(f'{k} {v[0]}' for k, v in results['windows'].items())} "
              "(evenly spaced, the same for every model; `wiki` is the held-out side of the Wikipedia extract, a "
              "WikiText-2 substitute, not WikiText-2). `@pair`: attention pruned by RoPE pairs inside heads instead "
-             "of whole KV heads. Baselines run as their papers define them (FLAP: global standardized structure "
+             "of whole KV heads; `ours@mlp`: our search with attention left whole. Baselines run as their papers define them (FLAP: global standardized structure "
              "and bias compensation; the others uniform, no compensation); ours is search + reformation.", ""]
     for set_name in (dense or entries[0])["ppl"]:
         lines += [f"## Perplexity, {set_name}", "", "| method | " + " | ".join(f"{r:.1f}" for r in ratios) + " |",
@@ -220,9 +244,13 @@ def markdown(results: dict) -> str:
                 cells.append(f"**{value}**" if best is not None and e["ppl"][set_name] == best else value)
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["Inheriting ratios reached: " + "; ".join(
+    lines += ["Inheriting ratios reached (all parameters): " + "; ".join(
         f"{e['method']}@{e['target_ratio']:.1f}: {e['inheriting_ratio']:.4f}" for e in entries if e["method"] != "dense"),
         ""]
+    if settings.get("ratio_of") == "blocks":
+        lines += ["Block ratios reached (decoder blocks): " + "; ".join(
+            f"{e['method']}@{e['target_ratio']:.1f}: {e['block_ratio']:.4f}" for e in entries if e["method"] != "dense"),
+            ""]
     zero = [e for e in entries if "zero_shot" in e]
     if zero:
         tasks = list(zero[0]["zero_shot"]["tasks"])
@@ -254,7 +282,8 @@ def bar_check(entries) -> list[str]:
     base = dense["ppl"]["wiki@512"]
     for r in _ratios(entries):
         ours = _find(entries, "ours", r)
-        others = [e for e in entries if e["method"] not in ("dense", "ours") and abs(e["target_ratio"] - r) < 1e-9]
+        others = [e for e in entries if e["method"] != "dense" and not e["method"].startswith("ours")
+                  and abs(e["target_ratio"] - r) < 1e-9]
         if ours is None or not others:
             continue
         best = min(others, key=lambda e: e["ppl"]["wiki@512"])
@@ -277,9 +306,11 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     entries = results["entries"]
+    blocks = results["settings"].get("ratio_of") == "blocks"
+    key = "block_ratio" if blocks else "inheriting_ratio"
     fig, ax = plt.subplots(figsize=(7, 4.4))
     for method in _methods(entries):
-        points = sorted((e["inheriting_ratio"], e["ppl"]["wiki@512"]) for e in entries if e["method"] == method)
+        points = sorted((e[key], e["ppl"]["wiki@512"]) for e in entries if e["method"] == method)
         style = "D-" if method == "ours" else "o--"
         ax.plot([p[0] for p in points], [p[1] for p in points], style, label=method,
                 linewidth=2.2 if method == "ours" else 1.2)
@@ -287,7 +318,7 @@ def plot(results: dict, path: Path) -> None:
     if dense:
         ax.axhline(dense["ppl"]["wiki@512"], color="black", linewidth=0.8, label="dense")
     ax.set_yscale("log")
-    ax.set_xlabel("inheriting ratio (all parameters)")
+    ax.set_xlabel("block ratio (decoder blocks)" if blocks else "inheriting ratio (all parameters)")
     ax.set_ylabel("held-out perplexity, 512-token windows (log)")
     ax.set_title(f"{results['settings']['model']}: methods side by side")
     ax.invert_xaxis()
