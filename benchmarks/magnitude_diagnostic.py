@@ -28,6 +28,7 @@ def main(argv=None) -> int:
     import torch
 
     from optimum_subnet import data as D
+    from optimum_subnet.families import get_adapter
     from optimum_subnet.loading import load_model
 
     model, tokenizer = load_model(args.model)
@@ -41,14 +42,16 @@ def main(argv=None) -> int:
             energy[index] = energy.get(index, 0) + inputs[0].float().pow(2).sum(dim=(0, 1))
         return record
 
-    handles = [layer.mlp.down_proj.register_forward_hook(hook(i)) for i, layer in enumerate(model.model.layers)]
+    adapter = get_adapter(model.config)
+    layers = adapter.decoder_layers(model)
+    handles = [adapter.linears(layer)["down"].register_forward_hook(hook(i)) for i, layer in enumerate(layers)]
     with torch.no_grad():
         model(ids)
     for handle in handles:
         handle.remove()
     rows = []
-    for i, layer in enumerate(model.model.layers):
-        column = layer.mlp.down_proj.weight.detach().float().norm(dim=0)
+    for i, layer in enumerate(layers):
+        column = adapter.linears(layer)["down"].weight.detach().float().norm(dim=0)
         x = energy[i].sqrt()
         contribution = (x * column) ** 2
         magnitude = torch.argsort(column)[: args.drop]

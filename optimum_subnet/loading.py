@@ -375,6 +375,12 @@ def load_tokenizer(path: str, name_or_path: str | None = None, trust_remote_code
         raise SubnetError(f"model {name_or_path!r} has no loadable tokenizer ({detail})") from None
 
 
+def _tied_keys(model) -> list[str]:
+    """The keys transformers ties to the embeddings (the LM head's), as the model class declares them."""
+    keys = getattr(model, "_tied_weights_keys", None) or []
+    return list(keys.keys() if isinstance(keys, dict) else keys)
+
+
 def load_model(name_or_path: str, dtype: str = "float32", device: str = "cpu", trust_remote_code: bool = False):
     """``(model, tokenizer)`` in eval mode. Only safetensors weights are read (never pickles), and
     weights that do not match the config (shapes, missing or extra tensors) are refused rather than
@@ -412,10 +418,11 @@ def load_model(name_or_path: str, dtype: str = "float32", device: str = "cpu", t
         if "size mismatch" in str(e):
             raise SubnetError(f"weights of {name_or_path!r} do not match its config (size mismatch)") from None
         raise
+    tied = set(_tied_keys(model))
     for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
         keys = [k if isinstance(k, str) else k[0] for k in info.get(kind) or []]
         keys = [k for k in keys if not k.endswith(_IGNORED_KEYS)
-                and not (k == "lm_head.weight" and getattr(config, "tie_word_embeddings", False))]
+                and not (k in tied and getattr(config, "tie_word_embeddings", False))]
         if keys:
             what = {"missing_keys": "misses", "unexpected_keys": "has extra",
                     "mismatched_keys": "has wrongly shaped"}[kind]

@@ -175,6 +175,14 @@ class DecoderFamily(ModelAdapter):
             logits = torch.tanh(logits / cap) * cap
         return logits
 
+    def tied_head_keys(self) -> tuple[str, ...]:
+        """State-dict keys of the LM head, absent from a checkpoint whose head is tied to the embeddings."""
+        return ("lm_head.weight",)
+
+    def tie_head(self, model: "PreTrainedModel") -> None:
+        """Share the embedding matrix with the LM head (``tie_word_embeddings``)."""
+        model.lm_head.weight = model.model.embed_tokens.weight
+
     def attention(self, layer: nn.Module) -> nn.Module:
         return getattr(layer, self.attention_path)
 

@@ -39,14 +39,15 @@ def extract_subnet(model: "PreTrainedModel", spec: "SubnetSpec", adapter=None, v
     # tensors cost ~0.3 s per search candidate at 7B shape
     with init_empty_weights(include_buffers=False), no_init_weights():
         subnet = adapter.subnet_model_class()(config)
-    if config.tie_word_embeddings:
-        state.pop("lm_head.weight", None)
+    tied = adapter.tied_head_keys() if config.tie_word_embeddings else ()
+    for key in tied:
+        state.pop(key, None)
     missing, unexpected = subnet.load_state_dict(state, strict=False, assign=True)
-    missing = [k for k in missing if not (config.tie_word_embeddings and k == "lm_head.weight")]
+    missing = [k for k in missing if k not in tied]
     if missing or unexpected:  # a bug in an adapter, not a user error
         raise RuntimeError(f"surgery produced a mismatched state dict: missing={missing} unexpected={unexpected}")
-    if config.tie_word_embeddings:
-        subnet.lm_head.weight = subnet.model.embed_tokens.weight
+    if tied:
+        adapter.tie_head(subnet)
     subnet.to(next(model.parameters()).device)  # moves the freshly built buffers (rotary tables)
     subnet.eval()
     return subnet

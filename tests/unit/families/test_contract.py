@@ -9,6 +9,7 @@ the values' scale.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import subprocess
 import sys
@@ -88,6 +89,26 @@ class FamilyContract:
             del spec.layers[1]
         return spec.validate()
 
+    def subnet_with_out_biases(self, model):
+        """The random spec's subnet with W_O / W_down biases on every other layer (what FLAP's bias
+        compensation and the reformation's intercept add), filled with random values so that saving,
+        loading and exporting must carry them."""
+        spec = self.spec(model)
+        spec = SubnetSpec(shape=spec.shape, layers=[
+            dataclasses.replace(layer, attention_out_bias=i % 2 == 0, mlp_out_bias=i % 2 == 0)
+            for i, layer in enumerate(spec.layers)]).validate()
+        subnet = extract_subnet(model, spec)
+        adapter = get_adapter(model.config)
+        generator = torch.Generator().manual_seed(7)
+        with torch.no_grad():
+            for layer in adapter.decoder_layers(subnet):
+                for role in ("o", "down"):
+                    bias = adapter.linears(layer)[role].bias
+                    if bias is not None:
+                        bias.copy_(0.05 * torch.randn(bias.shape, generator=generator))
+        assert sum(p.numel() for p in subnet.parameters()) == spec.params()
+        return subnet, spec
+
     # -------------------------------------------------------------------------------- the contract
     def test_adapter_is_chosen_by_model_type(self, model):
         adapter = get_adapter(model.config)
@@ -153,8 +174,7 @@ class FamilyContract:
         assert _close(torch.cat(steps, dim=1), full)
 
     def test_save_and_load_with_plugin(self, tmp_path, model):
-        spec = self.spec(model)
-        subnet = extract_subnet(model, spec)
+        subnet, spec = self.subnet_with_out_biases(model)
         save_subnet(subnet, char_tokenizer(), spec, tmp_path)
         loaded = AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation="eager")
         assert type(loaded).__name__ == type(subnet).__name__
@@ -165,8 +185,7 @@ class FamilyContract:
         assert SubnetSpec.load(tmp_path).key() == spec.key()
 
     def test_trust_remote_code_loads_without_the_plugin(self, tmp_path, model):
-        spec = self.spec(model)
-        subnet = extract_subnet(model, spec)
+        subnet, spec = self.subnet_with_out_biases(model)
         subnet.config._attn_implementation = "eager"
         save_subnet(subnet, char_tokenizer(), spec, tmp_path)
         ids = torch.randint(3, VOCAB, (1, 16))
@@ -235,6 +254,12 @@ class FamilyContract:
             assert all(len(layer.head_dim_set()) == 1 for layer in spec.layers)
         loaded = AutoModelForCausalLM.from_pretrained(out)
         assert sum(p.numel() for p in loaded.parameters()) == spec.params()
+        # the saved folder evaluates as a user would (``optimum-cli subnet evaluate``), to the report's value
+        from optimum_subnet.evaluation.perplexity import evaluate_model
+
+        evaluated = evaluate_model(str(out), dataset=str(ev), seq_lens=(32,), max_windows=4, device="cpu")
+        ((name, value),) = report["subnet"]["ppl"].items()
+        assert evaluated["ppl"][name] == pytest.approx(value, rel=1e-4)
 
     @pytest.mark.parametrize("method", ["flap", "wanda-sp", "magnitude", "random"])
     @pytest.mark.parametrize("unit", ["head", "pair"])
@@ -271,7 +296,7 @@ class FamilyContract:
         from optimum_subnet.onnx.export import OnnxExportConfig, export_onnx
         from optimum_subnet.runtime.loading import load_ort_model
 
-        subnet = extract_subnet(model, self.spec(model))
+        subnet, _ = self.subnet_with_out_biases(model)
         # 20 tokens: longer than the sliding windows (12), so the exported masks are exercised
         out = export_onnx(subnet, tmp_path / "onnx", OnnxExportConfig(validation_sequence_length=20),
                           tokenizer=char_tokenizer())
@@ -282,6 +307,19 @@ class FamilyContract:
         with torch.no_grad():
             logits = subnet(generated).logits[0, 13:-1]
         _assert_greedy(generated[0, 14:], logits)
+
+    def test_benchmark_measures_the_subnet_on_both_backends(self, tmp_path, model):
+        """``optimum-cli subnet benchmark``'s measurement on CPU: ONNX Runtime (exported on the fly) and PyTorch."""
+        from optimum_subnet.runtime.benchmark import BenchmarkConfig, benchmark
+
+        subnet, spec = self.subnet_with_out_biases(model)
+        save_subnet(subnet, char_tokenizer(), spec, tmp_path / "subnet")
+        config = BenchmarkConfig(provider="cpu", backends=["onnxruntime", "pytorch"], batch_sizes=[2],
+                                 prompt_lengths=[14], new_tokens=2, warmup=0, repeats=1)
+        results = benchmark(tmp_path / "subnet", None, config)
+        assert {run["backend"] for run in results["runs"]} == {"onnxruntime", "pytorch"}
+        assert all(run["prefill_ms"] > 0 and run["decode_tokens_per_s"] > 0 for run in results["runs"])
+        assert results["models"]["subnet"]["weight_bytes"] == spec.params() * 4
 
     def test_attention_fusion_is_validated_or_refused_by_name(self, tmp_path, model):
         import json
