@@ -64,7 +64,14 @@ def main(argv=None) -> int:
     parser.add_argument("--resume", action="store_true", help="keep the entries already in <output>.json")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "quality"))
     parser.add_argument("--checkpoints", help="folder for the searches' checkpoints (resumed with --resume)")
+    parser.add_argument("--merge", nargs="+", metavar="JSON",
+                        help="only merge the results of runs with the same settings (e.g. --ratios split over "
+                             "several processes) into --output, and exit")
     args = parser.parse_args(argv)
+    if args.merge:
+        write_outputs(merge([json.loads(Path(p).read_text()) for p in args.merge]), Path(args.output))
+        sys.stdout.write(Path(args.output).with_suffix(".md").read_text())
+        return 0
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     import torch
@@ -194,6 +201,23 @@ def main(argv=None) -> int:
 
 
 # ---------------------------------------------------------------------------------- outputs
+def merge(results: list[dict]) -> dict:
+    """One result from runs with the same settings: every (method, ratio) once (the first run's entry;
+    each run measured the dense model, the same windows give the same value)."""
+    first = results[0]
+    for other in results[1:]:
+        if other["settings"] != first["settings"] or other["windows"] != first["windows"]:
+            raise SystemExit("cannot merge runs with different settings or windows")
+    entries, seen = [], set()
+    for result in results:
+        for entry in result["entries"]:
+            key = (entry["method"], entry["target_ratio"])
+            if key not in seen:
+                seen.add(key)
+                entries.append(entry)
+    return {"settings": first["settings"], "windows": first["windows"], "entries": entries}
+
+
 def write_outputs(results: dict, output: Path) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
