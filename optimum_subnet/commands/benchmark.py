@@ -23,8 +23,8 @@ class SubnetBenchmarkCommand(BaseOptimumCLICommand):
     @staticmethod
     def parse_args(parser) -> None:
         parser.add_argument("--model", required=True, help="subnet (or any model) folder, or its ONNX export folder")
-        parser.add_argument("--baseline", help="the dense model (folder or ONNX folder): measured in the same run, "
-                                               "ratios reported")
+        parser.add_argument("--baseline", help="the dense model (folder, ONNX folder or built-in alias): measured in "
+                                               "the same run, ratios reported")
         parser.add_argument("--provider", default="cpu", choices=["cpu", "cuda"])
         parser.add_argument("--backends", default="onnxruntime,pytorch",
                             help="comma-separated: onnxruntime (exported on the fly from a model folder), pytorch (SDPA), "

@@ -277,9 +277,9 @@ def benchmark(model: str | os.PathLike, baseline: str | os.PathLike | None = Non
         raise SubnetError('provider="cuda" needs a CUDA GPU; none is visible (use provider="cpu")')
     dtype = config.resolved_dtype()
     device = torch.device("cuda" if config.provider == "cuda" else "cpu")
-    models = {"subnet": Path(model)}
+    models = {"subnet": _model_path(model)}
     if baseline is not None:
-        models = {"dense": Path(baseline), **models}
+        models = {"dense": _model_path(baseline), **models}
     for name, path in models.items():
         if not path.exists():
             raise SubnetError(f"{name} model folder {path} does not exist")
@@ -313,6 +313,13 @@ def benchmark(model: str | os.PathLike, baseline: str | os.PathLike | None = Non
                     torch.cuda.empty_cache()
     results["ratios"] = ratios(results)
     return results
+
+
+def _model_path(name_or_path) -> Path:
+    """A folder, or a built-in model alias (``smollm2-135m``, ``gemma3-270m``: its cached folder)."""
+    from optimum_subnet.loading import BUILTIN_MODELS, resolve_model_path
+
+    return Path(resolve_model_path(str(name_or_path))) if str(name_or_path) in BUILTIN_MODELS else Path(name_or_path)
 
 
 def _check_folder(path: Path) -> None:

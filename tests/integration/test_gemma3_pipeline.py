@@ -84,3 +84,20 @@ def test_the_saved_subnet_exports_to_onnx_and_generates_like_pytorch(subnet_fold
     with torch.no_grad():
         logits = model(generated).logits[0, ids.shape[1] - 1:-1]
     _assert_greedy(generated[0, ids.shape[1]:], logits)
+
+
+def test_the_benchmark_command_measures_the_subnet_against_the_built_in_dense_model(subnet_folder, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OPTIMUM_SUBNET_NO_PROGRESS="1", HF_HUB_OFFLINE="1")
+    out = subprocess.run([sys.executable, "-m", "optimum.commands.optimum_cli", "subnet", "benchmark", "--model",
+                          str(subnet_folder), "--baseline", "gemma3-270m", "--backends", "pytorch", "--batch-sizes",
+                          "1", "--prompt-lengths", "8", "--new-tokens", "2", "--warmup", "0", "--repeats", "1",
+                          "--output", str(tmp_path / "bench")], capture_output=True, text=True, env=env, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = json.loads((tmp_path / "bench" / "benchmark.json").read_text())
+    assert {r["model"] for r in results["runs"]} == {"dense", "subnet"}
+    models = results["models"]
+    assert models["dense"]["weight_bytes"] > models["subnet"]["weight_bytes"] > 0.9 * models["dense"]["weight_bytes"]

@@ -95,6 +95,20 @@ def test_existing_results_and_bad_options_are_refused(tmp_path, folders):
         BenchmarkConfig(backends=["tensorrt"]).validate()
 
 
+def test_the_baseline_may_be_a_built_in_alias(monkeypatch, folders):
+    import optimum_subnet.loading as loading
+    from optimum_subnet.runtime.benchmark import benchmark
+
+    dense, subnet, _ = folders
+    monkeypatch.setitem(loading.BUILTIN_MODELS, "tiny-alias", None)
+    monkeypatch.setattr(loading, "builtin_model_dir", lambda alias: dense)  # the alias's cached folder
+    config = BenchmarkConfig(provider="cpu", backends=["pytorch"], batch_sizes=[1], prompt_lengths=[8], new_tokens=2,
+                             warmup=0, repeats=1)
+    results = benchmark(subnet, "tiny-alias", config)
+    assert results["models"]["dense"]["path"] == str(dense)
+    assert {r["model"] for r in results["runs"]} == {"dense", "subnet"}
+
+
 def test_ratios_come_from_matching_runs():
     runs = [{"model": m, "backend": "pytorch", "batch": 1, "prompt": 8, "prefill_ms": p, "decode_tokens_per_s": d}
             for m, p, d in (("dense", 10.0, 100.0), ("subnet", 5.0, 150.0))]
