@@ -289,6 +289,26 @@ class FamilyContract:
             assert len(scores) > 3 and all(torch.isfinite(torch.tensor(scores)))
             assert m.config._attn_implementation != "atman"  # restored afterwards
 
+    @pytest.mark.parametrize("mode", ["multiplicative", "log_bias"])
+    def test_atman_attention_is_the_familys_attention(self, model, mode):
+        """AtMan's attention function runs the family's own masks (sliding windows: 20 tokens > 12), scale and
+        q/k path: no suppression reproduces the stock logits, a suppressed token changes nothing before it."""
+        from optimum_subnet.explain import Suppression, atman_attention
+
+        subnet = extract_subnet(model, self.spec(model))
+        ids = torch.randint(3, VOCAB, (2, 20), generator=torch.Generator().manual_seed(6))
+        factors = torch.zeros(2, 20)
+        factors[:, 9] = 0.9
+        for m in (model, subnet):
+            with torch.no_grad():
+                stock = m(ids).logits
+                with atman_attention(m):
+                    untouched = m(ids, atman=Suppression(torch.zeros(2, 20), mode, query_chunk=6)).logits
+                    suppressed = m(ids, atman=Suppression(factors, mode, query_chunk=6)).logits
+            assert _close(untouched, stock)  # another kernel and query chunks: equal up to summation order
+            assert torch.equal(suppressed[:, :9], untouched[:, :9])  # the same operations, key 9 masked there
+            assert not _close(suppressed[:, 9:], untouched[:, 9:], 1e-3)  # and it acts from position 9 on
+
     # ------------------------------------------------------------------------ deployment
     def test_onnx_export_is_validated_and_generates_like_pytorch(self, tmp_path, model):
         import json
