@@ -189,6 +189,13 @@ class DecoderFamily(ModelAdapter):
     def mlp(self, layer: nn.Module) -> nn.Module:
         return getattr(layer, self.mlp_path)
 
+    def qk_norms(self, layer: nn.Module) -> tuple[nn.Module, nn.Module] | None:
+        """A layer's per-head q and k RMSNorms (families with ``traits.qk_norm``), else None."""
+        if not self.traits.qk_norm:
+            return None
+        attn = self.attention(layer)
+        return attn.q_norm, attn.k_norm
+
     def site_modules(self, layer: nn.Module) -> dict[str, nn.Module]:
         """For each activation site, the module whose input is that site's activation."""
         attn, mlp = self.attention(layer), self.mlp(layer)
