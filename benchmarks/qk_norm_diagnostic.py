@@ -13,7 +13,9 @@ search keeps them; MLP and depth untouched, no reformation), held-out perplexity
   model (the statistics need every channel's projection); it separates the cost of losing the channels from the
   cost of the changed statistics;
 * ``subnet, rescaled``: the real subnet with each layer's softmax scale multiplied by the calibration mean of
-  ``rms_kept(q) / rms_all(q)`` times the same for k (a constant per layer, storable in the subnet's config).
+  ``rms_kept(q) / rms_all(q)`` times the same for k (a constant per layer, storable in the subnet's config);
+* ``MLP instead``: attention whole, and the same number of parameters removed from every layer's MLP instead
+  (importance-top channels kept): what the same budget costs spent on the MLP.
 
 Writes ``<output>.json`` / ``.md``; the Markdown table comes last on stdout.
 """
@@ -69,7 +71,7 @@ def main(argv=None) -> int:
 
     start = time.perf_counter()
     scores = compute_importance(model, adapter, calibration, 4, "cpu")
-    attention, *_ = scores.for_search("fluctuation", shape)
+    attention, mlp_scores, *_ = scores.for_search("fluctuation", shape)
     # one channel set per layer (one q/k norm weight): pairs ranked by the layer's summed scores
     pair_order = [rope.fold(a.double(), shape.rotary_dim).sum(0).argsort(descending=True).tolist() for a in attention]
     layers = adapter.decoder_layers(model)
@@ -131,10 +133,19 @@ def main(argv=None) -> int:
         row["subnet_rescaled"] = ppl(subnet)
         row["scale_factor"] = {"min": min(a * b for a, b in zip(q_ratio, k_ratio)),
                                "max": max(a * b for a, b in zip(q_ratio, k_ratio))}
-        LOG.info("width %d: subnet %.3f, full statistics %.3f, rescaled %.3f", width, row["subnet"],
-                 row["full_statistics"], row["subnet_rescaled"])
-        results["rows"].append(row)
         del subnet
+
+        # the same parameters taken from the MLP instead (attention whole)
+        saved = shape.attention_params(shape.num_key_value_heads, shape.head_dim) - shape.attention_params(
+            shape.num_key_value_heads, width)
+        mlp_width = shape.intermediate_size - round(saved / (shape.mlp_params(1) - shape.mlp_params(0)))
+        spec = SubnetSpec.dense(shape)
+        for layer, order in zip(spec.layers, mlp_scores):
+            layer.mlp_channels = sorted(order.argsort(descending=True)[:mlp_width].tolist())
+        row["mlp_instead"] = {"mlp_width": mlp_width, "ppl": ppl(extract_subnet(model, spec.validate(), adapter))}
+        LOG.info("width %d: subnet %.3f, full statistics %.3f, rescaled %.3f, MLP instead %.3f", width, row["subnet"],
+                 row["full_statistics"], row["subnet_rescaled"], row["mlp_instead"]["ppl"])
+        results["rows"].append(row)
     results["seconds"] = time.perf_counter() - start
 
     output = Path(args.output)
@@ -153,12 +164,14 @@ def markdown(results: dict) -> str:
              f"perplexity on {results['eval']}; dense {dense:.2f}. `full statistics`: the dense model with the pruned "
              "channels zeroed after q/k normalization over the whole head (not realizable by a smaller model); "
              "`rescaled`: the subnet with each layer's softmax scale multiplied by the calibration mean of "
-             "rms_kept/rms_all of q times that of k.", "",
-             "| kept channels | subnet (norm over kept) | full statistics | subnet, rescaled | scale factors |",
-             "|---:|---:|---:|---:|---|"]
+             "rms_kept/rms_all of q times that of k; `MLP instead`: attention whole, the same parameters removed "
+             "from every layer's MLP (importance-top channels kept).", "",
+             "| kept channels | subnet (norm over kept) | full statistics | subnet, rescaled | scale factors | "
+             "MLP instead (width) |", "|---:|---:|---:|---:|---|---:|"]
     for row in results["rows"]:
         lines.append(f"| {row['width']} | {row['subnet']:.2f} | {row['full_statistics']:.2f} | "
-                     f"{row['subnet_rescaled']:.2f} | {row['scale_factor']['min']:.3f}-{row['scale_factor']['max']:.3f} |")
+                     f"{row['subnet_rescaled']:.2f} | {row['scale_factor']['min']:.3f}-{row['scale_factor']['max']:.3f} | "
+                     f"{row['mlp_instead']['ppl']:.2f} ({row['mlp_instead']['mlp_width']}) |")
     return "\n".join(lines) + "\n"
 
 
