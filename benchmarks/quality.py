@@ -18,7 +18,8 @@ Writes ``<output>.json`` (every entry, updated after each one: a cut run keeps w
 
 Method names: ``ours``, ``flap``, ``wanda-sp``, ``magnitude``, ``random``; ``NAME@pair`` prunes a
 baseline's attention by RoPE channel pairs inside heads (our search space) instead of whole KV heads;
-``ours@mlp`` is our search with attention left whole (MLP widths and depth only).
+``ours`` searches the family's default space (``search.attention_pruning = "auto"``), ``ours@pair`` prunes
+attention inside heads and ``ours@mlp`` leaves it whole (MLP widths and depth only).
 
 ``--checkpoints DIR`` keeps each search's checkpoints (``DIR/<method>_<ratio>.partial``) so that a run
 cut in the middle of a search continues it with ``--resume`` from its last generation.
@@ -67,9 +68,16 @@ def main(argv=None) -> int:
     parser.add_argument("--merge", nargs="+", metavar="JSON",
                         help="only merge the results of runs with the same settings (e.g. --ratios split over "
                              "several processes) into --output, and exit")
+    parser.add_argument("--rename", nargs="*", default=[], metavar="OLD=NEW",
+                        help="with --merge: entries of method OLD are listed as NEW (recorded as run_as: OLD), "
+                             "e.g. for runs made before a method's name changed meaning")
+    parser.add_argument("--note", action="append", default=[],
+                        help="with --merge: a note for the Markdown (repeatable; kept in the JSON)")
     args = parser.parse_args(argv)
     if args.merge:
-        write_outputs(merge([json.loads(Path(p).read_text()) for p in args.merge]), Path(args.output))
+        renames = dict(item.split("=", 1) for item in args.rename)
+        write_outputs(merge([json.loads(Path(p).read_text()) for p in args.merge], renames, args.note),
+                      Path(args.output))
         sys.stdout.write(Path(args.output).with_suffix(".md").read_text())
         return 0
 
@@ -153,8 +161,8 @@ def main(argv=None) -> int:
             extra = dict(overrides)
             if method != "ours":
                 extra["baseline__attention_unit"] = unit or "head"
-            elif unit == "mlp":  # attention left whole: the search prunes MLP widths and depth only
-                extra["search__attention_range"] = [1.0, 1.0]
+            elif unit in ("mlp", "pair"):  # attention left whole (MLP widths and depth only) / pruned inside heads
+                extra["search__attention_pruning"] = {"mlp": "none", "pair": "in_head"}[unit]
             elif unit:
                 raise SystemExit(f"unknown variant of ours: {name}")
             config = SubnetConfig.preset(args.preset, ratio, method=method, seed=args.seed, device=args.device,
@@ -201,9 +209,11 @@ def main(argv=None) -> int:
 
 
 # ---------------------------------------------------------------------------------- outputs
-def merge(results: list[dict]) -> dict:
+def merge(results: list[dict], renames: dict | None = None, notes=()) -> dict:
     """One result from runs with the same settings: every (method, ratio) once (the first run's entry;
-    each run measured the dense model, the same windows give the same value)."""
+    each run measured the dense model, the same windows give the same value). ``renames``: method names
+    listed under another name (the entry keeps the name it ran as in ``run_as``); ``notes`` join the runs' own."""
+    renames = renames or {}
     first = results[0]
     for other in results[1:]:
         if other["settings"] != first["settings"] or other["windows"] != first["windows"]:
@@ -211,11 +221,15 @@ def merge(results: list[dict]) -> dict:
     entries, seen = [], set()
     for result in results:
         for entry in result["entries"]:
+            if entry["method"] in renames:
+                entry = {**entry, "method": renames[entry["method"]], "run_as": entry["method"]}
             key = (entry["method"], entry["target_ratio"])
             if key not in seen:
                 seen.add(key)
                 entries.append(entry)
-    return {"settings": first["settings"], "windows": first["windows"], "entries": entries}
+    all_notes = list(dict.fromkeys([n for r in results for n in r.get("notes", [])] + list(notes)))
+    return {"settings": first["settings"], "windows": first["windows"], "entries": entries,
+            **({"notes": all_notes} if all_notes else {})}
 
 
 def write_outputs(results: dict, output: Path) -> None:
@@ -248,8 +262,13 @@ def markdown(results: dict) -> str:
              f"{settings['seed']}. Perplexity windows: {', '.join(f'{k} {v[0]}' for k, v in results['windows'].items())} "
              "(evenly spaced, the same for every model; `wiki` is the held-out side of the Wikipedia extract, a "
              "WikiText-2 substitute, not WikiText-2). `@pair`: attention pruned by RoPE pairs inside heads instead "
-             "of whole KV heads; `ours@mlp`: our search with attention left whole. Baselines run as their papers define them (FLAP: global standardized structure "
-             "and bias compensation; the others uniform, no compensation); ours is search + reformation.", ""]
+             "of whole KV heads (`ours@pair`: our search in that attention space); `ours@mlp`: our search with "
+             "attention left whole (MLP widths and depth only). Baselines run as their papers define them (FLAP: "
+             "global standardized structure and bias compensation; the others uniform, no compensation); ours is "
+             "search (the family's default attention space) + reformation."
+             + (" Settings changed from the preset for every method: "
+                + ", ".join(f"`{k}={v}`" for k, v in settings["overrides"].items()) + "." if settings.get("overrides")
+                else ""), ""]
     for set_name in (dense or entries[0])["ppl"]:
         lines += [f"## Perplexity, {set_name}", "", "| method | " + " | ".join(f"{r:.1f}" for r in ratios) + " |",
                   "|---|" + "---:|" * len(ratios)]
@@ -292,6 +311,8 @@ def markdown(results: dict) -> str:
                          + f" | {100 * z['average']:.2f} |")
         lines.append("")
     lines += bar_check(entries)
+    if results.get("notes"):
+        lines += ["## Notes", ""] + [f"* {note}" for note in results["notes"]] + [""]
     return "\n".join(lines) + "\n"
 
 
@@ -309,6 +330,8 @@ def bar_check(entries) -> list[str]:
         others = [e for e in entries if e["method"] != "dense" and not e["method"].startswith("ours")
                   and abs(e["target_ratio"] - r) < 1e-9]
         if ours is None or not others:
+            lines.append(f"| {r:.1f} | {ours['ppl']['wiki@512']:.2f} | not measured | - | - | - | - |" if ours
+                         else f"| {r:.1f} | not measured | - | - | - | - | - |")
             continue
         best = min(others, key=lambda e: e["ppl"]["wiki@512"])
         flaps = [e for e in others if e["method"].startswith("flap")]

@@ -42,6 +42,8 @@ CLI_TERMS = (
     ('provider="cpu"', "--provider cpu"),
     ('provider="cuda"', "--provider cuda"),
     ('dtype="fp32"', "--dtype fp32"),
+    ('search.attention_pruning = "in_head"', "--attention-pruning in_head"),
+    ('search.attention_pruning = "none"', "--attention-pruning none"),
     ("data.num_samples", "--num-samples"),
     ("data.eval_seq_len", "--eval-seq-len"),
     ("data.seq_len", "--seq-len"),

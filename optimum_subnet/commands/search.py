@@ -51,6 +51,10 @@ class SubnetSearchCommand(BaseOptimumCLICommand):
         parser.add_argument("--eval-seq-len", type=int)
         parser.add_argument("--eval-max-windows", type=int)
         parser.add_argument("--reformation", choices=["closed_form", "admm", "none"])
+        parser.add_argument("--attention-pruning", choices=["auto", "in_head", "none"],
+                            help="ours: prune attention by RoPE pairs inside heads (in_head), leave it whole (none: "
+                                 "MLP widths and depth only), or the family's default (auto: whole for q/k-norm "
+                                 "families such as Qwen3 and Gemma3, in_head for the others)")
         parser.add_argument("--attention-masks", choices=["kv_head", "layer"],
                             help="one attention channel mask per KV head (paper) or one per layer (all heads keep the "
                                  "same RoPE channels: faster fused attention in ONNX Runtime)")
@@ -130,7 +134,7 @@ class SubnetSearchCommand(BaseOptimumCLICommand):
                 data__text_column=args.text_column, data__num_samples=args.num_samples,
                 data__seq_len=args.seq_len, data__eval_seq_len=args.eval_seq_len,
                 data__eval_max_windows=args.eval_max_windows, reformation__method=args.reformation,
-                search__attention_mask_sharing=args.attention_masks,
+                search__attention_mask_sharing=args.attention_masks, search__attention_pruning=args.attention_pruning,
                 search__head_dim_multiple=args.head_dim_multiple, search__mlp_multiple=args.mlp_multiple,
                 faithfulness__prompts=args.faithfulness_prompts, faithfulness__min_spearman=args.min_faithfulness,
                 baseline__attention_unit=args.attention_unit, baseline__structure=args.structure,

@@ -20,6 +20,13 @@ from typing import Any
 
 from optimum_subnet.core.errors import SubnetError
 
+#: How our search prunes attention (``SearchConfig.attention_pruning``): "in_head" (RoPE pairs inside the heads,
+#: the paper's space), "none" (left whole: MLP widths and depth only), "auto" (the family's default,
+#: ``search.space.default_attention_pruning``).
+ATTENTION_PRUNING = ("auto", "in_head", "none")
+ATTENTION_WHOLE_TAKES_NO_RANGE = ('search.attention_pruning = "none" leaves attention whole: it takes no '
+                                  "search.attention_range")
+
 CONFIG_NAME = "subnet_optimization.json"
 #: "ours" and the baselines of :mod:`optimum_subnet.stages.baselines` (kept here so configs validate without torch)
 METHODS = ("ours", "flap", "wanda-sp", "magnitude", "random")
@@ -41,6 +48,9 @@ class SearchConfig:
     depth_mutation_prob: float = 0.1  # P_d
     ratio_mutation_prob: float = 0.1  # P_s
     mask_mutation_prob: float = 0.3  # P_m
+    #: How attention is pruned (one of ATTENTION_PRUNING): "auto" is whole for families with per-head q/k
+    #: norms (Qwen3, Gemma3), in-head for the others (``search.space.default_attention_pruning`` says why).
+    attention_pruning: str = "auto"
     #: [min, max] kept fraction of each layer's attention channels / MLP channels; None: the paper's
     #: ranges for the target (see ``search.space.paper_ranges``).
     attention_range: list[float] | None = None
@@ -211,6 +221,10 @@ class SubnetConfig:
              "num_mutations + num_crossovers must not exceed the population size"),
             (0 < s.mask_overlap <= 1, f"mask_overlap must be in (0, 1], got {s.mask_overlap}"),
             (s.depth_search in ("auto", "on", "off"), f"depth_search must be auto, on or off, got {s.depth_search!r}"),
+            (s.attention_pruning in ATTENTION_PRUNING,
+             f"attention_pruning must be one of {', '.join(ATTENTION_PRUNING)}, got {s.attention_pruning!r}"),
+            (not (s.attention_pruning == "none" and s.attention_range and list(s.attention_range) != [1.0, 1.0]),
+             ATTENTION_WHOLE_TAKES_NO_RANGE),
             (s.attention_mask_sharing in ("kv_head", "layer"),
              f"attention_mask_sharing must be kv_head or layer, got {s.attention_mask_sharing!r}"),
             (s.head_dim_multiple >= 1 and s.mlp_multiple >= 1, "width multiples must be >= 1"),

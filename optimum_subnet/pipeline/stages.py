@@ -255,7 +255,7 @@ def search_space(shape, config: SubnetConfig, attention_scores, mlp_scores, atte
         depth_search=depth, min_depth=round(s.min_depth_ratio * shape.num_layers),
         tolerance=s.ratio_tolerance, mask_fill=s.mask_fill, mask_sharing=s.attention_mask_sharing,
         attention_allocation=attention_allocation, mlp_allocation=mlp_allocation, out_bias=config.reformation_bias,
-        ratio_of=config.ratio_of,
+        ratio_of=config.ratio_of, attention_pruning=s.attention_pruning,
     )
 
 

@@ -14,6 +14,7 @@ pytestmark = pytest.mark.unit
     lambda: SubnetConfig.from_dict({}),
     lambda: SubnetConfig.from_dict({"search": {"generations": 1}, "data": {"seq_len": 64}}),
     lambda: SubnetConfig.preset("fast", 0.5).replace(seed=3),
+    lambda: SubnetConfig.preset("fast", 0.5, search__attention_pruning="none"),
 ])
 def test_config_round_trips_through_json(build):
     config = build()

@@ -119,3 +119,54 @@ def test_layer_shared_masks_keep_one_rotary_set_per_layer():
     assert all(len({tuple(c) for c in layer.attention_channels}) == 1 for layer in spec.layers)
     with pytest.raises(SubnetError, match="mask sharing"):
         _space(0.6, mask_sharing="head")
+
+
+def _qk_norm_space(target=0.8, **kw):
+    import dataclasses
+
+    g = torch.Generator().manual_seed(0)
+    shape = dataclasses.replace(SHAPE, qk_norm=True)
+    return SearchSpace(shape, [torch.rand(2, 32, generator=g) for _ in range(8)],
+                       [torch.rand(1024, generator=g) for _ in range(8)], target, mlp_multiple=16, tolerance=0.005,
+                       **kw)
+
+
+def test_q_k_norm_families_leave_attention_whole_by_default():
+    space = _qk_norm_space()
+    assert space.attention_pruning == "none" and space.describe()["attention_pruning"] == "none"
+    assert space.attention_widths == [space.attention_universe]  # every head keeps all its channels
+    rng = random.Random(0)
+    genome = space.initial()
+    for _ in range(20):  # no mutation or crossover prunes attention
+        genome = space.mutate(genome, rng, depth_prob=0.5, ratio_prob=0.5, mask_prob=0.5, overlap=0.8) or genome
+        assert all(len(head) == space.attention_universe for gene in genome if gene for head in gene.attention)
+    assert space.within_budget(genome)
+    # the paper's in-head space on request, or when an attention range is given
+    assert _qk_norm_space(attention_pruning="in_head").attention_widths[0] < space.attention_universe
+    assert _qk_norm_space(attention_range=(0.5, 1.0)).attention_pruning == "in_head"
+    assert _space().attention_pruning == "in_head"  # families without q/k norms: in-head by default
+    assert _space(attention_pruning="none").attention_widths == [_space().attention_universe]
+
+
+def test_attention_pruning_choices_are_checked():
+    from optimum_subnet import SubnetConfig
+
+    with pytest.raises(SubnetError, match="takes no search.attention_range"):
+        _qk_norm_space(attention_pruning="none", attention_range=(0.5, 1.0))
+    with pytest.raises(SubnetError, match="attention_pruning must be one of"):
+        _space(attention_pruning="heads")
+    with pytest.raises(SubnetError, match="attention_pruning must be one of"):
+        SubnetConfig.from_dict({"search": {"attention_pruning": "heads"}})
+    with pytest.raises(SubnetError, match="takes no search.attention_range"):
+        SubnetConfig.preset("fast", 0.8, search__attention_pruning="none", search__attention_range=[0.5, 1.0])
+    with pytest.raises(SubnetError, match=r'search.attention_pruning = "in_head"'):  # the way out, named
+        _qk_norm_space(0.2)
+
+
+def test_the_cli_names_its_attention_pruning_flag():
+    from optimum.commands.subnet.common import cli_terms
+    from optimum_subnet.core.config import ATTENTION_WHOLE_TAKES_NO_RANGE
+
+    assert cli_terms(ATTENTION_WHOLE_TAKES_NO_RANGE).startswith("--attention-pruning none leaves attention whole")
+    assert "(--attention-pruning in_head)" in cli_terms('prune attention inside heads (search.attention_pruning = '
+                                                        '"in_head"), widen')

@@ -250,8 +250,15 @@ class FamilyContract:
         report = json.loads((out / "report.json").read_text())
         assert abs(report["subnet"]["inheriting_ratio"] - 0.7) < 0.03
         spec = SubnetSpec.load(out)
-        if get_adapter(model.config).traits.qk_norm:  # one q/k norm weight: every head keeps the same channels
+        qk_norm = get_adapter(model.config).traits.qk_norm
+        if qk_norm:  # one q/k norm weight: every head keeps the same channels
             assert all(len(layer.head_dim_set()) == 1 for layer in spec.layers)
+        # the family's default attention space (search.attention_pruning = "auto"): whole for q/k-norm families
+        assert report["search"]["space"]["attention_pruning"] == ("none" if qk_norm else "in_head")
+        if qk_norm:
+            shape = spec.shape  # every kept layer keeps all its KV heads and channels (removed layers: none)
+            assert all((layer.num_kv_heads, layer.head_dim) in ((0, 0), (shape.num_key_value_heads, shape.head_dim))
+                       for layer in spec.layers)
         loaded = AutoModelForCausalLM.from_pretrained(out)
         assert sum(p.numel() for p in loaded.parameters()) == spec.params()
         # the saved folder evaluates as a user would (``optimum-cli subnet evaluate``), to the report's value
