@@ -163,6 +163,10 @@ class DecoderFamily(ModelAdapter):
         """Hidden states entering the first decoder layer (Gemma's scaling is inside its embedding)."""
         return model.model.embed_tokens(input_ids)
 
+    def final_norm(self, model: "PreTrainedModel", hidden_states: torch.Tensor) -> torch.Tensor:
+        """The decoder's final norm (what :meth:`final_hidden_states` ends with), for block-wise passes."""
+        return model.model.norm(hidden_states)
+
     def final_hidden_states(self, model: "PreTrainedModel", input_ids: torch.Tensor) -> torch.Tensor:
         """The decoder's output (after the final norm), before the LM head."""
         return model.model(input_ids=input_ids, use_cache=False).last_hidden_state
@@ -360,26 +364,32 @@ class DecoderFamily(ModelAdapter):
             if not any(name.startswith(p) for p in layer_names):
                 state[name] = tensor
         for new_index, layer_spec in enumerate(spec.layers):
-            layer = layers[layer_spec.source_index]
-            new_prefix = f"model.layers.{new_index}."
-            rows = self.kept_rows(layer_spec, shape)
-            pruned = {}
-            for role, projection in self.linears(layer).items():
-                module = projection.module if isinstance(projection, Projection) else projection
-                pruned.setdefault(id(module), (module, []))[1].append((role, projection))
-            handled = set()
-            for module, roles in pruned.values():
-                name = _module_name(layer, module)
-                handled.add(name)
-                weight, bias = self._slice_projection(roles, rows, layer_spec)
-                state[new_prefix + name + ".weight"] = weight
-                if bias is not None:
-                    state[new_prefix + name + ".bias"] = bias
-            for name, tensor in layer.state_dict(keep_vars=True).items():
-                module_name = name.rsplit(".", 1)[0]
-                if module_name in handled:
-                    continue
-                state[new_prefix + name] = self._slice_other(name, tensor, layer_spec, shape)
+            layer_state = self.slice_layer_state(layers[layer_spec.source_index], layer_spec, shape)
+            state.update({f"model.layers.{new_index}.{name}": tensor for name, tensor in layer_state.items()})
+        return state
+
+    def slice_layer_state(self, layer, layer_spec: LayerSpec, shape: ModelShape) -> dict[str, torch.Tensor]:
+        """One subnet layer's weights (names relative to the layer), taken from dense ``layer``, on the
+        device the dense layer is on (the offloaded search slices each streamed block there)."""
+        state: dict[str, torch.Tensor] = {}
+        rows = self.kept_rows(layer_spec, shape)
+        pruned = {}
+        for role, projection in self.linears(layer).items():
+            module = projection.module if isinstance(projection, Projection) else projection
+            pruned.setdefault(id(module), (module, []))[1].append((role, projection))
+        handled = set()
+        for module, roles in pruned.values():
+            name = _module_name(layer, module)
+            handled.add(name)
+            weight, bias = self._slice_projection(roles, rows, layer_spec)
+            state[name + ".weight"] = weight
+            if bias is not None:
+                state[name + ".bias"] = bias
+        for name, tensor in layer.state_dict(keep_vars=True).items():
+            module_name = name.rsplit(".", 1)[0]
+            if module_name in handled:
+                continue
+            state[name] = self._slice_other(name, tensor, layer_spec, shape)
         return state
 
     def _slice_projection(self, roles, rows, layer_spec: LayerSpec):
