@@ -13,6 +13,7 @@ sha256, and converted the same way, with a tokenizer rebuilt from the GGUF's voc
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import logging
@@ -433,14 +434,27 @@ def load_model(name_or_path: str, dtype: str = "float32", device: str = "cpu", t
 
 
 def check_offload_folder(folder: str | os.PathLike) -> Path:
-    """Refuse an offload folder that cannot hold files (not a folder, not writable) before any loading."""
+    """Refuse an offload folder that cannot hold files (a file, inside a file, not writable) before any
+    loading; a missing one is created later, where its nearest existing parent must take files."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise SubnetError(f"offload folder {folder} is a file; pass a folder (it is created if missing)")
     parent = folder if folder.exists() else next((p for p in folder.absolute().parents if p.exists()), Path("/"))
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise SubnetError(f"offload folder {folder} is not writable; choose a folder on a disk you can write to")
+    if not parent.is_dir():
+        raise SubnetError(f"offload folder {folder} cannot be created: {parent.name} is a file")
+    try:
+        _probe_writable(parent)
+    except OSError as e:
+        raise SubnetError(f"offload folder {folder} is not writable ({e.strerror or e}); choose a folder on a disk "
+                          "you can write to") from None
     return folder
+
+
+def _probe_writable(folder: Path) -> None:
+    """Create and delete a file in ``folder`` (``os.access`` says yes to root on a read-only file system)."""
+    handle, name = tempfile.mkstemp(prefix=".optimum-subnet-probe-", dir=folder)
+    os.close(handle)
+    os.unlink(name)
 
 
 def load_memory_mapped(name_or_path: str, folder: Path, config, dtype, offload_folder: str | os.PathLike,
@@ -462,6 +476,7 @@ def load_memory_mapped(name_or_path: str, folder: Path, config, dtype, offload_f
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=trust_remote_code)
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     offload = check_offload_folder(offload_folder)
+    created = [p for p in [offload, *offload.parents] if not p.exists()]  # removed again once empty
     offload.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".optimum-subnet-offload-", dir=offload))
     seen = set()
@@ -486,6 +501,9 @@ def load_memory_mapped(name_or_path: str, folder: Path, config, dtype, offload_f
                 target.unlink()  # the mapping stays valid; the space is freed when the process ends
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+        for made in created:  # the converted files are unlinked once mapped: leave no empty folders behind
+            with contextlib.suppress(OSError):
+                made.rmdir()
     missing = sorted(k for k in set(expected) - seen if not k.endswith(_IGNORED_KEYS)
                      and not (k == "lm_head.weight" and getattr(config, "tie_word_embeddings", False)))
     if missing:

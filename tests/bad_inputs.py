@@ -218,6 +218,14 @@ def _small_disk(folder: Path, monkeypatch) -> None:
     monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(total=2**30, used=2**30 - 2**20, free=2**20))
 
 
+def _read_only_disk(folder: Path, monkeypatch) -> None:
+    """Every new file fails as on a read-only file system (root may write where permissions say no)."""
+    def refuse(_folder):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr("optimum_subnet.loading._probe_writable", refuse)
+
+
 def _gemma3_parts(folder: Path, broken: str) -> None:
     """Fake Gemma3-270M part packages in ``site/`` (sparse files of the declared sizes: the sha256 is wrong)
     and an empty cache; ``broken``: ``missing`` (part 3 not installed), ``truncated`` (part 2 holds 1 KiB)
@@ -502,6 +510,18 @@ CASES = [
          setup=model_and_config),
     Case("lambada-calibration", "LAMBADA as calibration data (`--calibration-dataset lambada`)",
          search("--calibration-dataset", "lambada"), setup=model_and_config),
+    Case("world-size-above-population", "more processes than candidates per generation (torchrun with 8 "
+         "processes, simulated: `WORLD_SIZE=8`; `--population 4`)", search("--population", "4"),
+         setup=model_and_config, env={"WORLD_SIZE": "8", "RANK": "0", "LOCAL_RANK": "0"}),
+    Case("distributed-given-spec", "`--spec` started as several processes (`WORLD_SIZE=2`, simulated)",
+         search("--spec", "spec.json", ratio=None), setup=lambda f: spec_file(f, lambda d: None),
+         env={"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}),
+    Case("offload-folder-not-writable", "`--offload-folder` on a read-only disk (simulated)",
+         search("--offload-folder", "offload"), setup=model_and_config, fault=_read_only_disk),
+    Case("offload-folder-in-a-file", "`--offload-folder cal.txt/offload` (inside a file)",
+         search("--offload-folder", "cal.txt/offload"), setup=model_and_config),
+    Case("offload-and-faithfulness-constraint", "`--offload on --min-faithfulness 0.5`",
+         search("--offload", "on", "--min-faithfulness", "0.5"), setup=model_and_config),
     # --- evaluate ---------------------------------------------------------------------------------
     Case("evaluate-output-exists", "`subnet evaluate --output results.json` when the file exists",
          ["evaluate", "--model", "tiny-llama", "--output", "results.json"],
@@ -674,6 +694,11 @@ EXPECT = {
     "baseline-unreachable": "unreachable for this method",
     "baseline-bias-and-reformation": "bias compensation and reformation",
     "lambada-calibration": "LAMBADA is an evaluation set",
+    "world-size-above-population": "started as 8 processes but a search generation has at most 4 candidates",
+    "distributed-given-spec": "only the search is spread over processes",
+    "offload-folder-not-writable": "offload folder offload is not writable (Read-only file system)",
+    "offload-folder-in-a-file": "cannot be created: cal.txt is a file",
+    "offload-and-faithfulness-constraint": "set --offload auto or off",
     "evaluate-unknown-task": "unknown zero-shot task(s) squad",
     "evaluate-limit-zero": "--limit must be a positive number",
     "benchmark-fp16-on-cpu": "fp16 runs on CUDA only",

@@ -147,7 +147,10 @@ class SubnetSearchCommand(BaseOptimumCLICommand):
                                                         offload_folder=args.offload_folder)
             path = optimizer.optimize(config, args.output, overwrite=args.overwrite, resume=args.resume, spec=spec,
                                       check_memory=not args.skip_memory_check)
-            _print_summary(path)
+            import os
+
+            if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 writes the output and reports
+                _print_summary(path)
 
 
 def _target_ratio(ratio, spec, config_file, ratio_of: str):

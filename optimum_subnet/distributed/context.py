@@ -97,6 +97,10 @@ class DistributedContext:
             return f"cuda:{self.local_rank}"
         return device
 
+    def log(self, message: str, *args) -> None:
+        """An INFO line that names this process (what each rank did, in a distributed run's log)."""
+        logger.info(f"{self.label}: {message}", *args)
+
     # ------------------------------------------------------------------------------ collectives
     def broadcast(self, value: Any) -> Any:
         """Rank 0's ``value`` on every rank (any picklable object)."""

@@ -90,7 +90,7 @@ class SubnetOptimizer:
             context.on_main(open_work)
             result = self.run(config, work=work, spec=spec, plan=plan, context=context)
             if not context.is_main:
-                logger.info("%s: search done; rank 0 reforms and writes %s", context.label, save_dir)
+                context.log("search done; rank 0 reforms and writes %s", save_dir)
                 return Path(save_dir)
             hint = f"nothing was written to {save_dir}; the run is checkpointed: rerun with resume=True"
             with atomic_output_dir(save_dir, overwrite, staging=work.path, protected=protected, hint=hint) as tmp:

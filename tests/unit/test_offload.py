@@ -271,3 +271,56 @@ def test_offloaded_optimize_ends_with_the_same_subnet_and_reports_the_plan(tmp_p
     assert offloaded["memory"]["streaming"]["peak_resident_blocks"] <= 2
     for key in ("dense", "initial", "searched", "subnet", "faithfulness", "reformation"):
         assert without_timings(offloaded)[key] == without_timings(resident)[key], key
+
+
+# ------------------------------------------------------------------------------------------ GPU
+def _mid_llama(layers=6):
+    """A LLaMA large enough that blocks dominate the GPU memory (fp16, 24 MiB a block)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=512, hidden_size=1024, intermediate_size=4096, num_hidden_layers=layers,
+                         num_attention_heads=8, num_key_value_heads=4, head_dim=128, max_position_embeddings=512,
+                         tie_word_embeddings=False)
+    model = LlamaForCausalLM(config).to(torch.float16).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.02)
+    return model
+
+
+@pytest.mark.gpu
+def test_gpu_streamed_passes_match_resident_and_hold_two_blocks():
+    from tests.numerics import assert_close_to_scale
+
+    model = _mid_llama()
+    adapter = get_adapter(model.config)
+    ids = torch.randint(0, 512, (2, 256), generator=torch.Generator().manual_seed(0))
+    resident = _mid_llama().cuda()
+    with torch.no_grad():
+        expected = resident(ids.cuda()).logits.float()
+    block = sum(p.numel() * p.element_size() for p in adapter.decoder_layers(model)[0].parameters())
+    streamer = BlockStreamer("cuda")
+    streamer.pin(list(adapter.decoder_layers(model)))
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    with torch.no_grad(), streamed_forward(model, adapter, streamer):
+        got = model(ids.cuda()).logits.float()
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - base
+    assert_close_to_scale(got, expected, 1e-3)
+    assert streamer.peak_resident == 2 and all(p.device.type == "cpu" for p in adapter.decoder_layers(model).parameters())
+    head = sum(p.numel() * p.element_size() for m in (model.model.embed_tokens, model.lm_head) for p in m.parameters())
+    activations = 2 * 256 * 4096 * 2 * 8  # generous: a few (batch x seq x mlp) fp16 tensors
+    assert peak <= head + 2 * block + activations + 64 * 2**20, (peak, block)
+    assert peak < sum(p.numel() * p.element_size() for p in model.parameters())  # less than the model
+
+    windows = ids[:, :128]
+    specs = _specs(model, count=3, depth=False)
+    want = [PerplexityFitness(resident, adapter, windows.cuda(), 2)(spec) for spec in specs]
+    with head_on_device(model, adapter, "cuda"):
+        got_values = StreamedFitness(model, adapter, windows, 2, streamer, group_size=2).many(specs)
+    assert got_values == pytest.approx(want, rel=1e-3)
+    streamer.close()
