@@ -25,7 +25,7 @@ from typing import Sequence
 
 import torch
 
-from optimum_subnet.pipeline.streamed import StreamedFitness, subnet_layer_skeletons
+from optimum_subnet.pipeline.streamed import StreamedFitness, fill_layer, subnet_skeleton
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,6 @@ class PipelinedFitness(StreamedFitness):
         batches = [batch.to(self.device) for batch in windows.split(self.batch_size)]
         hidden_shapes = [(*batch.shape, shape.hidden_size) for batch in batches]
         dtype = next(dense_layers[self.start].parameters()).dtype if self.stop > self.start else model.dtype
-        contexts = None
         values: list[float] = []
         sends: list[tuple[list, list]] = []  # (works, tensors) per candidate, in order
         start_time = time.perf_counter()
@@ -77,21 +76,16 @@ class PipelinedFitness(StreamedFitness):
                     states = [torch.empty(s, dtype=dtype, device=self.device) for s in hidden_shapes]
                     for tensor in states:
                         dist.recv(tensor, src=ctx.rank - 1)
-                if contexts is None:
-                    contexts = [adapter.layer_context(model, hidden) for hidden in states]
-                skeletons = subnet_layer_skeletons(model, spec, adapter)
+                skeleton = subnet_skeleton(model, spec, adapter)
+                contexts = [adapter.layer_context(skeleton, hidden) for hidden in states]
+                layers = adapter.decoder_layers(skeleton)
                 for i, layer_spec in enumerate(spec.layers):
                     if not self.start <= layer_spec.source_index < self.stop:
                         continue
-                    layer = skeletons[i]
-                    layer.load_state_dict(adapter.slice_layer_state(dense_layers[layer_spec.source_index],
-                                                                    layer_spec, shape), assign=True)
-                    for owner in layer.modules():
-                        for name, buf in owner._buffers.items():
-                            if buf is not None and buf.device != self.device:
-                                owner._buffers[name] = buf.to(self.device)
-                    states = [adapter.run_layer(layer, hidden, context) for hidden, context in zip(states, contexts)]
-                    skeletons[i] = None
+                    fill_layer(layers[i], dense_layers[layer_spec.source_index], layer_spec, shape, adapter,
+                               self.device)
+                    states = [adapter.run_layer(layers[i], hidden, context) for hidden, context in zip(states, contexts)]
+                    layers[i] = torch.nn.Identity()  # frees the sliced weights
                 if last:
                     values.append(self._perplexity(states, batches))
                 else:

@@ -23,17 +23,27 @@ from optimum_subnet.core.errors import NonFiniteError
 _MAX_MEAN_NLL = 700.0
 
 
-def subnet_layer_skeletons(model, spec, adapter) -> list:
-    """The subnet's decoder layers with their weights on the meta device (no memory): each is filled
-    with its sliced weights when its dense block arrives, and dropped after running."""
+def subnet_skeleton(model, spec, adapter):
+    """The subnet model with its weights on the meta device (no memory), its buffers real: each layer is
+    filled with its sliced weights when its dense block arrives, and dropped after running. Its own
+    rotary tables and masks (built as :func:`~optimum_subnet.stages.surgery.extract_subnet`'s subnet
+    builds them, in float32) give each candidate the layer context a resident evaluation gives it."""
     from accelerate import init_empty_weights
     from transformers.modeling_utils import no_init_weights
 
     config = adapter.subnet_config(model, spec)
     config.dtype = model.dtype
     with init_empty_weights(include_buffers=False), no_init_weights():
-        subnet = adapter.subnet_model_class()(config)
-    return list(adapter.decoder_layers(subnet))
+        return adapter.subnet_model_class()(config)
+
+
+def fill_layer(layer, dense_layer, layer_spec, shape, adapter, device) -> None:
+    """Give a skeleton layer its weights, sliced from ``dense_layer`` where that block is (the device)."""
+    layer.load_state_dict(adapter.slice_layer_state(dense_layer, layer_spec, shape), assign=True)
+    for owner in layer.modules():  # rotary channel tables, built on the CPU
+        for name, buf in owner._buffers.items():
+            if buf is not None and buf.device != device:
+                owner._buffers[name] = buf.to(device)
 
 
 class StreamedFitness:
@@ -81,9 +91,10 @@ class StreamedFitness:
         device = self.streamer.device
         batches = [batch.to(device) for batch in windows.split(self.batch_size)]
         embedded = [adapter.embed(model, batch) for batch in batches]
-        contexts = [adapter.layer_context(model, hidden) for hidden in embedded]
         states = [list(embedded) for _ in specs]
-        skeletons = [subnet_layer_skeletons(model, spec, adapter) for spec in specs]
+        skeletons = [subnet_skeleton(model, spec, adapter) for spec in specs]
+        contexts = [[adapter.layer_context(skeleton, hidden) for hidden in embedded] for skeleton in skeletons]
+        layers = [list(adapter.decoder_layers(skeleton)) for skeleton in skeletons]
         position = [{layer.source_index: i for i, layer in enumerate(spec.layers)} for spec in specs]
         needed = sorted(set().union(*(p.keys() for p in position)))
         dense_layers = adapter.decoder_layers(model)
@@ -93,16 +104,12 @@ class StreamedFitness:
                 i = position[c].get(source)
                 if i is None:  # the candidate dropped this layer: its hidden states pass unchanged
                     continue
-                layer = skeletons[c][i]
-                layer.load_state_dict(adapter.slice_layer_state(dense_layers[source], spec.layers[i], shape),
-                                      assign=True)
-                for owner in layer.modules():  # rotary channel tables, built on the CPU
-                    for name, buf in owner._buffers.items():
-                        if buf is not None and buf.device != device:
-                            owner._buffers[name] = buf.to(device)
+                layer = layers[c][i]
+                fill_layer(layer, dense_layers[source], spec.layers[i], shape, adapter, device)
                 states[c] = [adapter.run_layer(layer, hidden, context)
-                             for hidden, context in zip(states[c], contexts)]
-                skeletons[c][i] = None  # frees the sliced weights
+                             for hidden, context in zip(states[c], contexts[c])]
+                layers[c][i] = None
+                adapter.decoder_layers(skeletons[c])[i] = torch.nn.Identity()  # frees the sliced weights
         return [self._perplexity(hidden_states, batches) for hidden_states in states]
 
     def _perplexity(self, hidden_states: list[torch.Tensor], batches: list[torch.Tensor],
