@@ -19,7 +19,7 @@ one run does, per phase (``--phases resident,offload``):
 * **offload**: the GPU capped at ``--limit-gib`` (``torch.cuda.set_per_process_memory_fraction``, and the
   memory guard told the same through ``OPTIMUM_SUBNET_MEMORY_LIMIT``), ``offload="auto"``: the guard must
   find that the model does not fit and plan the block streaming itself (the run fails otherwise). ``auto``
-  picks the smallest limit the plan's estimate allows (+15%, rounded up to 0.5 GiB), below the weights;
+  picks the smallest limit the plan's estimate allows (+25%, rounded up to 0.5 GiB), below the weights;
 
 each through ``SubnetOptimizer.preflight`` + ``run`` (the real pass: dense perplexity, importance
 calibration, ``--generations`` search generations, reformation, perplexities; nothing saved), timed
@@ -75,6 +75,7 @@ def parse_args(argv=None):
     p.add_argument("--fitness-seq-len", type=int, default=2048)
     p.add_argument("--eval-seq-len", type=int, default=512)
     p.add_argument("--eval-windows", type=int, default=4)
+    p.add_argument("--forward-repeats", type=int, default=3, help="timed streamed forwards (after one warm-up)")
     p.add_argument("--output", required=True, help="path prefix of the .json / .md results")
     return p.parse_args(argv)
 
@@ -194,6 +195,16 @@ def synchronize(device):
         torch.cuda.synchronize()
 
 
+def drop_page_cache() -> bool:
+    """Write dirty pages and drop the page cache (root only), so the first pass really reads the disk."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        return True
+    except OSError:
+        return False
+
+
 def forward_seconds(model, ids, repeats=3) -> float:
     import torch
 
@@ -210,13 +221,13 @@ def forward_seconds(model, ids, repeats=3) -> float:
 
 
 def offload_limit(args, optimizer, config) -> int:
-    """The smallest cap the offload plan's estimate allows (+15%, 0.5 GiB steps)."""
+    """The smallest cap the offload plan's estimate allows (+25%, 0.5 GiB steps)."""
     from optimum_subnet.loading import torch_dtype
     from optimum_subnet.pipeline.memory import plan_memory
 
     shape = optimizer.adapter.shape(optimizer.model.config)
     plan = plan_memory(shape, config.replace(offload="on"), torch_dtype(config.dtype).itemsize, "cuda", 2**60, "-")
-    return int(math.ceil(plan.estimate.peak * 1.15 / (GIB / 2)) * (GIB / 2))
+    return int(math.ceil(plan.estimate.peak * 1.25 / (GIB / 2)) * (GIB / 2))
 
 
 def phase(name: str, args, optimizer, text: Path, ids) -> dict:
@@ -244,7 +255,17 @@ def phase(name: str, args, optimizer, text: Path, ids) -> dict:
     if name == "offload" and not plan.offload:
         sys.exit(f"the memory guard kept the model resident under a cap of {entry.get('limit_bytes')} bytes: "
                  "the cap must be below what the resident run needs")
-    result = optimizer.run(config, plan=plan)
+    try:
+        result = optimizer.run(config, plan=plan)
+    except torch.cuda.OutOfMemoryError as e:  # the estimate was too low for the cap: say so, keep the other phases
+        entry.update(error=f"out of memory: {str(e).splitlines()[0]}", seconds=time.perf_counter() - start,
+                     peak_allocated_bytes=torch.cuda.max_memory_allocated(), plan={"plan": "offload"})
+        logging.error("phase %s ran out of memory under its cap: %s", name, entry["error"])
+        if cuda:
+            torch.cuda.set_per_process_memory_fraction(1.0)
+            os.environ.pop("OPTIMUM_SUBNET_MEMORY_LIMIT", None)
+            torch.cuda.empty_cache()
+        return entry
     synchronize(args.device)
     entry["seconds"] = time.perf_counter() - start
     report = result["report"]
@@ -264,14 +285,14 @@ def phase(name: str, args, optimizer, text: Path, ids) -> dict:
     # how much of the transfer the prefetch hides: one forward of the dense model, streamed
     model, adapter = optimizer.model, optimizer.adapter
     if name == "resident":
-        entry["forward_seconds"] = forward_seconds(model.to(args.device), ids.to(args.device))
+        entry["forward_seconds"] = forward_seconds(model.to(args.device), ids.to(args.device), args.forward_repeats)
     else:
         model.to("cpu")
         for prefetch in (True, False):
             streamer = BlockStreamer(args.device, prefetch=prefetch)
             with streamed_forward(model, adapter, streamer):
                 entry[f"streamed_forward_seconds_prefetch_{'on' if prefetch else 'off'}"] = forward_seconds(
-                    model, ids.to(args.device))
+                    model, ids.to(args.device), args.forward_repeats)
             streamer.close()
     if cuda:
         torch.cuda.set_per_process_memory_fraction(1.0)
@@ -286,6 +307,10 @@ def markdown(results: dict) -> str:
     rows = ["| phase | weights GiB | GPU cap GiB | peak GPU allocated GiB | total s | importance s | search s "
             "(s/eval) | reformation s | forward s (prefetch on / off) |", "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for e in results["phases"]:
+        if "error" in e:
+            rows.append(f"| {e['phase']} | {g(e['weights_bytes'])} | {g(e.get('limit_bytes'))} | "
+                        f"{g(e.get('peak_allocated_bytes'))} | {e['error'][:80]} | | | | |")
+            continue
         t = e["timings"]
         forward = (s(e["forward_seconds"]) if "forward_seconds" in e else
                    f"{s(e.get('streamed_forward_seconds_prefetch_on'))} / "
@@ -294,7 +319,7 @@ def markdown(results: dict) -> str:
                     f"{g(e.get('limit_bytes'))} | {g(e.get('peak_allocated_bytes'))} | {s(e['seconds'])} | "
                     f"{s(t.get('importance'))} | {s(e['search_seconds'])} ({e['seconds_per_evaluation']:.2f}) | "
                     f"{s(e['reformation_seconds'])} | {forward} |")
-    specs = {e["spec"] for e in results["phases"]}
+    specs = {e["spec"] for e in results["phases"] if "spec" in e}
     lines = [f"# Offload benchmark: {results['shape']} ({results['layers']} layers, {results['dtype']}) on "
              f"{results['device_name']}", "", *rows, ""]
     if len(results["phases"]) > 1:
@@ -302,7 +327,9 @@ def markdown(results: dict) -> str:
     if results.get("memory_map"):
         m = results["memory_map"]
         lines.append(f"Weights written to {m['folder']} ({g(m['bytes'])} GiB, {m['files']} files) in "
-                     f"{m['seconds']:.0f} s and memory-mapped from there.")
+                     f"{m['seconds']:.0f} s and memory-mapped from there (page cache dropped before loading: "
+                     f"{'yes' if m.get('page_cache_dropped') else 'no'}); peak RSS "
+                     f"{g(max(e['peak_rss_bytes'] for e in results['phases']))} GiB.")
     return "\n".join(lines) + "\n"
 
 
@@ -334,6 +361,7 @@ def main(argv=None) -> None:
 
         folder = Path(args.memory_map)
         results["memory_map"] = write_memory_mapped(args, folder, build_device)
+        results["memory_map"]["page_cache_dropped"] = drop_page_cache()
         from transformers import AutoConfig
 
         config = AutoConfig.from_pretrained(folder)
