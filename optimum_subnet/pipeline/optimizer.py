@@ -164,10 +164,12 @@ class SubnetOptimizer:
 
             search_space(shape, config, [torch.zeros(shape.num_key_value_heads, shape.head_dim)] * shape.num_layers,
                          [torch.zeros(shape.intermediate_size)] * shape.num_layers)
+        if world > 1 and device.startswith("cuda"):  # this process's GPU, before anything touches GPU 0
+            local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+            device = resolve_device(f"cuda:{local_rank}")
+            torch.cuda.set_device(local_rank)
         plan = None
         if check_memory:
-            if world > 1 and device.startswith("cuda"):
-                device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"  # this process's GPU
             parameter = next(self.model.parameters())
             if torch.device(device).type != parameter.device.type:
                 resident = 0  # the weights still have to move there

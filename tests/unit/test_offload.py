@@ -325,3 +325,19 @@ def test_gpu_streamed_passes_match_resident_and_hold_two_blocks():
         got_values = StreamedFitness(model, adapter, windows, 2, streamer, group_size=2).many(specs)
     assert got_values == pytest.approx(want, rel=1e-3)
     streamer.close()
+
+
+@pytest.mark.gpu
+def test_gpu_offloaded_pass_ends_like_the_resident_one(tmp_path):
+    import json
+
+    from tests.unit.test_resume import _config, _optimizer
+
+    config = _config(tmp_path, device="cuda", search__generations=2, faithfulness__prompts=0)
+    _optimizer().optimize(config, tmp_path / "resident")
+    _optimizer().optimize(config.replace(offload="on"), tmp_path / "offload")
+    resident, offloaded = (json.loads((tmp_path / name / "report.json").read_text()) for name in ("resident", "offload"))
+    assert offloaded["memory"]["plan"] == "offload" and offloaded["memory"]["streaming"]["device"].startswith("cuda")
+    assert offloaded["memory"]["streaming"]["peak_resident_blocks"] <= 2
+    for key in ("dense", "searched", "subnet"):
+        assert list(offloaded[key]["ppl"].values()) == pytest.approx(list(resident[key]["ppl"].values()), rel=1e-4)
