@@ -5,7 +5,7 @@ On the GPU machine (see the README section "Large models and several GPUs" for t
 
     python3 benchmarks/offload.py --output $OUT/offload_7b                                    # (a)
     python3 benchmarks/offload.py --shape llama-30b --layers 40 --phases offload --generations 0 \\
-        --memory-map /tmp/llama30b --output $OUT/offload_30b                                  # (b)
+        --forward-repeats 1 --memory-map /tmp/llama30b --output $OUT/offload_30b              # (b)
 
 On the CPU (tiny shapes: checks the script, measures nothing)::
 
@@ -25,9 +25,10 @@ each through ``SubnetOptimizer.preflight`` + ``run`` (the real pass: dense perpl
 calibration, ``--generations`` search generations, reformation, perplexities; nothing saved), timed
 per stage, with the peak GPU memory (``max_memory_allocated``) and, for the offload phase, how much of
 the transfer the prefetch hides (one streamed forward with and without prefetch, and the same forward
-resident). With ``--memory-map DIR`` the random weights are first written to ``DIR`` as safetensors (one
-file per block) and the model is loaded memory-mapped from there (``load_model(offload_folder=...)``),
-as a model larger than the RAM would be. Writes ``<output>.json`` and ``<output>.md``; prints a table last.
+resident, on ``--forward-batch`` windows of ``--fitness-seq-len`` tokens). With ``--memory-map DIR`` the
+random weights are first written to ``DIR`` as safetensors (one file per block) and the model is loaded
+memory-mapped from there (``load_memory_mapped``, what ``load_model(offload_folder=...)`` does), as a model
+larger than the RAM would be. Writes ``<output>.json`` and ``<output>.md``; prints a table last.
 """
 
 from __future__ import annotations
@@ -76,6 +77,9 @@ def parse_args(argv=None):
     p.add_argument("--eval-seq-len", type=int, default=512)
     p.add_argument("--eval-windows", type=int, default=4)
     p.add_argument("--forward-repeats", type=int, default=3, help="timed streamed forwards (after one warm-up)")
+    p.add_argument("--forward-batch", type=int, default=4,
+                   help="windows (of --fitness-seq-len tokens) of the timed forward: enough compute per block to "
+                        "show what the prefetch hides")
     p.add_argument("--output", required=True, help="path prefix of the .json / .md results")
     return p.parse_args(argv)
 
@@ -369,7 +373,7 @@ def main(argv=None) -> None:
     else:
         model = build_model(args, build_device).to("cpu")
     optimizer = SubnetOptimizer(model, tokenizer, f"{args.shape}-random")
-    ids = torch.randint(3, 90, (1, args.eval_seq_len), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(3, 90, (args.forward_batch, args.fitness_seq_len), generator=torch.Generator().manual_seed(0))
     for name in args.phases.split(","):
         logging.info("=== phase %s", name)
         results["phases"].append(phase(name, args, optimizer, text, ids))
