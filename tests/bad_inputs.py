@@ -522,6 +522,9 @@ CASES = [
          search("--offload-folder", "cal.txt/offload"), setup=model_and_config),
     Case("offload-and-faithfulness-constraint", "`--offload on --min-faithfulness 0.5`",
          search("--offload", "on", "--min-faithfulness", "0.5"), setup=model_and_config),
+    Case("world-size-without-launcher", "`WORLD_SIZE=2` in the environment without torchrun (no `MASTER_ADDR`)",
+         search(), setup=model_and_config,
+         env={"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "", "MASTER_PORT": ""}),
     # --- evaluate ---------------------------------------------------------------------------------
     Case("evaluate-output-exists", "`subnet evaluate --output results.json` when the file exists",
          ["evaluate", "--model", "tiny-llama", "--output", "results.json"],
@@ -699,6 +702,7 @@ EXPECT = {
     "offload-folder-not-writable": "offload folder offload is not writable (Read-only file system)",
     "offload-folder-in-a-file": "cannot be created: cal.txt is a file",
     "offload-and-faithfulness-constraint": "set --offload auto or off",
+    "world-size-without-launcher": "start the processes with torchrun or accelerate launch",
     "evaluate-unknown-task": "unknown zero-shot task(s) squad",
     "evaluate-limit-zero": "--limit must be a positive number",
     "benchmark-fp16-on-cpu": "fp16 runs on CUDA only",

@@ -69,6 +69,11 @@ class DistributedContext:
         world = environment_world_size()
         if world == 1:
             return cls()
+        missing = [name for name in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
+        if missing and not dist.is_initialized():
+            names = " and ".join(missing) + (" are" if len(missing) > 1 else " is")
+            raise SubnetError(f"WORLD_SIZE is {world} but {names} not set: start the processes with torchrun or "
+                              "accelerate launch (or unset WORLD_SIZE for one process)")
         rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
         use_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
         if use_cuda:

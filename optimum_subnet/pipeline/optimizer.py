@@ -71,6 +71,8 @@ class SubnetOptimizer:
         there (with the same inputs) and ends with the same subnet as an uninterrupted run.
         ``overwrite`` replaces an existing output folder and discards an interrupted run's
         checkpoints unless ``resume`` is set. ``spec`` skips the search and reforms that subnet.
+        Started as several processes by torchrun / accelerate launch, the search's candidates are split
+        across them; rank 0 writes the output, the others return the same path without writing.
         """
         from optimum_subnet.core.files import atomic_output_dir, check_output_dir
         from optimum_subnet.distributed import DistributedContext
