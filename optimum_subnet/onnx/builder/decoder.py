@@ -384,7 +384,11 @@ class _Builder:
                          [kv_dims[0], plan.kv_heads, kv_dims[2], plan.head_dim])
 
         # seqlens_k = max position of each row (its last real token), on the device
-        top = w.node("ReduceMax", ["position_ids"], "/model/seqlens/ReduceMax", axes=[1], keepdims=0)[0]
+        if self.build.opset >= 18:  # axes became an input in opset 18
+            top = w.node("ReduceMax", ["position_ids", w.const(np.array([1], np.int64))], "/model/seqlens/ReduceMax",
+                         keepdims=0)[0]
+        else:
+            top = w.node("ReduceMax", ["position_ids"], "/model/seqlens/ReduceMax", axes=[1], keepdims=0)[0]
         seqlens = w.node("Cast", [top], "/model/seqlens/Cast", to=ONNX_INT32)[0]
 
         embedding = self.weight("model.embed_tokens.weight", src.embedding())
@@ -460,6 +464,15 @@ def check_family(config):
         raise UnsupportedModelError(f"the direct ONNX builder does not support the {config.model_type!r} family "
                                     f"yet; export it with builder=\"torch\"")
     return adapter
+
+
+def check_buildable(config) -> None:
+    """Raise the one-line reason why the direct builder cannot write ``config`` (family, activation, rotary
+    scaling, head sizes); return quietly when it can. Reads no weights."""
+    adapter = check_family(config)
+    adapter.graph_layout(config)
+    adapter.rope_tables(config, 2)
+    plan_layers(config, adapter)
 
 
 def build_decoder(source, config, folder: str | Path, build: BuildConfig | None = None, *,
