@@ -165,7 +165,9 @@ def plan_layers(config, adapter, force_explicit: bool = False) -> list[LayerPlan
         pairs = maps[0][4]
         if not any(m[4] for m in maps):
             plan.rotary = "none"
-        elif shared and maps[0][3] and head_dim % 16 == 0 and not force_explicit:
+        elif shared and maps[0][3] and head_dim % 16 == 0 and len(pairs) % 8 == 0 and not force_explicit:
+            # GroupQueryAttention rotates in-kernel for head sizes that are multiples of 16 and cos/sin caches
+            # of a multiple of 8 columns (its own checks)
             plan.rotary, plan.rotary_pairs = "fused", pairs
         else:
             plan.rotary = "explicit"
