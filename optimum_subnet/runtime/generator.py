@@ -116,9 +116,8 @@ class ORTGenerator:
         inputs = {i.name: i for i in session.get_inputs()}
         required = {"input_ids", "position_ids", "total_sequence_length", "logits_index"}
         if not required <= set(inputs):
-            raise SubnetError("this ONNX model was exported without the fused decoder graph: re-export it with "
-                              "optimum-cli subnet export --builder direct (or export_onnx(..., "
-                              "OnnxExportConfig(builder=\"direct\")))")
+            raise SubnetError('this ONNX model was exported without the fused decoder graph: re-export it with '
+                              'builder="direct"')
         self.kv_names = [n for n in inputs if n.startswith("past_key_values.")]
         first = inputs[self.kv_names[0]]
         self.dtype = _ONNX_TYPES[first.type]

@@ -170,7 +170,7 @@ class ORTSubnetModelForCausalLM(ORTModelForCausalLM):
 
         if self.direct_graph is None:
             raise SubnetError(f"{self.path.parent} was exported without the fused decoder graph: re-export it with "
-                              "optimum-cli subnet export --builder direct")
+                              'builder="direct"')
         limit = self.direct_graph.get("max_positions")
         current = self._generator
         if current is not None and current.batch_size == batch_size and current.max_length >= max_length:
@@ -210,6 +210,10 @@ class ORTSubnetModelForCausalLM(ORTModelForCausalLM):
         new = values.get("max_new_tokens")
         if new is None:
             new = (values.get("max_length") or 20) - input_ids.shape[1]
+        limit = self.direct_graph.get("max_positions")
+        if limit is not None and prompt + max(int(new), 1) > limit:
+            raise SubnetError(f"prompt of {prompt} tokens + max_new_tokens {new} exceeds the {limit} positions this "
+                              "model holds: shorten the prompt or lower max_new_tokens")
         generator = self.generator(input_ids.shape[0], prompt + max(int(new), 1))
         return generator.generate(input_ids, attention_mask, max_new_tokens=int(new), sampling=sampling,
                                   eos_token_id=values.get("eos_token_id"), pad_token_id=values.get("pad_token_id"))

@@ -210,7 +210,11 @@ def test_cli_export_then_stock_quantize_and_optimize(tmp_path, subnet):
 
 
 def test_cli_generate_and_missing_config(tmp_path, exported):
+    # a torch export runs with the slower engine only; the default engine names the fix
     out = _cli("subnet", "generate", "--model", str(exported[1]), "--prompt", "The quick", "--max-new-tokens", "5")
+    assert out.returncode == 2 and "re-export it with --builder direct (or use --engine optimum" in out.stderr
+    out = _cli("subnet", "generate", "--model", str(exported[1]), "--prompt", "The quick", "--max-new-tokens", "5",
+               "--engine", "optimum")
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.startswith("The quick")
     broken = tmp_path / "broken"
