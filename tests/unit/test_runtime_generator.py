@@ -138,7 +138,7 @@ def test_bad_inputs_are_one_line_errors_naming_the_fix(folders, nets, tmp_path):
     model = ORTSubnetModelForCausalLM.from_pretrained(folders["dense"])
     with pytest.raises(SubnetError, match="does not support num_beams"):
         model.generate(ids[:1], max_new_tokens=2, num_beams=2)
-    with pytest.raises(SubnetError, match="exceed the 256 positions this graph holds"):
+    with pytest.raises(SubnetError, match="exceeds the 256 positions this model holds: shorten the prompt"):
         model.generate(ids[:1], max_new_tokens=250)
     with pytest.raises(ValueError, match="keeps its KV cache in the generator's buffers"):
         model(ids[:1], past_key_values=((torch.zeros(1),) * 2,))
