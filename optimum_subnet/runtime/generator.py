@@ -283,15 +283,20 @@ class ORTGenerator:
             self.positions.copy_(lengths.view(rows, 1))
             produced = 0
             decode_start = start
+            fast = not sampling.do_sample and eos_t is None
             for step in range(max_new_tokens):
                 if step > 0:
                     self._run(self.decode_binding, self.decode_options)
-                token = self._choose(self.logits[:, 0], sampling, generator)
-                if eos_t is not None:
-                    token = torch.where(finished, torch.full_like(token, pad_token_id), token)
-                    finished |= torch.isin(token, eos_t)
-                generated[:, step] = token
-                self.ids.copy_(token.view(rows, 1))
+                if fast:  # greedy without EOS: argmax straight into the bound ids buffer (fewest launches)
+                    torch.argmax(self.logits[:, 0], dim=-1, keepdim=True, out=self.ids)
+                    generated[:, step].copy_(self.ids[:, 0])
+                else:
+                    token = self._choose(self.logits[:, 0], sampling, generator)
+                    if eos_t is not None:
+                        token = torch.where(finished, torch.full_like(token, pad_token_id), token)
+                        finished |= torch.isin(token, eos_t)
+                    generated[:, step] = token
+                    self.ids.copy_(token.view(rows, 1))
                 if step > 0:
                     self.positions.add_(1)
                 produced = step + 1
