@@ -81,7 +81,8 @@ def create_session(path: str | Path, provider: str = "cpu", *, cuda_graph: bool 
         options.intra_op_num_threads = threads
     if name == "CPUExecutionProvider":
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    cuda_options: dict[str, str] = {"device_id": str(device_id)}
+    # kSameAsRequested: the arena grows by what is asked (the default doubles, which wastes GBs at 7B)
+    cuda_options: dict[str, str] = {"device_id": str(device_id), "arena_extend_strategy": "kSameAsRequested"}
     if cuda_graph is None or cuda_graph:
         cuda_options["enable_cuda_graph"] = "1"
     if stream is not None:

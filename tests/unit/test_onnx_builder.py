@@ -79,7 +79,8 @@ def test_subnet_graph_validates_with_every_rotary_path(exported):
 
 
 def test_explicit_rotary_equals_in_kernel_rotary(models, tmp_path):
-    """The explicit rotation (Gather of cos/sin/partner, Mul, Add) and the kernel's, on the same layers."""
+    """The explicit rotation (Gathers of cos/sin and of x with its partners, Mul, ReduceSum) and the kernel's,
+    on the same layers."""
     import onnxruntime as ort
 
     from optimum_subnet.onnx.builder.validate import run_direct
@@ -169,9 +170,10 @@ def test_no_host_side_shape_work(exported, models):
     fused = ["SimplifiedLayerNormalization", "MatMul", "GroupQueryAttention", "MatMul", "SkipSimplifiedLayerNormalization",
              "MatMul", "Split", "QuickGelu", "Mul", "MatMul"]
     assert sorted(layer_ops["layers.0"]) == sorted(fused)
-    assert len(layer_ops["layers.1"]) == 10 and len(layer_ops["layers.2"]) == 10 + 6  # + explicit rotation
-    # seqlens + embedding, layers, rotations, the position tables, final norm + LM head (Reshape, Gather, MatMul)
-    assert len(graph.node) == 3 + 10 * 4 + 6 * 2 + 2 + 4
+    # + the explicit rotation: two Gathers, Mul, Reshape (no kernel), ReduceSum
+    assert len(layer_ops["layers.1"]) == 10 and len(layer_ops["layers.2"]) == 10 + 5
+    # seqlens + embedding, layers, rotations, the position table, final norm + LM head (Reshape, Gather, MatMul)
+    assert len(graph.node) == 3 + 10 * 4 + 5 * 2 + 1 + 4
 
 
 def test_fp16_graph_and_external_data(models, tmp_path):

@@ -5,7 +5,7 @@ the family's :class:`~optimum_subnet.families.base.GraphLayout`. Per decoder lay
 
     SkipSimplifiedLayerNormalization (residual add fused; the first layer: SimplifiedLayerNormalization)
     MatMul (packed q|k|v) [+ Add bias]        [Split, q/k SimplifiedLayerNormalization: q/k-norm families]
-    [explicit rotary: Gather cos/sin/partner, Mul, Mul, Add]   (only where the kernel's rotary cannot)
+    [explicit rotary: Gather cos|sin, Gather x|partner, Mul, ReduceSum]   (only where the kernel cannot)
     com.microsoft::GroupQueryAttention (this layer's heads, KV heads, head size, scale, window; in-kernel
         rotary from the channels the layer kept; past and present share one buffer of fixed length)
     MatMul (o) [+ Add bias]                   [Gemma: SimplifiedLayerNormalization (post-attention)]
@@ -223,18 +223,16 @@ class _Builder:
                                  self.w.initializer(f"{tag}/sin_cache", sin[:, pairs].astype(self.np_dtype)))
         return self._caches[key]
 
-    def position_tables(self, kind: str) -> tuple[str, str]:
-        """Per step, once per table: ``[cos | 1]`` and ``[sin | -sin | 0]`` gathered at the positions: (B, S, .)."""
+    def position_table(self, kind: str) -> str:
+        """Per step, once per table: ``[cos | 1 | sin | -sin | 0]`` gathered at the positions: (B, S, 3r + 2)."""
         if kind not in self._position_tables:
             cos, sin = self.tables()[kind]
             rows = cos.shape[0]
-            cos_ext = np.concatenate([cos, np.ones((rows, 1), cos.dtype)], axis=1).astype(self.np_dtype)
-            sin_ext = np.concatenate([sin, -sin, np.zeros((rows, 1), sin.dtype)], axis=1).astype(self.np_dtype)
-            cos_name = self.w.initializer(f"/rotary/{kind}/cos_table", cos_ext)
-            sin_name = self.w.initializer(f"/rotary/{kind}/sin_table", sin_ext)
-            self._position_tables[kind] = (
-                self.w.node("Gather", [cos_name, "position_ids"], f"/rotary/{kind}/cos/Gather", axis=0)[0],
-                self.w.node("Gather", [sin_name, "position_ids"], f"/rotary/{kind}/sin/Gather", axis=0)[0])
+            table = np.concatenate([cos, np.ones((rows, 1), cos.dtype), sin, -sin, np.zeros((rows, 1), sin.dtype)],
+                                   axis=1).astype(self.np_dtype)
+            name = self.w.initializer(f"/rotary/{kind}/cos_sin_table", table)
+            self._position_tables[kind] = self.w.node("Gather", [name, "position_ids"], f"/rotary/{kind}/Gather",
+                                                      axis=0)[0]
         return self._position_tables[kind]
 
     # ----------------------------------------------------------------------------------- ops
@@ -256,30 +254,34 @@ class _Builder:
         return y
 
     def explicit_rotary(self, x: str, plan: LayerPlan, heads: list[tuple[int, str]], name: str) -> str:
-        """Rotate ``x`` (B, S, sum of heads * head size): ``heads`` lists (KV head, 'rot'|'pass') per head."""
+        """Rotate ``x`` (B, S, sum of heads * head size): ``heads`` lists (KV head, 'rot'|'pass') per head.
+
+        Four kernels: gather ``[cos | +-sin]`` of each channel from the step's position table, gather
+        ``[x | partner]``, multiply, and sum the two halves: ``x * cos + partner * (+-sin)``."""
+        r, d = self.rope, plan.head_dim
         cos_col, sin_col, partner = [], [], []
-        d = plan.head_dim
         for offset, (kv_head, kind) in enumerate(heads):
             if kind == "pass":
-                cos_col += [self.rope] * d
-                sin_col += [2 * self.rope] * d
+                cos_col += [r] * d
+                sin_col += [2 * r] * d
                 partner += [offset * d + p for p in range(d)]
                 continue
-            c, s, p, _, _ = rotary_map(plan.channels[kv_head], self.rope)
+            c, s, p, _, _ = rotary_map(plan.channels[kv_head], r)
             cos_col += c
             sin_col += s
             partner += [offset * d + q for q in p]
-        cos_pos, sin_pos = self.position_tables(plan.rope)
+        width = len(partner)
+        # columns of the position table: cos c -> c, 1 -> r, sin c -> r + 1 + c, -sin c -> 2r + 1 + c, 0 -> 3r + 1
+        table_index = np.array(cos_col + [r + 1 + col for col in sin_col], np.int64)
+        x_index = np.array(list(range(width)) + partner, np.int64)
         base = f"/model/layers.{plan.index}/attn/rotary/{name}"
-        cos = self.w.node("Gather", [cos_pos, self.w.const(np.array(cos_col, np.int64), f"{base}/cos_index")],
-                          f"{base}/cos/Gather", axis=2)[0]
-        sin = self.w.node("Gather", [sin_pos, self.w.const(np.array(sin_col, np.int64), f"{base}/sin_index")],
-                          f"{base}/sin/Gather", axis=2)[0]
-        mate = self.w.node("Gather", [x, self.w.const(np.array(partner, np.int64), f"{base}/partner")],
-                           f"{base}/partner/Gather", axis=2)[0]
-        straight = self.w.node("Mul", [x, cos], f"{base}/Mul")[0]
-        rotated = self.w.node("Mul", [mate, sin], f"{base}/Mul_sin")[0]
-        return self.w.node("Add", [straight, rotated], f"{base}/Add")[0]
+        w = self.w
+        cos_sin = w.node("Gather", [self.position_table(plan.rope), w.const(table_index, f"{base}/table_index")],
+                         f"{base}/cos_sin/Gather", axis=2)[0]
+        pair = w.node("Gather", [x, w.const(x_index, f"{base}/x_index")], f"{base}/x_partner/Gather", axis=2)[0]
+        product = w.node("Mul", [pair, cos_sin], f"{base}/Mul")[0]
+        split = w.node("Reshape", [product, w.const(np.array([0, 0, 2, width], np.int64))], f"{base}/Reshape")[0]
+        return w.node("ReduceSum", [split, w.const(np.array([2], np.int64))], f"{base}/ReduceSum", keepdims=0)[0]
 
     def qk_norm(self, x: str, heads: int, d: int, weight: str, name: str) -> str:
         x4 = self.w.node("Reshape", [x, self.w.const(np.array([0, 0, heads, d], np.int64))], f"{name}/Reshape")[0]
