@@ -69,11 +69,13 @@ class RandomWeights:
 
     Values are normal with std ``1/sqrt(fan_in)`` (activations stay O(1) through the layers; never
     zeros, which would time an unrealistic fast path); norms are ones. ``seed`` makes them
-    reproducible. Generating on the GPU is fast; on the CPU a 7B shape takes a minute or so.
+    reproducible. Generating on the GPU is fast; on a CPU a 7B shape takes minutes, so ``pool=True``
+    draws one buffer of normal values once and hands out slices of it at shifting offsets (random,
+    not independent: for timing the build itself).
     """
 
     def __init__(self, config, dtype: torch.dtype = torch.float16, device: str = "cpu", seed: int = 0,
-                 tied: bool | None = None, qkv_bias: bool = False):
+                 tied: bool | None = None, qkv_bias: bool = False, pool: bool = False):
         self.config, self.dtype, self.device = config, dtype, torch.device(device)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.tied = bool(getattr(config, "tie_word_embeddings", False)) if tied is None else tied
@@ -85,8 +87,20 @@ class RandomWeights:
                        "num_key_value_heads": getattr(config, "num_key_value_heads", None) or config.num_attention_heads,
                        "head_dim": head_dim, "intermediate_size": config.intermediate_size}] * config.num_hidden_layers
         self.layer_sizes = layers
+        self._pool = None
+        self._offset = 0
+        if pool:
+            biggest = max(config.vocab_size * config.hidden_size,
+                          max(config.hidden_size * (l["num_attention_heads"] + l["num_key_value_heads"]) * l["head_dim"]
+                              for l in layers),
+                          max(config.hidden_size * l["intermediate_size"] for l in layers))
+            self._pool = torch.empty(biggest + 4099, dtype=torch.float32, device=self.device).normal_(
+                generator=self.generator).to(dtype)
 
     def _normal(self, rows: int, cols: int) -> torch.Tensor:
+        if self._pool is not None:
+            self._offset = (self._offset + 1031) % 4099
+            return self._pool[self._offset: self._offset + rows * cols].view(rows, cols) / math.sqrt(cols)
         out = torch.empty((rows, cols), dtype=torch.float32, device=self.device)
         out.normal_(0.0, 1.0 / math.sqrt(cols), generator=self.generator)
         return out.to(self.dtype)
