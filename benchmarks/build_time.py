@@ -43,14 +43,18 @@ def main() -> int:
         t0 = time.perf_counter()
         source = RandomWeights(config, dtype=torch.float16, device="cpu", tied=False, pool=True)
         t1 = time.perf_counter()
+        cpu0 = os.times()
         folder = Path(args.work) / variant
         shutil.rmtree(folder, ignore_errors=True)
         summary = build_decoder(source, config, folder, BuildConfig(dtype="fp16", max_positions=4096,
                                                                     external_data=True))
         t2 = time.perf_counter()
+        cpu1 = os.times()
         size = sum(f.stat().st_size for f in folder.iterdir())
         rows.append({"shape": args.shape, "variant": variant, "pool_s": t1 - t0, "build_s": t2 - t1,
                      "builder_reported_s": summary["seconds"], "files_bytes": size,
+                     "cpu_s": (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system),
+                     "load_average": os.getloadavg(),
                      "weight_bytes": summary["weight_bytes"], "nodes": summary["nodes"],
                      "rotary": summary["rotary"], "layers": summary["layers"]})
         print(json.dumps(rows[-1]), flush=True)
@@ -62,10 +66,13 @@ def main() -> int:
     lines = ["# Direct builder: build time at the LLaMA-7B shape (CPU, indicative)", "",
              f"{os.cpu_count()} CPU cores shared with other work, {torch.get_num_threads()} torch thread(s); "
              "fp16 weights written to model.onnx.data.", "",
-             "| variant | layers | weights GB | nodes | rotary (in-kernel / explicit) | build s |", "|---|---:|---:|---:|---|---:|"]
+             "| variant | layers | weights GB | nodes | rotary (in-kernel / explicit) | build s (wall) | CPU s | "
+             "load average |", "|---|---:|---:|---:|---|---:|---:|---|"]
     for r in rows:
+        load = "/".join(f"{x:.1f}" for x in r["load_average"])
         lines.append(f"| {r['variant']} | {r['layers']} | {r['weight_bytes'] / 1e9:.2f} | {r['nodes']} | "
-                     f"{r['rotary']['fused']} / {r['rotary']['explicit']} | {r['build_s']:.1f} |")
+                     f"{r['rotary']['fused']} / {r['rotary']['explicit']} | {r['build_s']:.1f} | {r['cpu_s']:.1f} | "
+                     f"{load} |")
     Path(args.output + ".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -362,7 +362,9 @@ def generation_settings(generation_config, kwargs: dict[str, Any]) -> tuple[dict
     values.update({k: v for k, v in kwargs.items() if k in SUPPORTED_SETTINGS})
     unsupported = []
     for key, value in kwargs.items():
-        if key in SUPPORTED_SETTINGS or key in ("use_cache", "return_dict_in_generate", "output_scores"):
+        if key in SUPPORTED_SETTINGS or key == "use_cache":
+            continue
+        if key in ("return_dict_in_generate", "output_scores", "output_logits") and not value:
             continue
         if key == "num_beams" and value in (None, 1):
             continue

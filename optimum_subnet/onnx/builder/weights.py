@@ -94,13 +94,14 @@ class RandomWeights:
                           max(config.hidden_size * (l["num_attention_heads"] + l["num_key_value_heads"]) * l["head_dim"]
                               for l in layers),
                           max(config.hidden_size * l["intermediate_size"] for l in layers))
+            # scaled once (for a 4096-wide input): no per-tensor arithmetic, which is slow in fp16 on a CPU
             self._pool = torch.empty(biggest + 4099, dtype=torch.float32, device=self.device).normal_(
-                generator=self.generator).to(dtype)
+                0.0, 1.0 / 64, generator=self.generator).to(dtype)
 
     def _normal(self, rows: int, cols: int) -> torch.Tensor:
         if self._pool is not None:
             self._offset = (self._offset + 1031) % 4099
-            return self._pool[self._offset: self._offset + rows * cols].view(rows, cols) / math.sqrt(cols)
+            return self._pool[self._offset: self._offset + rows * cols].view(rows, cols)
         out = torch.empty((rows, cols), dtype=torch.float32, device=self.device)
         out.normal_(0.0, 1.0 / math.sqrt(cols), generator=self.generator)
         return out.to(self.dtype)

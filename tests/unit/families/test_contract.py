@@ -274,10 +274,10 @@ class FamilyContract:
 
         subnet = extract_subnet(model, self.spec(model))
         # 20 tokens: longer than the sliding windows (12), so the exported masks are exercised
-        out = export_onnx(subnet, tmp_path / "onnx", OnnxExportConfig(validation_sequence_length=20),
+        out = export_onnx(subnet, tmp_path / "onnx", OnnxExportConfig(validation_sequence_length=20, builder="torch"),
                           tokenizer=char_tokenizer())
         assert json.loads((out / "validation.json").read_text())["unfused"]["passed"]
-        ort = load_ort_model(out)
+        ort = load_ort_model(out)  # a torch export: transformers' loop over Optimum's forward
         ids = torch.randint(3, VOCAB, (1, 14), generator=torch.Generator().manual_seed(4))
         generated = ort.generate(ids, max_new_tokens=10, do_sample=False)
         with torch.no_grad():
@@ -298,7 +298,7 @@ class FamilyContract:
                                         if not spec.shape.rotary_dim else c for c in layer.attention_channels]
         spec.validate()
         subnet = extract_subnet(model, spec)
-        config = OnnxExportConfig(fuse_attention=True, validation_sequence_length=20)
+        config = OnnxExportConfig(fuse_attention=True, validation_sequence_length=20, builder="torch")
         refused = adapter.traits.qk_norm or adapter.traits.fused_qkv or spec.shape.rotary_dim
         if refused:
             with pytest.raises(SubnetError, match="not available for"):
