@@ -379,8 +379,9 @@ def run_genai(shape: str, args, device, work: Path, results: Results, start: flo
     t0 = time.perf_counter()
     write_hf_folder(dense_config(shape), hf, device)
     t1 = time.perf_counter()
+    precision, ep = ("fp16", "cuda") if device.type == "cuda" else ("fp32", "cpu")  # cpu: a test of the stage
     command = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf), "-o", str(built), "-p",
-               "fp16", "-e", "cuda", "-c", str(work / "genai_cache")]
+               precision, "-e", ep, "-c", str(work / "genai_cache")]
     proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=args.genai_build_timeout)
     t2 = time.perf_counter()
     shutil.rmtree(hf, ignore_errors=True)
@@ -398,7 +399,7 @@ def run_genai(shape: str, args, device, work: Path, results: Results, start: flo
         info["nodes_error"] = str(e)[:200]
     results.add("models", {"shape": shape, "variant": "genai", **info})
     # batch 1 with its CUDA graph; every batch without (genai refuses batched prompts with the graph on)
-    for graph_on, batches in ((1, [1]), (0, args.batches)):
+    for graph_on, batches in ((1, [1]), (0, args.batches)) if device.type == "cuda" else ((0, args.batches),):
         if not elapsed_ok(args, start, f"genai {shape} graph={graph_on}", results):
             break
         out_json = work / f"genai_{shape}_{graph_on}.json"
@@ -550,12 +551,11 @@ def main(argv=None) -> int:
             if not elapsed_ok(args, start, f"{shape} {variant}", results):
                 continue
             if variant == "genai":
-                if device.type == "cuda":
-                    try:
-                        run_genai(shape, args, device, work, results, start)
-                    except Exception as e:  # noqa: BLE001
-                        results.add("errors", {"what": f"genai {shape}", "error": f"{type(e).__name__}: {e}",
-                                               "traceback": traceback.format_exc()[-2000:]})
+                try:
+                    run_genai(shape, args, device, work, results, start)
+                except Exception as e:  # noqa: BLE001
+                    results.add("errors", {"what": f"genai {shape}", "error": f"{type(e).__name__}: {e}",
+                                           "traceback": traceback.format_exc()[-2000:]})
                 continue
             folder = work / f"{shape}_{variant}"
             session = stream = None
