@@ -216,6 +216,24 @@ def build(config, folder: Path, args, device) -> dict:
     return summary
 
 
+def open_session(path: Path, device, modes, results: "Results", what: str):
+    """The first session that loads among ``modes`` ((CUDA graph, our torch stream) pairs); refusals recorded."""
+    import torch
+
+    from optimum_subnet.runtime.generator import create_session
+
+    error = None
+    for graph, own_stream in modes:
+        stream = torch.cuda.Stream(device) if own_stream and device.type == "cuda" else None
+        try:
+            return create_session(path, device.type, cuda_graph=graph, stream=stream), (graph, stream)
+        except Exception as e:  # noqa: BLE001
+            error = f"{type(e).__name__}: {str(e)[:500]}"
+            results.add("errors", {"what": f"{what}: session with cuda_graph={graph} user_stream={own_stream}",
+                                   "error": error})
+    raise RuntimeError(f"no session could be created: {error}")
+
+
 def placement_check(path: Path) -> dict:
     """Load the graph with CPU fallback disabled: it loads only if every node runs on the CUDA EP."""
     import onnxruntime as ort
@@ -530,7 +548,6 @@ def main(argv=None) -> int:
     import torch
 
     from optimum_subnet.core.environment import environment
-    from optimum_subnet.runtime.generator import create_session
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -558,7 +575,7 @@ def main(argv=None) -> int:
                                            "traceback": traceback.format_exc()[-2000:]})
                 continue
             folder = work / f"{shape}_{variant}"
-            session = stream = None
+            session = None
             try:
                 config, spec = variant_config(shape, variant)
                 t0 = time.perf_counter()
@@ -573,23 +590,36 @@ def main(argv=None) -> int:
                 if (shape, variant) in placements and device.type == "cuda":
                     results.add("placement", {"shape": shape, "variant": variant,
                                               **placement_check(folder / "model.onnx")})
-                cuda_graph = device.type == "cuda"
-                if cuda_graph:
-                    stream = torch.cuda.Stream(device)
-                session = create_session(folder / "model.onnx", device.type, cuda_graph=cuda_graph, stream=stream)
+                # CUDA graph + our stream (the default path); should ONNX Runtime refuse either, the next
+                # mode down is measured and the refusal recorded
+                modes = [(True, True), (True, False), (False, True)] if device.type == "cuda" else [(False, False)]
+                session, mode = open_session(folder / "model.onnx", device, modes, results, f"{shape} {variant}")
                 for batch in (args.layer_mask_batches if variant.endswith("-layer") else args.batches):
                     for prompt in args.prompts:
                         what = f"{shape} {variant} batch {batch} prompt {prompt}"
                         if not elapsed_ok(args, start, what, results):
                             continue
                         row = {"shape": shape, "variant": variant, "engine": "ORTGenerator", "batch": batch,
-                               "prompt": prompt, "new_tokens": args.new_tokens, "cuda_graph": cuda_graph}
-                        try:
-                            row.update(measure(session, stream, batch, prompt, args, device, cuda_graph,
-                                               config.vocab_size))
-                        except Exception as e:  # noqa: BLE001 - keep the other configurations' numbers
-                            row["error"] = f"{type(e).__name__}: {str(e)[:500]}"
-                            row["traceback"] = traceback.format_exc()[-2000:]
+                               "prompt": prompt, "new_tokens": args.new_tokens}
+                        for attempt in range(2):
+                            cuda_graph, stream = mode[0], mode[1]
+                            row.update(cuda_graph=cuda_graph, user_stream=stream is not None)
+                            try:
+                                row.update(measure(session, stream, batch, prompt, args, device, cuda_graph,
+                                                   config.vocab_size))
+                                row.pop("error", None)
+                                break
+                            except Exception as e:  # noqa: BLE001 - keep the other configurations' numbers
+                                row["error"] = f"{type(e).__name__}: {str(e)[:500]}"
+                                row["traceback"] = traceback.format_exc()[-2000:]
+                                if not cuda_graph or attempt:
+                                    break
+                                # the captured step failed: measure this and later rows without the graph
+                                row["graph_error"] = row["error"]
+                                session = None
+                                gc.collect()
+                                session, mode = open_session(folder / "model.onnx", device, [(False, True)], results,
+                                                             f"{shape} {variant} (no graph)")
                         results.add("rows", row)
                         LOG.info("%s: %s", what, {k: row.get(k) for k in ("decode_tokens_per_s", "prefill_ms",
                                                                           "error")})
