@@ -102,8 +102,6 @@ class ORTGenerator:
     session computes on (``user_compute_stream``), if any.
     """
 
-    _graph_ids = iter(range(1, 1 << 30))  # ORT keeps one captured graph per id, per session
-
     def __init__(self, session, max_length: int, batch_size: int = 1, *, cuda_graph: bool = False,
                  stream: "torch.cuda.Stream | None" = None, max_positions: int | None = None):
         self.session = session
@@ -133,7 +131,10 @@ class ORTGenerator:
         self.max_length, self.batch_size = max_length, batch_size
         self.cuda_graph = bool(cuda_graph and self.on_cuda)
         self.stream = stream if self.on_cuda else None
-        self.graph_id = next(self._graph_ids)
+        # ONNX Runtime keeps one captured graph per id for the session's lifetime: each generator (its own
+        # buffers) takes a new id, counted on the session itself
+        self.graph_id = getattr(session, "_optimum_subnet_graph_ids", 0) + 1
+        session._optimum_subnet_graph_ids = self.graph_id
         #: seconds of the last ``generate``: prefill, and the decode steps after the first token
         self.timing: dict[str, float] = {}
         with self._on_stream():
