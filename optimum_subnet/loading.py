@@ -511,8 +511,8 @@ def load_memory_mapped(name_or_path: str, folder: Path, config, dtype, offload_f
         for made in created:  # the converted files are unlinked once mapped: leave no empty folders behind
             with contextlib.suppress(OSError):
                 made.rmdir()
-    missing = sorted(k for k in set(expected) - seen if not k.endswith(_IGNORED_KEYS)
-                     and not (k == "lm_head.weight" and getattr(config, "tie_word_embeddings", False)))
+    tied = set(_tied_keys(model)) if getattr(config, "tie_word_embeddings", False) else set()
+    missing = sorted(k for k in set(expected) - seen if not k.endswith(_IGNORED_KEYS) and k not in tied)
     if missing:
         raise SubnetError(f"weights of {name_or_path!r} do not match its config: the checkpoint misses "
                           f"tensors ({len(missing)}, e.g. {missing[0]})")

@@ -185,6 +185,21 @@ class FamilyContract:
             assert torch.equal(loaded(ids).logits, subnet(ids).logits)
         assert SubnetSpec.load(tmp_path).key() == spec.key()
 
+    def test_memory_mapped_loading_equals_the_resident_load(self, tmp_path, model):
+        """``load_model(offload_folder=...)`` (weights memory-mapped from disk) builds the same model, the LM head
+        tied where the family's class ties it (its own tied keys, not a hard-coded name)."""
+        from optimum_subnet.loading import load_model
+
+        model.save_pretrained(tmp_path / "dense")
+        char_tokenizer().save_pretrained(tmp_path / "dense")
+        resident, _ = load_model(str(tmp_path / "dense"))
+        mapped, _ = load_model(str(tmp_path / "dense"), offload_folder=str(tmp_path / "mapped"))
+        ids = torch.randint(3, VOCAB, (1, 16), generator=torch.Generator().manual_seed(7))
+        with torch.no_grad():
+            assert _close(mapped(ids).logits, resident(ids).logits)
+        head, embedding = mapped.get_output_embeddings().weight, mapped.get_input_embeddings().weight
+        assert (head.data_ptr() == embedding.data_ptr()) == bool(model.config.tie_word_embeddings)
+
     def test_trust_remote_code_loads_without_the_plugin(self, tmp_path, model):
         subnet, spec = self.subnet_with_out_biases(model)
         subnet.config._attn_implementation = "eager"
