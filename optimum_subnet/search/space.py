@@ -61,8 +61,8 @@ def paper_ranges(block_ratio: float) -> tuple[float, float]:
 def default_attention_pruning(shape: ModelShape) -> str:
     """The family's default attention space. Families with per-head q/k norms (Qwen3, Gemma3) leave attention
     whole: in-head pruning there is not function-preserving (the norm runs over the kept channels only), and on
-    Gemma3-270M our search with attention whole beat the same search pruning inside heads at block ratio 0.8
-    (``benchmarks/results/quality_gemma3.md``, ``ours`` vs ``ours@pair``). The loss comes from the pruned
+    Gemma3-270M our search with attention whole beat the same search pruning inside heads at block ratios 0.9
+    and 0.8 (``benchmarks/results/quality_gemma3.md``, ``ours`` vs ``ours@pair``). The loss comes from the pruned
     channels rather than the norm's changed statistics, and the same parameters cost far less taken from the MLP
     (``benchmarks/results/qk_norm_diagnostic_gemma3.md``).
     Qwen3 follows by structure (not measured). The others prune inside heads."""
