@@ -9,7 +9,6 @@ output folder) runs before any work, so bad input fails in seconds with nothing 
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import time
@@ -26,11 +25,11 @@ from optimum_subnet.primal.convert import (
     SuffixRunner,
     check_supported,
     config_entry,
+    detached_primal,
     fit_primal_layers,
     mark_converted,
     plan_layers,
 )
-from optimum_subnet.primal.modeling_primal import primal_attention_for
 from optimum_subnet.primal.save import as_primal_model, save_primal
 
 logger = logging.getLogger(__name__)
@@ -143,8 +142,7 @@ class PrimalOptimizer:
             tensors, report = saved
             originals = {i: layers[i].self_attn for i in plan}
             for index, rank in plan.items():
-                primal = primal_attention_for(originals[index], self.model.config.hidden_size, index, rank)
-                primal.q_proj, primal.k_proj = copy.deepcopy(primal.q_proj), copy.deepcopy(primal.k_proj)
+                primal = detached_primal(originals[index], self.model.config.hidden_size, index, rank)
                 primal.load_state_dict({k.split(".", 2)[2]: v for k, v in tensors.items()
                                         if k.startswith(f"layers.{index}.")}, assign=False)
                 layers[index].self_attn = primal.to(device)
