@@ -257,13 +257,19 @@ def decoding_state(model, plan: dict[int, int]) -> dict[str, Any]:
     layers = model.model.layers
     kv_per_token = 0
     state = 0
+    windows = {}
     dtype_bytes = next(model.parameters()).element_size()
     for index in plan:
         module = layers[index].self_attn
         kv_per_token += 2 * module.num_key_value_heads * module.head_dim * dtype_bytes
         state += (module.num_heads + module.num_key_value_heads) * module.head_dim * 4
-    return {"kv_cache_bytes_saved_per_token": kv_per_token, "primal_state_bytes": state,
-            "primal_layers": sorted(plan)}
+        if module.is_sliding or module.sliding_window:  # that layer's KV cache stopped growing at its window
+            windows[index] = module.sliding_window
+    out = {"kv_cache_bytes_saved_per_token": kv_per_token, "primal_state_bytes": state,
+           "primal_layers": sorted(plan)}
+    if windows:
+        out["sliding_windows"] = windows
+    return out
 
 
 def write_report(report: dict, folder: Path) -> None:
@@ -292,6 +298,9 @@ def render_report(report: dict) -> str:
         lines += ["", f"Decoding: the primal layers keep {s['primal_state_bytes']:,} bytes per sequence (running "
                       f"sums) instead of {s['kv_cache_bytes_saved_per_token']:,} bytes of KV cache per token of "
                       "context."]
+        if s.get("sliding_windows"):
+            lines.append(f"Layers {', '.join(map(str, s['sliding_windows']))} attended within a sliding window: their "
+                         "KV cache stopped growing at the window (the saving per token holds up to it).")
     return "\n".join(lines) + "\n"
 
 

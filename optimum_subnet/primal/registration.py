@@ -32,8 +32,10 @@ class PrimalFamily:
     base_lm: type
     config: type
     lm: type
-    #: the adapter of a subnet base (its modeling files are saved too); None for a dense base
-    subnet_adapter: object | None
+    #: the family's adapter
+    adapter: object
+    #: a subnet base (its modeling files are saved too)
+    subnet: bool
 
     @property
     def model_type(self) -> str:
@@ -48,14 +50,14 @@ def _families() -> dict[str, PrimalFamily]:
     out = {}
     for adapter_cls in ADAPTERS:
         adapter = adapter_cls()
-        bases = [(t, CONFIG_MAPPING[t], None) for t in adapter.model_types]
+        bases = [(t, CONFIG_MAPPING[t], MODEL_FOR_CAUSAL_LM_MAPPING[CONFIG_MAPPING[t]], False)
+                 for t in adapter.model_types]
         subnet_config, _, subnet_lm = adapter.subnet_classes()
-        bases.append((adapter.subnet_model_type, subnet_config, adapter))
-        for base_type, config_cls, subnet in bases:
-            lm_cls = subnet_lm if subnet is not None else MODEL_FOR_CAUSAL_LM_MAPPING[config_cls]
+        bases.append((adapter.subnet_model_type, subnet_config, subnet_lm, True))
+        for base_type, config_cls, lm_cls, subnet in bases:
             config, lm = primal_classes(config_cls, lm_cls, __name__)
             globals()[config.__name__], globals()[lm.__name__] = config, lm
-            out[base_type] = PrimalFamily(base_type, config_cls, lm_cls, config, lm, subnet)
+            out[base_type] = PrimalFamily(base_type, config_cls, lm_cls, config, lm, adapter, subnet)
     return out
 
 
@@ -96,10 +98,10 @@ def entry_module_source(family: PrimalFamily) -> str:
              ""]
     for cls in (family.base_config, family.base_lm):
         source = cls.__module__
-        if family.subnet_adapter is not None:
+        if family.subnet:
             source = "." + source.rsplit(".", 1)[-1]
         lines.append(f"from {source} import {cls.__name__}")
-    if family.subnet_adapter is not None:
+    if family.subnet:
         lines += ["from .subnet_configuration import SubnetConfigMixin  # noqa: F401  (copied for trust_remote_code)",
                   "from .subnet_modeling import SubnetAttention  # noqa: F401"]
     lines += ["from .modeling_primal import primal_classes", "",

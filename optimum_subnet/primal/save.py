@@ -50,11 +50,11 @@ def save_primal(model, tokenizer, folder, extra_files=()) -> None:
     model.config.auto_map = auto_map(family)
     model.save_pretrained(folder, safe_serialization=True)
     sources: list[tuple[Path, dict]] = []
-    if family.subnet_adapter is not None:  # a subnet: its own modeling files, as save_subnet writes them
+    if family.subnet:  # a subnet: its own modeling files, as save_subnet writes them
         from optimum_subnet.families.auto import SHARED_REMOTE_CODE
 
         families = PRIMAL_DIR.parent / "families"
-        for relative in SHARED_REMOTE_CODE + family.subnet_adapter.remote_code():
+        for relative in SHARED_REMOTE_CODE + family.adapter.remote_code():
             sources.append((families / relative, {"from ..subnet_": "from .subnet_"}))
     for name in PRIMAL_REMOTE_CODE:
         sources.append((PRIMAL_DIR / name, {}))
