@@ -124,8 +124,10 @@ def valid_tokens(attention_mask, length: int) -> Optional[torch.Tensor]:
     """Which of the chunk's ``length`` tokens are real (not padding), from the 4-D mask the model
     builds: a real token always attends to itself, a padding token never (its key is masked), and
     the chunk's tokens are the mask's last ``length`` key columns. The diagonal is right for causal,
-    sliding-window and cached masks alike (a window's last row would not see early tokens). None:
-    all are real (no mask)."""
+    sliding-window and cached masks alike (a window's last row would not see early tokens). A 2-D
+    mask (flash attention's: 1 for real tokens) is read directly. None: all are real (no mask)."""
+    if isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 2:
+        return attention_mask[:, -length:].bool()
     if not isinstance(attention_mask, torch.Tensor) or attention_mask.dim() != 4:
         return None
     index = torch.arange(length, device=attention_mask.device)
