@@ -43,6 +43,35 @@ def norms_skipped():
         PrimalAttention.project = original
 
 
+def mean_attention(model, adapter, runner, states, indices):
+    """Replace the attention of ``indices`` (consecutive, in order) by its mean output on the calibration
+    states that reach it; returns the original modules by layer."""
+    import torch
+
+    class Constant(torch.nn.Module):
+        def __init__(self, mean):
+            super().__init__()
+            self.mean = mean
+
+        def forward(self, hidden_states, *args, **kwargs):
+            return self.mean.to(hidden_states.dtype).expand_as(hidden_states).clone(), None
+
+    layers = adapter.decoder_layers(model)
+    originals = {}
+    with torch.no_grad():
+        for i in indices:
+            layer, total, count = layers[i], 0.0, 0
+            for h in states:
+                context = runner.context(h)
+                y, _ = layer.self_attn(hidden_states=layer.input_layernorm(h),
+                                       attention_mask=adapter.layer_mask(layer, context),
+                                       position_embeddings=adapter.layer_rotary(layer, context))
+                total, count = total + y.double().sum((0, 1)), count + y.shape[0] * y.shape[1]
+            originals[i], layer.self_attn = layer.self_attn, Constant((total / count).float())
+            states = [adapter.run_layer(layer, h, runner.context(h)) for h in states]
+    return originals
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="gemma3-270m")
@@ -80,6 +109,13 @@ def main(argv=None) -> int:
     types = getattr(model.config, "layer_types", None)
     rows = [{"variant": "base", "perplexity": runner.perplexity(ev, held_out)}]
     logger.info("%s", rows[-1])
+    originals = mean_attention(model, adapter, runner, cal, indices)
+    try:  # what a primal layer reproducing only the attention's mean would give (the fit's floor)
+        rows.append({"variant": "mean attention (a constant)", "perplexity": runner.perplexity(ev, held_out)})
+    finally:
+        for i, module in originals.items():
+            layers[i].self_attn = module
+    logger.info("%s", rows[-1])
     for rank in args.ranks:
         for variant, context in (("after the q/k norms (ships)", contextlib.nullcontext), ("before the q/k norms",
                                                                                              norms_skipped)):
@@ -109,6 +145,9 @@ def main(argv=None) -> int:
              "| feature maps | rank | perplexity | output residual per layer | kernel energy kept per layer |",
              "|---|---:|---:|---|---|"]
     for r in rows[1:]:
+        if "rank" not in r:
+            lines.append(f"| {r['variant']} | - | {r['perplexity']:.2f} | - | - |")
+            continue
         lines.append(f"| {r['variant']} | {r['rank']} | {r['perplexity']:.2f} | "
                      + ", ".join(f"{k}: {v:.3f}" for k, v in r["output_residual"].items()) + " | "
                      + ", ".join(f"{k}: {v:.3f}" for k, v in r["kernel_energy_kept"].items()) + " |")
