@@ -49,9 +49,10 @@ def mean_attention(model, adapter, runner, states, indices):
     import torch
 
     class Constant(torch.nn.Module):
-        def __init__(self, mean):
+        def __init__(self, mean, replaced):
             super().__init__()
             self.mean = mean
+            self.is_sliding = getattr(replaced, "is_sliding", False)  # Gemma3's layer picks its rotary table by it
 
         def forward(self, hidden_states, *args, **kwargs):
             return self.mean.to(hidden_states.dtype).expand_as(hidden_states).clone(), None
@@ -67,7 +68,7 @@ def mean_attention(model, adapter, runner, states, indices):
                                        attention_mask=adapter.layer_mask(layer, context),
                                        position_embeddings=adapter.layer_rotary(layer, context))
                 total, count = total + y.double().sum((0, 1)), count + y.shape[0] * y.shape[1]
-            originals[i], layer.self_attn = layer.self_attn, Constant((total / count).float())
+            originals[i], layer.self_attn = layer.self_attn, Constant((total / count).float(), layer.self_attn)
             states = [adapter.run_layer(layer, h, runner.context(h)) for h in states]
     return originals
 
