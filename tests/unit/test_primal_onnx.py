@@ -39,7 +39,9 @@ def test_export_carries_the_state_as_past_and_present_and_generates_like_pytorch
 
     model = families._converted(family, subnet)
     out = _export(model, tmp_path / "onnx")
-    validation = json.loads((out / "validation.json").read_text())["unfused"]
+    report = json.loads((out / "validation.json").read_text())
+    assert report["builder"] == "torch"  # the default export: the direct builder does not write primal layers
+    validation = report["unfused"]
     assert validation["passed"] and [s["step"] for s in validation["steps"]] == ["prefill", "decode"]
     graph = onnx.load(str(out / "model.onnx"), load_external_data=False).graph
     shapes = {i.name: [d.dim_value or d.dim_param for d in i.type.tensor_type.shape.dim] for i in graph.input}
@@ -104,6 +106,17 @@ def test_fused_attention_is_refused_for_primal_models_with_nothing_written(tmp_p
     assert not (tmp_path / "onnx").exists()
 
 
+def test_the_direct_builder_refuses_primal_models_with_nothing_written(tmp_path):
+    from optimum_subnet.onnx.builder.decoder import check_buildable
+
+    check_buildable(families._base("llama", False).config)  # the base family is one the direct builder writes
+    model = families._converted("llama", False)
+    with pytest.raises(SubnetError, match="does not write Primal-Attention layers; export this model with "
+                                          'builder="torch"'):
+        export_onnx(model, tmp_path / "onnx", OnnxExportConfig(builder="direct"))
+    assert not (tmp_path / "onnx").exists()
+
+
 def test_cli_export_and_generate_equal_pytorch_generate(tmp_path, monkeypatch):
     import contextlib
     import io
@@ -112,6 +125,8 @@ def test_cli_export_and_generate_equal_pytorch_generate(tmp_path, monkeypatch):
     from tests.bad_inputs import run_cli
 
     monkeypatch.chdir(tmp_path)
+    # a family the direct builder writes: the default export and generate's default engine (the generator,
+    # for direct graphs) both step aside for the primal model
     model = families._converted("qwen3", False)
     save_primal(model, char_tokenizer(), tmp_path / "primal")
     code, err = run_cli(["export", "--model", "primal", "--output", "onnx"])
