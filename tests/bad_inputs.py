@@ -638,6 +638,8 @@ CASES = [
          primal(model="tiny-primal"), setup=_primal_model),
     Case("primal-export-fused-attention", "`subnet export --fuse-attention` on a model with Primal-Attention layers",
          ["export", "--model", "tiny-primal", "--output", "onnx", "--fuse-attention"], setup=_primal_model),
+    Case("primal-export-direct-builder", "`subnet export --builder direct` on a model with Primal-Attention layers",
+         ["export", "--model", "tiny-primal", "--output", "onnx", "--builder", "direct"], setup=_primal_model),
 ]
 
 
@@ -773,6 +775,7 @@ EXPECT = {
     "primal-interrupted-run-present": "continue it with --resume or start over with --overwrite",
     "primal-already-converted": "model already has Primal-Attention layers (primal_llama)",
     "primal-export-fused-attention": "not available for models with Primal-Attention layers",
+    "primal-export-direct-builder": "direct ONNX builder does not write Primal-Attention layers",
 }
 
 
