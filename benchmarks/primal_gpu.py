@@ -1,11 +1,13 @@
 """Primal-Attention on a GPU (issue 16): memory and latency of one replaced layer against SDPA attention,
-and of a whole random-weight model decoding at long context, in one run.
+of a whole random-weight model decoding at long context, and (``--package``) of the shipped code, in one run.
 
-    python benchmarks/primal_gpu.py --out "$OUT"                 # one H100 / H200: about 2-3 minutes
-    python benchmarks/primal_gpu.py --device cpu --tiny --out /tmp/x   # smoke test of the script itself
+    python3 benchmarks/primal_gpu.py --package --out "$OUT"    # one H100 / H200 (not yet run on a GPU)
+    python3 benchmarks/primal_gpu.py --device cpu --tiny --package --out /tmp/x   # CPU smoke test
 
-Plain PyTorch only (no transformers, no optimum-subnet import), so it runs with whatever torch the GPU
-machine has. The layers are the same computations as the package's (``tests/unit/
+Parts 1 and 2 are plain PyTorch (no transformers, no optimum-subnet import), so they run with whatever
+torch the GPU machine has; part 3 (``--package``) imports transformers and ``optimum_subnet`` (the
+project on ``PYTHONPATH`` and its pure-Python wheels) and, if that fails, records the error and keeps
+parts 1 and 2. The layers of parts 1-2 are the same computations as the package's (``tests/unit/
 test_primal_gpu_benchmark.py`` checks :class:`PrimalLayer` against ``PrimalAttention`` and the cached
 decode of :class:`SdpaAttention` against its full causal forward):
 
@@ -19,7 +21,11 @@ Part 1, one layer, for each sequence length N: prefill of N tokens (time, peak m
 input), and per-token decode with a context of N tokens (time per token over ``--decode-steps``
 steps; the KV cache the layer holds against the primal state). Part 2, a LLaMA-3.2-1B-shaped decoder
 with random weights decoding at ``--model-context`` tokens (batch ``--model-batch``) with the last
-K layers primal, K in ``--primal-counts``: time per token, KV-cache bytes, peak memory. Eager PyTorch,
+K layers primal, K in ``--primal-counts``: time per token, KV-cache bytes, peak memory. Part 3, the
+shipped code: a SmolLM2-135M-shaped LLaMA (random weights) whose last K layers (``--package-counts``)
+the package converts, prefilling N tokens (``--package-contexts``) and decoding greedily through
+transformers' cache (KV layers and ``PrimalStateLayer``): prefill time, time per token, KV-cache and
+state bytes, peak memory; plus the incremental step against the full forward on the device. Eager PyTorch,
 no CUDA graphs, one CUDA stream; timings are CUDA-event medians. The short table is printed last;
 everything is written to ``OUT/primal_gpu.json``.
 """
@@ -206,6 +212,23 @@ class Timer:
         return statistics.median(times)
 
 
+    def once(self, fn) -> float:
+        """Milliseconds of one call (no warm-up: a long prefill is warm after the first of its shape)."""
+        return self.once_with_result(fn)[0]
+
+    def once_with_result(self, fn):
+        if self.device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            result = fn()
+            end.record()
+            torch.cuda.synchronize()
+            return start.elapsed_time(end), result
+        t = time.perf_counter()
+        result = fn()
+        return 1000 * (time.perf_counter() - t), result
+
+
 def peak_bytes(device: torch.device, fn) -> int | None:
     """Peak allocated bytes above what was allocated before ``fn`` (None on a CPU)."""
     if device.type != "cuda":
@@ -328,6 +351,99 @@ def model_rows(a, device, dtype, timer) -> list[dict]:
     return rows
 
 
+def package_rows(a, device, dtype, timer) -> dict:
+    """Part 3: the shipped code (transformers + ``optimum_subnet``) on this device. A SmolLM2-135M-shaped
+    LLaMA with random weights, its last K layers converted by the package (``convert_model``, fitted on
+    random calibration tokens: the weights do not change the time or memory), decoding greedily after a
+    prompt of N tokens with the transformers cache (KV layers + ``PrimalStateLayer``). Also the check that
+    the incremental step equals the full forward on this device (float32, a short sequence)."""
+    import transformers
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    import optimum_subnet  # noqa: F401 - registers the primal model types
+    from optimum_subnet.primal.convert import convert_model
+
+    p = a.package
+    config = LlamaConfig(hidden_size=p["hidden"], intermediate_size=p["intermediate"], num_hidden_layers=p["layers"],
+                         num_attention_heads=p["heads"], num_key_value_heads=p["kv_heads"], vocab_size=p["vocab"],
+                         max_position_embeddings=max(p["contexts"]) + a.decode_steps + 8, rope_theta=100000.0,
+                         tie_word_embeddings=True, attn_implementation="sdpa")
+    head_dim = p["hidden"] // p["heads"]
+
+    def build(count: int):
+        torch.manual_seed(0)
+        with torch.device(device):
+            model = LlamaForCausalLM(config).eval()
+        if count:
+            windows = torch.randint(3, p["vocab"], (8, 64), generator=torch.Generator().manual_seed(1))
+            convert_model(model, {i: min(a.rank, head_dim) for i in range(p["layers"] - count, p["layers"])}, windows)
+        return model
+
+    def cache_bytes(cache) -> tuple[int, int]:
+        kv = state = 0
+        for layer in cache.layers:
+            tensors = [t for t in vars(layer).values() if isinstance(t, torch.Tensor)]
+            if hasattr(layer, "query_sum"):
+                state += nbytes(*tensors)
+            else:
+                kv += nbytes(*tensors)
+        return kv, state
+
+    result = {"versions": {"transformers": transformers.__version__, "optimum_subnet": optimum_subnet.__version__},
+              "shape": {**{k: v for k, v in p.items() if k != "contexts"}, "head_dim": head_dim, "rank": a.rank},
+              "rows": [], "incremental_check": []}
+    with torch.no_grad():
+        for count in p["counts"]:  # the incremental step against the full forward, float32, on this device
+            model = build(count)
+            ids = torch.randint(3, p["vocab"], (2, 40), device=device)
+            full = model(ids).logits[:, 32:]
+            out = model(ids[:, :32], use_cache=True)
+            cache, steps = out.past_key_values, []
+            for t in range(32, 40):
+                out = model(ids[:, t:t + 1], past_key_values=cache, use_cache=True)
+                cache = out.past_key_values
+                steps.append(out.logits[:, -1])
+            diff = (torch.stack(steps, 1) - full).abs().max().item() / full.abs().max().item()
+            result["incremental_check"].append({"primal_layers": count, "max_diff_relative_to_max_logit": diff})
+            del model
+        for count in p["counts"]:
+            model = build(count).to(dtype)
+            weights = nbytes(*model.parameters())
+            for n in p["contexts"]:
+                row = {"primal_layers": count, "context": n, "batch": p["batch"], "weights_bytes": weights}
+
+                def run():
+                    ids = torch.randint(3, p["vocab"], (p["batch"], n), device=device)
+                    peak = torch.cuda.max_memory_allocated if device.type == "cuda" else (lambda: None)
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+                        torch.cuda.reset_peak_memory_stats()
+                    out = model(ids, use_cache=True, logits_to_keep=1)  # the prompt's cache (and a warm-up)
+                    prefill_peak = peak()
+                    prefill_ms = timer.once(lambda: model(ids, use_cache=True, logits_to_keep=1))
+                    cache, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+                    kv, state = cache_bytes(cache)
+                    del out
+                    if device.type == "cuda":
+                        torch.cuda.reset_peak_memory_stats()
+                    times = []
+                    for _ in range(a.decode_steps):
+                        ms, step = timer.once_with_result(lambda: model(token, past_key_values=cache, use_cache=True))
+                        times.append(ms)
+                        token = step.logits[:, -1:].argmax(-1)
+                    return {"prefill_ms": prefill_ms, "prefill_peak_allocated_bytes": prefill_peak,
+                            "decode_ms_per_token": statistics.median(times), "kv_cache_bytes": kv,
+                            "state_bytes": state, "decode_peak_allocated_bytes": peak()}
+
+                row.update(guarded(run))
+                result["rows"].append(row)
+                print(f"package K={count} N={n}: {json.dumps(row)}", file=sys.stderr, flush=True)
+            del model
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    return result
+
+
 def environment(device: torch.device, dtype: str) -> dict:
     info = {"torch": torch.__version__, "python": platform.python_version(), "device": str(device), "dtype": dtype,
             "cuda": torch.version.cuda}
@@ -375,6 +491,27 @@ def table(data: dict) -> str:
                 continue
             lines.append(f"| {r['primal_layers']} | {ms(r['decode_ms_per_token'])} | {size(r['kv_cache_bytes'])} | "
                          f"{size(r['peak_allocated_bytes'])} |")
+    package = data.get("package")
+    if package and "error" in package:
+        lines += ["", f"Shipped code (part 3): failed: {package['error']}"]
+    elif package:
+        sh = package["shape"]
+        lines += ["", f"Shipped code (transformers {package['versions']['transformers']} + optimum_subnet): "
+                      f"SmolLM2-135M-shaped LLaMA ({sh['layers']} layers, random weights), last K layers primal "
+                      f"(rank {sh['rank']}), greedy decode after N tokens, batch {package['rows'][0]['batch']}"
+                  if package["rows"] else "",
+                  "| K | N | prefill ms | decode ms / token | KV cache | primal state | decode peak |",
+                  "|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in package["rows"]:
+            if r.get("oom"):
+                lines.append(f"| {r['primal_layers']} | {r['context']} | oom | | | | |")
+                continue
+            lines.append(f"| {r['primal_layers']} | {r['context']} | {ms(r['prefill_ms'])} | "
+                         f"{ms(r['decode_ms_per_token'])} | {size(r['kv_cache_bytes'])} | {size(r['state_bytes'])} | "
+                         f"{size(r['decode_peak_allocated_bytes'])} |")
+        checks = ", ".join(f"K={c['primal_layers']}: {c['max_diff_relative_to_max_logit']:.1e}"
+                           for c in package["incremental_check"])
+        lines.append(f"Incremental step vs full forward (fp32, max |diff| / max |logit|): {checks}")
     return "\n".join(lines)
 
 
@@ -398,6 +535,11 @@ def parse_args(argv=None):
     p.add_argument("--model-context", type=int, default=32768)
     p.add_argument("--model-batch", type=int, default=8)
     p.add_argument("--primal-counts", type=int, nargs="+", default=[0, 2, 4, 8, 16])
+    p.add_argument("--package", action="store_true",
+                   help="part 3: the shipped code (needs transformers and optimum_subnet importable)")
+    p.add_argument("--package-contexts", type=int, nargs="+", default=[2048, 8192, 32768])
+    p.add_argument("--package-batch", type=int, default=4)
+    p.add_argument("--package-counts", type=int, nargs="+", default=[0, 2, 4, 8, 30])
     p.add_argument("--decode-steps", type=int, default=16)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--reps", type=int, default=5)
@@ -406,6 +548,15 @@ def parse_args(argv=None):
         a.seq_lens, a.hidden, a.heads, a.kv_heads, a.head_dim, a.rank = [64, 128], 64, 4, 2, 16, 4
         a.layers, a.intermediate, a.vocab, a.model_context, a.model_batch = 4, 128, 256, 128, 2
         a.primal_counts, a.decode_steps, a.warmup, a.reps = [0, 2, 4], 4, 1, 2
+    # part 3's model: SmolLM2-135M's shape
+    a.package = None if not a.package else {
+        "hidden": 576, "intermediate": 1536, "layers": 30, "heads": 9, "kv_heads": 3, "vocab": 49152,
+        "contexts": a.package_contexts, "batch": a.package_batch, "counts": a.package_counts}
+    if a.tiny and a.package:
+        a.package.update(hidden=64, intermediate=128, layers=4, heads=4, kv_heads=2, vocab=256, contexts=[48],
+                         batch=2, counts=[0, 2])
+    if a.package and (max(a.package["counts"]) > a.package["layers"] or min(a.package["counts"]) < 0):
+        p.error(f"--package-counts must be in 0..{a.package['layers']}")
     if a.device == "cuda" and not torch.cuda.is_available():
         p.error("no CUDA device: pass --device cpu (with --tiny for a smoke test)")
     if max(a.primal_counts) > a.layers or min(a.primal_counts) < 0:
@@ -426,6 +577,12 @@ def main(argv=None) -> int:
     data = {"settings": settings, "environment": environment(device, dtype_name)}
     data["layer"] = layer_rows(a, device, dtype, timer)
     data["model"] = model_rows(a, device, dtype, timer)
+    if a.package:
+        try:
+            data["package"] = package_rows(a, device, dtype, timer)
+        except Exception as e:  # noqa: BLE001 - parts 1 and 2 are kept; the failure is the result
+            data["package"] = {"error": f"{type(e).__name__}: {e}"}
+            print(f"package part failed: {data['package']['error']}", file=sys.stderr, flush=True)
     data["seconds"] = round(time.perf_counter() - start, 1)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

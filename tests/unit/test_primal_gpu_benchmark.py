@@ -75,3 +75,22 @@ def test_cpu_smoke_run_writes_every_row_and_prints_the_table_last(tmp_path, caps
     assert model[0]["kv_cache_bytes"] == 2 * model[2]["kv_cache_bytes"] and model[4]["kv_cache_bytes"] == 0
     output = capsys.readouterr().out
     assert output.index("| N |") < output.index("| K |") < output.index("JSON:")
+
+
+def test_cpu_smoke_run_of_the_shipped_code_part(tmp_path, capsys):
+    bench = _load()
+    assert bench.main(["--device", "cpu", "--tiny", "--package", "--out", str(tmp_path)]) == 0
+    package = json.loads((tmp_path / "primal_gpu.json").read_text())["package"]
+    assert "error" not in package, package
+    rows = {r["primal_layers"]: r for r in package["rows"]}
+    assert sorted(rows) == [0, 2]
+    # 4 layers, batch 2, 2 KV heads / 4 heads of size 16, float32: KV of 48 tokens per layer against the state
+    assert rows[0]["kv_cache_bytes"] == 4 * 2 * 2 * 2 * 48 * 16 * 4 and rows[0]["state_bytes"] == 0
+    assert rows[2]["kv_cache_bytes"] == 2 * 2 * 2 * 2 * 48 * 16 * 4
+    assert rows[2]["state_bytes"] == 2 * 2 * (4 + 2) * 16 * 4
+    assert all(r["decode_ms_per_token"] > 0 for r in rows.values())
+    # the converted model's incremental decode equals its full forward
+    for check in package["incremental_check"]:
+        assert check["max_diff_relative_to_max_logit"] < 1e-4
+    output = capsys.readouterr().out
+    assert output.index("| K | N |") < output.index("Incremental step") < output.index("JSON:")
