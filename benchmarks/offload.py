@@ -44,6 +44,7 @@ import statistics
 import string
 import sys
 import time
+import traceback
 from pathlib import Path
 
 SHAPES = {
@@ -263,7 +264,8 @@ def phase(name: str, args, optimizer, text: Path, ids) -> dict:
         result = optimizer.run(config, plan=plan)
     except torch.cuda.OutOfMemoryError as e:  # the estimate was too low for the cap: say so, keep the other phases
         entry.update(error=f"out of memory: {str(e).splitlines()[0]}", seconds=time.perf_counter() - start,
-                     peak_allocated_bytes=torch.cuda.max_memory_allocated(), plan={"plan": "offload"})
+                     peak_allocated_bytes=torch.cuda.max_memory_allocated(), plan={"plan": "offload"},
+                     where=traceback.format_exc(limit=-6))  # which stage's allocation exceeded the estimate
         logging.error("phase %s ran out of memory under its cap: %s", name, entry["error"])
         if cuda:
             torch.cuda.set_per_process_memory_fraction(1.0)

@@ -451,7 +451,7 @@ def fits(results: Results, prompt: int) -> None:
         sxx = sum((x - mx) ** 2 for x in xs)
         slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx if sxx else float("nan")
         results.data["fits"][shape] = {"fixed_ms_per_step": my - slope * mx,
-                                       "effective_bytes_per_s": 1e-3 / slope if slope > 0 else None,
+                                       "effective_bytes_per_s": 1e3 / slope if slope > 0 else None,  # slope: ms per byte
                                        "points": points}
     results.save()
 

@@ -104,9 +104,16 @@ def output_error(weight, new_weight, stats: SiteStatistics, bias: torch.Tensor |
     """``||W_hat X_S' + b - W X|| / ||W X||`` from the recorded moments (``b`` the subnet's bias, if any)."""
     w = weight.to(torch.float64)
     v = new_weight.to(torch.float64)
-    h, c, hs = (stats.dense.mean.to(w.device), stats.cross.mean.to(w.device), stats.subnet.mean.to(w.device))
-    ref = torch.einsum("ij,jk,ik->", w, h, w)
-    err = ref - 2 * torch.einsum("ij,jk,ik->", w, c, v) + torch.einsum("ij,jk,ik->", v, hs, v)
+
+    def quadratic(left, moment, right) -> torch.Tensor:
+        # contracted with the moment's sum, then divided by its token count: ``moment.mean`` would allocate a
+        # copy of each (hidden x hidden, float64) matrix, which at the 7B shape exceeded an offloaded run's budget
+        if moment.sum is None:
+            return moment.mean  # raises: nothing recorded
+        return torch.einsum("ij,jk,ik->", left, moment.sum.to(w.device), right) / moment.tokens
+
+    ref = quadratic(w, stats.dense, w)
+    err = ref - 2 * quadratic(w, stats.cross, v) + quadratic(v, stats.subnet, v)
     if bias is not None:
         b = bias.to(device=w.device, dtype=torch.float64)
         mu_x, mu_s = stats.dense_mean.to(w.device), stats.subnet_mean.to(w.device)
