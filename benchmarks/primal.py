@@ -35,7 +35,8 @@ def main(argv=None) -> int:
     parser.add_argument("--work-dir", default="/tmp/primal-bench")
     parser.add_argument("--ranks", type=int, nargs=2, default=[8, 32])
     parser.add_argument("--layer-counts", type=int, nargs="*", default=[1, 2, 4])
-    parser.add_argument("--subnet-layers", type=int, default=2, help="last layers replaced in the subnet")
+    parser.add_argument("--subnet-layers", type=int, nargs="+", default=[1, 2, 4],
+                        help="last layers replaced in the subnet (counts)")
     parser.add_argument("--layer-set", type=lambda t: [int(i) for i in t.split(",")], action="append",
                         help="also replace exactly these layers (e.g. the diagnosis' candidates 23,24)")
     parser.add_argument("--samples", type=int, default=32)
@@ -63,8 +64,9 @@ def main(argv=None) -> int:
         for part in parts:
             for row in part["rows"]:
                 rows.setdefault(row["name"], row)
-        data = {"settings": {**parts[0]["settings"], "layer_counts": sorted({k for p in parts
-                                                                            for k in p["settings"]["layer_counts"]})},
+        counts = {key: sorted({k for p in parts for k in _counts(p["settings"].get(key))})
+                  for key in ("layer_counts", "subnet_layers")}
+        data = {"settings": {**parts[0]["settings"], **counts},
                 "environment": next((p["environment"] for p in parts if "environment" in p), None) or environment(),
                 "rows": list(rows.values())}
         output.with_suffix(".json").write_text(json.dumps(data, indent=2) + "\n")
@@ -84,7 +86,7 @@ def main(argv=None) -> int:
         run_model(args, store, args.model, "dense", args.layer_counts, args.layer_set)
     if "subnet" in parts:
         if args.subnet:
-            run_model(args, store, args.subnet, "subnet 0.8", [args.subnet_layers])
+            run_model(args, store, args.subnet, "subnet 0.8", args.subnet_layers)
         else:
             logger.warning("no --subnet given: the composition rows are skipped")
     data = {"settings": settings, "environment": environment(), "rows": store.rows}
@@ -93,6 +95,11 @@ def main(argv=None) -> int:
     write_json(output.with_suffix(".json"), data)
     write_markdown(data, output)
     return 0
+
+
+def _counts(value) -> list[int]:
+    """A layer-count setting as a list (``subnet_layers`` was one count before it took several)."""
+    return [] if value is None else [value] if isinstance(value, int) else list(value)
 
 
 class RowStore:

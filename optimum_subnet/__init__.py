@@ -1,13 +1,15 @@
 """optimum-subnet: training-free subnet search and weight reformation for causal LMs.
 
-Importing the package registers the heterogeneous subnet model types with transformers'
-``AutoConfig`` / ``AutoModelForCausalLM``, so saved subnets load with the usual Auto classes.
+Importing the package registers the heterogeneous subnet model types and the Primal-Attention model
+types (``primal_<base>``) with transformers' ``AutoConfig`` / ``AutoModelForCausalLM``, so saved
+subnets and primal models load with the usual Auto classes.
 """
 
 from optimum_subnet.core.config import DataConfig, FaithfulnessConfig, ReformationConfig, SearchConfig, SubnetConfig
 from optimum_subnet.core.errors import SubnetError
 from optimum_subnet.families import auto as _auto  # noqa: F401  registers the subnet model types
 from optimum_subnet.families.llama import SubnetLlamaConfig, SubnetLlamaForCausalLM
+from optimum_subnet.primal import registration as _primal_registration  # noqa: F401  registers primal_* types
 from optimum_subnet.pipeline.optimizer import SubnetOptimizer
 from optimum_subnet.core.spec import LayerSpec, ModelShape, SubnetSpec
 from optimum_subnet.stages.surgery import extract_subnet

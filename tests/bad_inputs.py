@@ -151,6 +151,18 @@ def primal(*args: str, model: str = "tiny-llama") -> list[str]:
     return ["primal", "--model", model, "--output", "out", "--calibration-dataset", "cal.txt", *args]
 
 
+def _primal_model(folder: Path) -> None:
+    """``tiny-primal``: the tiny model with its last two layers converted to Primal-Attention."""
+    import torch
+
+    from optimum_subnet.primal.convert import convert_model
+    from optimum_subnet.primal.save import save_primal
+
+    model = tiny_llama()
+    convert_model(model, {2: 4, 3: 4}, torch.randint(3, 90, (4, 16), generator=torch.Generator().manual_seed(0)))
+    save_primal(model, char_tokenizer(), folder / "tiny-primal")
+
+
 def _keep_file_intact(folder: Path) -> None:
     assert (folder / "out" / "keep.txt").read_text() == "mine"
 
@@ -622,6 +634,12 @@ CASES = [
     Case("primal-interrupted-run-present", "an interrupted `subnet primal` run in `out.partial`, rerun without "
          "`--resume`", primal(), setup=lambda f: (tiny_model(f), (f / "out.partial").mkdir(),
                                                     (f / "out.partial" / "fingerprint.json").write_text("{}"))),
+    Case("primal-already-converted", "`subnet primal` on a model that already has Primal-Attention layers",
+         primal(model="tiny-primal"), setup=_primal_model),
+    Case("primal-export-fused-attention", "`subnet export --fuse-attention` on a model with Primal-Attention layers",
+         ["export", "--model", "tiny-primal", "--output", "onnx", "--fuse-attention"], setup=_primal_model),
+    Case("primal-export-direct-builder", "`subnet export --builder direct` on a model with Primal-Attention layers",
+         ["export", "--model", "tiny-primal", "--output", "onnx", "--builder", "direct"], setup=_primal_model),
 ]
 
 
@@ -755,6 +773,9 @@ EXPECT = {
     "primal-unsupported-family": "Primal-Attention does not support the 'gpt2' architecture",
     "primal-diagnose-with-layers": "--diagnose only measures the attention spectrum",
     "primal-interrupted-run-present": "continue it with --resume or start over with --overwrite",
+    "primal-already-converted": "model already has Primal-Attention layers (primal_llama)",
+    "primal-export-fused-attention": "not available for models with Primal-Attention layers",
+    "primal-export-direct-builder": "direct ONNX builder does not write Primal-Attention layers",
 }
 
 

@@ -178,6 +178,10 @@ def _onnx_config_for(model, task: str, dtype: str = "fp32"):
     base_task = task.replace("-with-past", "")
     use_past = task.endswith("-with-past")
     cls = per_layer_onnx_config(adapter.onnx_config)
+    if getattr(model.config, "primal_attention", None):  # primal layers: their running sums as past / present
+        from optimum_subnet.onnx.primal import primal_onnx_config
+
+        cls = primal_onnx_config(adapter.onnx_config)
     # float_dtype: the dummy KV cache must have the export dtype, or the trace mixes fp32 and fp16
     return cls(model.config, task=base_task, use_past=use_past, use_past_in_inputs=use_past, float_dtype=dtype)
 
@@ -208,6 +212,9 @@ def export_onnx(model_or_path, output: str | os.PathLike, config: OnnxExportConf
         tokenizer = tokenizer or loaded_tokenizer
     else:
         model = model_or_path
+    if config.fuse_attention and getattr(model.config, "primal_attention", None):
+        raise SubnetError("fused attention (GroupQueryAttention) is not available for models with Primal-Attention "
+                          "layers; export without attention fusion")
     builder = config.resolved_builder(model.config)
     onnx_config = _onnx_config_for(model, config.task, config.dtype) if builder == "torch" else None
     torch_dtype = torch.float16 if config.dtype == "fp16" else torch.float32
@@ -332,7 +339,9 @@ def _validate(model, onnx_path: Path, config: OnnxExportConfig, seed: int, sessi
         if "position_ids" in input_names:
             data["position_ids"] = np.tile(np.arange(past_len, total, dtype=np.int64), (ids.shape[0], 1))
         for name in kv_names:
-            if past is None:
+            if past is None and len(shapes[name]) == 3:  # a primal layer's running sum: zeros, float32
+                data[name] = np.zeros((ids.shape[0], *shapes[name][1:]), dtype=np.float32)
+            elif past is None:
                 heads, head_dim = shapes[name][1], shapes[name][3]
                 data[name] = np.zeros((ids.shape[0], heads, 0, head_dim), dtype=np_dtype)
             else:
@@ -366,7 +375,7 @@ def _validate(model, onnx_path: Path, config: OnnxExportConfig, seed: int, sessi
 
 def _kv_order(name: str) -> tuple[int, int]:
     parts = name.split(".")
-    return int(parts[1]), 0 if parts[2] == "key" else 1
+    return int(parts[1]), 0 if parts[2] in ("key", "query_sum") else 1
 
 
 def _compare(step: str, ref, out: dict, kv_names: list[str]) -> dict[str, Any]:
@@ -378,7 +387,13 @@ def _compare(step: str, ref, out: dict, kv_names: list[str]) -> dict[str, Any]:
     kv_worst = 0.0
     if kv_names:
         cache = ref.past_key_values
-        for index in range(len(kv_names) // 2):
+        for index in sorted({_kv_order(name)[0] for name in kv_names}):
+            if f"present.{index}.query_sum" in out:  # a primal layer: its running sums
+                from optimum_subnet.onnx.primal import compare_state
+
+                entry["layers"].append(compare_state(cache, index, out))
+                kv_worst = max(kv_worst, entry["layers"][-1]["state_max_scaled_diff"])
+                continue
             keys, values = _layer_kv(cache, index)
             # a sliding-window layer's PyTorch cache keeps only the last window - 1 positions, while the
             # graph returns every position (its mask applies the window): compare the positions both hold

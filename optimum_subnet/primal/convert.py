@@ -40,18 +40,20 @@ from optimum_subnet.primal.modeling_primal import (
 
 logger = logging.getLogger(__name__)
 
-#: ``config.model_type`` of the bases the pass converts, and the model type of the result
-PRIMAL_MODEL_TYPES = {"llama": "primal_llama", "subnet_llama": "primal_subnet_llama"}
-
-
 def check_supported(config) -> None:
+    """One-line refusal of a model the pass cannot convert: one that already has primal layers, or a
+    family without an adapter (every family in :mod:`optimum_subnet.families`, dense or subnet, is
+    supported)."""
+    from optimum_subnet.primal.registration import FAMILIES, family_of
+
     model_type = getattr(config, "model_type", None)
-    if model_type in PRIMAL_MODEL_TYPES.values():
+    family = family_of(model_type)
+    if family is not None and model_type == family.model_type:
         raise UnsupportedModelError(f"model already has Primal-Attention layers ({model_type}); start from the "
                                     "model it was converted from")
-    if model_type not in PRIMAL_MODEL_TYPES:
-        raise UnsupportedModelError(f"Primal-Attention does not support the {model_type!r} architecture yet; "
-                                    f"supported: {', '.join(sorted(PRIMAL_MODEL_TYPES))}")
+    if family is None:
+        raise UnsupportedModelError(f"Primal-Attention does not support the {model_type!r} architecture; "
+                                    f"supported: {', '.join(sorted(FAMILIES))}")
 
 
 def layer_head_dims(config) -> list[int]:
@@ -170,11 +172,15 @@ class LayerFit:
         return dict(self.__dict__)
 
 
-def _qk(module: PrimalAttention, x: torch.Tensor):
-    b, n, _ = x.shape
-    q = module.q_proj(x).view(b, n, module.num_heads, module.head_dim).transpose(1, 2).float()
-    k = module.k_proj(x).view(b, n, module.num_key_value_heads, module.head_dim).transpose(1, 2).float()
-    return q, k
+def detached_primal(attention: nn.Module, hidden_size: int, index: int, rank: int) -> PrimalAttention:
+    """An unfitted :class:`PrimalAttention` for ``attention`` with its *own copies* of the query / key
+    projections and q/k norms: the fine-tune trains them while the original attention stays the teacher."""
+    primal = primal_attention_for(attention, hidden_size, index, rank)
+    for name in ("q_proj", "k_proj", "q_norm", "k_norm"):
+        child = getattr(primal, name, None)
+        if child is not None and any(child is c for c in attention.children()):
+            setattr(primal, name, copy.deepcopy(child))
+    return primal
 
 
 @torch.no_grad()
@@ -184,16 +190,14 @@ def fit_layer(layer: nn.Module, adapter, index: int, rank: int, states: list[tor
     states entering the layer): ``W_e``/``W_r``/``lambda`` from the KSVD of the calibration cosine
     kernel, ``out_proj`` by ridge regression. The layer itself is not modified."""
     attention = adapter.attention(layer)
-    primal = primal_attention_for(attention, hidden_size, index, rank)
-    # own copies: the fine-tune trains them while the original attention stays the teacher
-    primal.q_proj, primal.k_proj = copy.deepcopy(attention.q_proj), copy.deepcopy(attention.k_proj)
+    primal = detached_primal(attention, hidden_size, index, rank)
     heads, kv_heads, d = primal.num_heads, primal.num_key_value_heads, primal.head_dim
     device = states[0].device
     gram_q = torch.zeros(heads, d, d, dtype=torch.float64, device=device)
     gram_k = torch.zeros(kv_heads, d, d, dtype=torch.float64, device=device)
     tokens = 0
     for hidden in states:  # pass 1: Gram matrices of the causal features
-        q, k = _qk(primal, layer.input_layernorm(hidden))
+        q, k = primal.project(layer.input_layernorm(hidden))
         phi_q, _ = causal_features(q)
         phi_k, _ = causal_features(k)
         gram_q += torch.einsum("bhnd,bhne->hde", phi_q, phi_q).double()

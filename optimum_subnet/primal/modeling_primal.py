@@ -36,13 +36,28 @@ KSVD regularizer (Sec. 4.2, the training objective; per layer, averaged over hea
 The paper shows (KKT conditions of the KSVD problem) that the stationary solution has J = 0, so
 minimizing J^2 enforces the KSVD without an explicit decomposition.
 
+Families. The module is built from whatever attention module it replaces (:func:`primal_attention_for`):
+separate ``q_proj`` / ``k_proj`` (with their biases, Qwen2) or a fused ``qkv_proj`` (Phi-3: its query
+and key rows become this layer's own ``q_proj`` / ``k_proj``; the value rows are dropped), and the
+family's per-head q/k norms (Qwen3, Gemma3), which are kept and applied before the feature maps:
+the family's softmax compares the *normalized* queries and keys (``q_norm(q) . k_norm(k)``), so
+the cosine kernel of the primal layer is taken over those same vectors, and the norms' learned
+per-channel weights keep shaping it. What the softmax adds around that comparison has no primal
+counterpart and needs none: the softmax scale (Gemma's ``query_pre_attn_scalar``) and logit
+soft-capping do not change a cosine, and RoPE (full or partial, Phi-3) is not applied (queries and
+keys are taken before it, see "Output"). A sliding-window layer (Mistral, Qwen2, Gemma3's local
+layers) becomes a primal layer over the whole prefix: a running sum cannot forget the tokens that
+leave a window without keeping them, which would make the state grow again; the calibration fit
+reproduces the windowed layer's outputs on windows of the calibration length.
+
 Config entry read by the modeling code (``config.primal_attention``)::
 
     {"format_version": 1, "layers": [{"layer": 28, "rank": 16}, {"layer": 29, "rank": 16}]}
 
-:func:`apply_primal_layers` replaces those layers' ``self_attn`` after the base model is built; the
-``Primal*`` classes at the end are the dense-LLaMA model type ``primal_llama`` (any family's modeling
-can call the same function at the end of its ``__init__``).
+:func:`apply_primal_layers` replaces those layers' ``self_attn`` after the base model is built;
+:func:`primal_classes` derives, from any family's config and causal-LM classes (dense or subnet),
+the pair that does so (model type ``primal_<base model type>``). A saved model's entry module (a
+few generated lines, see ``optimum_subnet.primal.save``) calls it on the family's own classes.
 """
 
 from typing import Optional
@@ -50,8 +65,6 @@ from typing import Optional
 import torch
 from torch import nn
 from transformers.cache_utils import Cache, CacheLayerMixin
-from transformers.models.llama.configuration_llama import LlamaConfig
-from transformers.models.llama.modeling_llama import LlamaForCausalLM
 
 CONFIG_KEY = "primal_attention"
 FORMAT_VERSION = 1
@@ -109,11 +122,18 @@ def repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
 
 def valid_tokens(attention_mask, length: int) -> Optional[torch.Tensor]:
     """Which of the chunk's ``length`` tokens are real (not padding), from the 4-D mask the model
-    builds: the chunk's last query row sees every real token of the sequence. None: all are real."""
+    builds: a real token always attends to itself, a padding token never (its key is masked), and
+    the chunk's tokens are the mask's last ``length`` key columns. The diagonal is right for causal,
+    sliding-window and cached masks alike (a window's last row would not see early tokens). A 2-D
+    mask (flash attention's: 1 for real tokens) is read directly. None: all are real (no mask)."""
+    if isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 2:
+        return attention_mask[:, -length:].bool()
     if not isinstance(attention_mask, torch.Tensor) or attention_mask.dim() != 4:
         return None
-    row = attention_mask[:, 0, -1, -length:]
-    return row if row.dtype == torch.bool else row == 0
+    index = torch.arange(length, device=attention_mask.device)
+    rows = attention_mask[:, 0, -length:, attention_mask.shape[-1] - length:]
+    diagonal = rows[:, index, index]
+    return diagonal if diagonal.dtype == torch.bool else diagonal == 0
 
 
 # ------------------------------------------------------------------------------ decoding state
@@ -123,16 +143,23 @@ class PrimalStateLayer(CacheLayerMixin):
     positions seen (what ``get_seq_length`` reports, so positions and masks come out right even when
     layer 0 is a primal layer). It replaces the KV-cache layer at the primal layer's index the first
     time that layer runs with a cache, so ``generate``, beam search and cache reordering work unchanged.
+
+    The model builds one mask per attention type from the cache's first layer of that type; when that
+    layer is a primal one, this layer answers the mask sizes as the layer it replaced would have
+    (``sliding_window``: a sliding-window layer's, Mistral / Qwen2 / Gemma3), so the other layers'
+    masks stay right.
     """
 
     is_sliding = False
     is_compileable = False
 
-    def __init__(self):
+    def __init__(self, sliding_window: Optional[int] = None):
         super().__init__()
         self.query_sum: Optional[torch.Tensor] = None
         self.key_sum: Optional[torch.Tensor] = None
         self.seen = 0
+        self.sliding_window = sliding_window
+        self.is_sliding = sliding_window is not None
 
     def lazy_initialization(self, key_states: torch.Tensor):  # nothing to allocate before the first step
         pass
@@ -146,13 +173,20 @@ class PrimalStateLayer(CacheLayerMixin):
         self.is_initialized = True
 
     def get_mask_sizes(self, cache_position: torch.Tensor):
-        return self.seen + cache_position.shape[0], 0
+        query_length = cache_position.shape[0]
+        window = self.sliding_window
+        if window is None:
+            return self.seen + query_length, 0
+        # as transformers' DynamicSlidingWindowLayer: it keeps the last window - 1 positions
+        kv_offset = max(self.seen - window + 1, 0)
+        kv_length = (window - 1 if self.seen >= window else self.seen) + query_length
+        return kv_length, kv_offset
 
     def get_seq_length(self) -> int:
         return self.seen
 
     def get_max_cache_shape(self) -> int:
-        return -1
+        return self.sliding_window if self.sliding_window is not None else -1
 
     def _apply(self, fn) -> None:
         if self.query_sum is not None:
@@ -201,7 +235,8 @@ def primal_state(cache, layer_idx: int) -> Optional[PrimalStateLayer]:
     if not isinstance(state, PrimalStateLayer):
         if state.get_seq_length() > 0:
             raise RuntimeError(f"the cache holds keys and values for layer {layer_idx}, a Primal-Attention layer")
-        state = layers[layer_idx] = PrimalStateLayer()
+        window = getattr(state, "sliding_window", None) if getattr(state, "is_sliding", False) else None
+        state = layers[layer_idx] = PrimalStateLayer(window)
     return state
 
 
@@ -211,48 +246,67 @@ class PrimalAttention(nn.Module):
     transformers' attention modules (``forward(hidden_states, position_embeddings, attention_mask,
     past_key_values=None, cache_position=None, **kwargs) -> (output, None)``).
 
-    Parameters: ``q_proj`` / ``k_proj`` (those of the replaced attention), ``w_e`` / ``w_r``
-    (heads, head_dim, rank), ``lam`` (heads, rank; the KSVD's Lambda) and ``out_proj``
-    (2 * rank * heads -> hidden, W_c with W_O folded in). The layer has no values (``v_proj``).
+    Parameters: ``q_proj`` / ``k_proj`` (those of the replaced attention; a fused ``qkv_proj``'s query
+    and key rows), optionally ``q_norm`` / ``k_norm`` (the family's per-head norms, applied before the
+    feature maps), ``w_e`` / ``w_r`` (heads, head_dim, rank), ``lam`` (heads, rank; the KSVD's Lambda)
+    and ``out_proj`` (2 * rank * heads -> hidden, W_c with W_O folded in). The layer has no values.
+    ``is_sliding`` / ``sliding_window`` are the replaced layer's (families read them to pick a rotary
+    table; the primal layer itself attends to the whole prefix).
     """
 
     def __init__(self, hidden_size: int, num_heads: int, num_key_value_heads: int, head_dim: int, rank: int,
-                 layer_idx: int, bias: bool = False):
+                 layer_idx: int, bias: bool = False, q_norm: Optional[nn.Module] = None,
+                 k_norm: Optional[nn.Module] = None, sliding_window: Optional[int] = None, is_sliding: bool = False):
         super().__init__()
         if not 1 <= rank <= head_dim:
             raise ValueError(f"rank must be in 1..head_dim ({head_dim}), got {rank}")
         if num_heads % num_key_value_heads:
             raise ValueError(f"{num_heads} query heads do not split into {num_key_value_heads} KV groups")
+        if (q_norm is None) != (k_norm is None):
+            raise ValueError("q_norm and k_norm come together")
         self.hidden_size, self.num_heads, self.num_key_value_heads = hidden_size, num_heads, num_key_value_heads
         self.head_dim, self.rank, self.layer_idx = head_dim, rank, layer_idx
         self.num_key_value_groups = num_heads // num_key_value_heads
+        self.is_sliding, self.sliding_window = is_sliding, sliding_window
         self.q_proj = nn.Linear(hidden_size, num_heads * head_dim, bias=bias)
         self.k_proj = nn.Linear(hidden_size, num_key_value_heads * head_dim, bias=bias)
+        if q_norm is not None:
+            self.q_norm, self.k_norm = q_norm, k_norm
         self.w_e = nn.Parameter(torch.zeros(num_heads, head_dim, rank))
         self.w_r = nn.Parameter(torch.zeros(num_heads, head_dim, rank))
         self.lam = nn.Parameter(torch.ones(num_heads, rank))
         self.out_proj = nn.Linear(2 * rank * num_heads, hidden_size, bias=True)
         with torch.no_grad():  # orthonormal start (as the authors'); a fit or a checkpoint overwrites it
-            eye = torch.eye(head_dim, rank)
-            self.w_e.copy_(eye.expand(num_heads, -1, -1))
-            self.w_r.copy_(eye.expand(num_heads, -1, -1))
+            if self.w_e.device.type != "meta":
+                eye = torch.eye(head_dim, rank)
+                self.w_e.copy_(eye.expand(num_heads, -1, -1))
+                self.w_r.copy_(eye.expand(num_heads, -1, -1))
         #: set by ``forward`` when ``record_ksvd`` (or training): J per sequence of the last batch
         self.record_ksvd = False
         self.last_ksvd: Optional[torch.Tensor] = None
 
+    def project(self, hidden_states: torch.Tensor):
+        """Queries (batch, heads, seq, head_dim) and keys (batch, kv_heads, seq, head_dim), float32, as
+        the replaced attention compares them before RoPE: projected, then normalized per head where the
+        family does (the norm acts on each head's vector, so before or after the transpose is the same)."""
+        b, n, _ = hidden_states.shape
+        q = self.q_proj(hidden_states).view(b, n, self.num_heads, self.head_dim)
+        k = self.k_proj(hidden_states).view(b, n, self.num_key_value_heads, self.head_dim)
+        if hasattr(self, "q_norm"):
+            q, k = self.q_norm(q), self.k_norm(k)
+        return q.transpose(1, 2).float(), k.transpose(1, 2).float()
+
     def scores(self, hidden_states: torch.Tensor, attention_mask=None, state: Optional[PrimalStateLayer] = None):
         """``(e, r)`` of every position, float32 (batch, heads, seq, rank); advances ``state``."""
-        b, n, _ = hidden_states.shape
-        q = self.q_proj(hidden_states).view(b, n, self.num_heads, self.head_dim).transpose(1, 2).float()
-        k = self.k_proj(hidden_states).view(b, n, self.num_key_value_heads, self.head_dim).transpose(1, 2).float()
-        valid = valid_tokens(attention_mask, n)
+        q, k = self.project(hidden_states)
+        valid = valid_tokens(attention_mask, hidden_states.shape[1])
         q_sum0 = k_sum0 = None
         if state is not None and state.query_sum is not None:
             q_sum0, k_sum0 = state.query_sum, state.key_sum
         phi_q, q_sum = causal_features(q, valid, q_sum0)
         phi_k, k_sum = causal_features(k, valid, k_sum0)
         if state is not None:
-            state.advance(q_sum.detach(), k_sum.detach(), n)
+            state.advance(q_sum.detach(), k_sum.detach(), hidden_states.shape[1])
         return projection_scores(phi_q, repeat_kv(phi_k, self.num_key_value_groups), self.w_e.float(),
                                  self.w_r.float())
 
@@ -289,17 +343,48 @@ def primal_entries(config) -> dict:
     return {int(item["layer"]): int(item["rank"]) for item in entry["layers"]}
 
 
-def primal_attention_for(attention: nn.Module, hidden_size: int, layer_idx: int, rank: int) -> PrimalAttention:
-    """An (unfitted) :class:`PrimalAttention` at the widths of ``attention`` (any module with
-    ``q_proj`` / ``k_proj`` / ``head_dim``: LLaMA-family and per-layer-width subnet attention), sharing
-    its query and key projections."""
+def attention_layout(attention: nn.Module) -> dict:
+    """Head counts, head size and projections of any supported family's attention module (the
+    family's own, or a subnet's per-layer-width one): ``q`` / ``k`` are ``(weight, bias)`` row blocks
+    (slices of a fused ``qkv_proj``, Phi-3)."""
     head_dim = attention.head_dim
-    heads = attention.q_proj.out_features // head_dim
-    kv_heads = attention.k_proj.out_features // head_dim
-    bias = attention.q_proj.bias is not None
-    device, dtype = attention.q_proj.weight.device, attention.q_proj.weight.dtype
-    module = PrimalAttention(hidden_size, heads, kv_heads, head_dim, rank, layer_idx, bias=bias)
-    module.q_proj, module.k_proj = attention.q_proj, attention.k_proj
+    if hasattr(attention, "qkv_proj"):  # rows [q; k; v]; the query width is o_proj's input width
+        fused = attention.qkv_proj
+        q_size = attention.o_proj.in_features
+        kv_size = (fused.out_features - q_size) // 2
+        bias = fused.bias
+        q = (fused.weight[:q_size], None if bias is None else bias[:q_size])
+        k = (fused.weight[q_size:q_size + kv_size], None if bias is None else bias[q_size:q_size + kv_size])
+    else:
+        q = (attention.q_proj.weight, attention.q_proj.bias)
+        k = (attention.k_proj.weight, attention.k_proj.bias)
+    return {"head_dim": head_dim, "heads": q[0].shape[0] // head_dim, "kv_heads": k[0].shape[0] // head_dim,
+            "q": q, "k": k}
+
+
+def primal_attention_for(attention: nn.Module, hidden_size: int, layer_idx: int, rank: int) -> PrimalAttention:
+    """An (unfitted) :class:`PrimalAttention` at the widths of ``attention`` (any supported family's
+    attention module, dense or subnet), sharing its query and key projections and q/k norms (a fused
+    projection's query and key rows are copied into separate ones)."""
+    layout = attention_layout(attention)
+    q_weight, q_bias = layout["q"]
+    device, dtype = q_weight.device, q_weight.dtype
+    norms = (getattr(attention, "q_norm", None), getattr(attention, "k_norm", None))
+    module = PrimalAttention(hidden_size, layout["heads"], layout["kv_heads"], layout["head_dim"], rank, layer_idx,
+                             bias=q_bias is not None, q_norm=norms[0], k_norm=norms[1],
+                             sliding_window=getattr(attention, "sliding_window", None),
+                             is_sliding=bool(getattr(attention, "is_sliding", False)))
+    if hasattr(attention, "qkv_proj"):
+        module.q_proj.to(device=device, dtype=dtype)
+        module.k_proj.to(device=device, dtype=dtype)
+        if device.type != "meta":
+            with torch.no_grad():
+                for linear, (weight, bias) in ((module.q_proj, layout["q"]), (module.k_proj, layout["k"])):
+                    linear.weight.copy_(weight)
+                    if bias is not None:
+                        linear.bias.copy_(bias)
+    else:
+        module.q_proj, module.k_proj = attention.q_proj, attention.k_proj
     return module.to(device=device, dtype=dtype) if device.type != "meta" else module
 
 
@@ -328,13 +413,16 @@ class PrimalModelMixin:
         apply_primal_layers(self, config)
 
 
-class PrimalLlamaConfig(PrimalConfigMixin, LlamaConfig):
-    model_type = "primal_llama"
+def primal_classes(config_cls: type, lm_cls: type, module: Optional[str] = None) -> tuple[type, type]:
+    """The config and causal-LM classes of ``lm_cls`` with Primal-Attention layers: subclasses that add
+    only ``primal_attention`` and the construction of those layers. Model type ``primal_<base type>``;
+    names ``Primal<base name>``; ``module``: the module they are declared in (for pickling and
+    ``trust_remote_code``)."""
+    namespace = {"__module__": module or __name__}
+    config = type(f"Primal{config_cls.__name__}", (PrimalConfigMixin, config_cls),
+                  {**namespace, "model_type": f"primal_{config_cls.model_type}"})
+    lm = type(f"Primal{lm_cls.__name__}", (PrimalModelMixin, lm_cls), {**namespace, "config_class": config})
+    return config, lm
 
 
-class PrimalLlamaForCausalLM(PrimalModelMixin, LlamaForCausalLM):
-    config_class = PrimalLlamaConfig
-
-
-__all__ = ["PrimalAttention", "PrimalLlamaConfig", "PrimalLlamaForCausalLM", "PrimalStateLayer",
-           "apply_primal_layers", "ksvd_objective"]
+__all__ = ["PrimalAttention", "PrimalStateLayer", "apply_primal_layers", "ksvd_objective", "primal_classes"]

@@ -9,7 +9,6 @@ output folder) runs before any work, so bad input fails in seconds with nothing 
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import time
@@ -26,11 +25,11 @@ from optimum_subnet.primal.convert import (
     SuffixRunner,
     check_supported,
     config_entry,
+    detached_primal,
     fit_primal_layers,
     mark_converted,
     plan_layers,
 )
-from optimum_subnet.primal.modeling_primal import primal_attention_for
 from optimum_subnet.primal.save import as_primal_model, save_primal
 
 logger = logging.getLogger(__name__)
@@ -143,8 +142,7 @@ class PrimalOptimizer:
             tensors, report = saved
             originals = {i: layers[i].self_attn for i in plan}
             for index, rank in plan.items():
-                primal = primal_attention_for(originals[index], self.model.config.hidden_size, index, rank)
-                primal.q_proj, primal.k_proj = copy.deepcopy(primal.q_proj), copy.deepcopy(primal.k_proj)
+                primal = detached_primal(originals[index], self.model.config.hidden_size, index, rank)
                 primal.load_state_dict({k.split(".", 2)[2]: v for k, v in tensors.items()
                                         if k.startswith(f"layers.{index}.")}, assign=False)
                 layers[index].self_attn = primal.to(device)
@@ -259,13 +257,19 @@ def decoding_state(model, plan: dict[int, int]) -> dict[str, Any]:
     layers = model.model.layers
     kv_per_token = 0
     state = 0
+    windows = {}
     dtype_bytes = next(model.parameters()).element_size()
     for index in plan:
         module = layers[index].self_attn
         kv_per_token += 2 * module.num_key_value_heads * module.head_dim * dtype_bytes
         state += (module.num_heads + module.num_key_value_heads) * module.head_dim * 4
-    return {"kv_cache_bytes_saved_per_token": kv_per_token, "primal_state_bytes": state,
-            "primal_layers": sorted(plan)}
+        if module.is_sliding or module.sliding_window:  # that layer's KV cache stopped growing at its window
+            windows[index] = module.sliding_window
+    out = {"kv_cache_bytes_saved_per_token": kv_per_token, "primal_state_bytes": state,
+           "primal_layers": sorted(plan)}
+    if windows:
+        out["sliding_windows"] = windows
+    return out
 
 
 def write_report(report: dict, folder: Path) -> None:
@@ -294,6 +298,9 @@ def render_report(report: dict) -> str:
         lines += ["", f"Decoding: the primal layers keep {s['primal_state_bytes']:,} bytes per sequence (running "
                       f"sums) instead of {s['kv_cache_bytes_saved_per_token']:,} bytes of KV cache per token of "
                       "context."]
+        if s.get("sliding_windows"):
+            lines.append(f"Layers {', '.join(map(str, s['sliding_windows']))} attended within a sliding window: their "
+                         "KV cache stopped growing at the window (the saving per token holds up to it).")
     return "\n".join(lines) + "\n"
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import re
 from pathlib import Path
 
 from optimum_subnet.core.errors import SubnetError
+
+logger = logging.getLogger(__name__)
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
@@ -75,6 +79,14 @@ def _check_max_new_tokens(max_new_tokens) -> None:
 ENGINES = ("generator", "optimum")
 
 
+def _has_primal_layers(folder: Path) -> bool:
+    """Whether the export in ``folder`` is of a model with Primal-Attention layers (its ``config.json``)."""
+    try:
+        return bool(json.loads((folder / "config.json").read_text()).get("primal_attention"))
+    except (OSError, ValueError):
+        return False
+
+
 def generate_text(folder: str | os.PathLike, prompt: str, max_new_tokens: int = 32, provider: str = "cpu",
                   use_io_binding: bool | None = None, engine: str = "generator") -> str:
     """Greedy completion of ``prompt``: ONNX Runtime for an ONNX folder, PyTorch for a model folder.
@@ -98,7 +110,9 @@ def generate_text(folder: str | os.PathLike, prompt: str, max_new_tokens: int = 
                 direct = read_graph_info(path / file_name) is not None
             except Exception:  # noqa: BLE001 - unreadable: the session load below reports it
                 direct = True
-            if not direct:
+            if not direct and _has_primal_layers(path):  # their state is not a KV cache: the generator has no slot
+                logger.info("%s has Primal-Attention layers: decoding with engine=\"optimum\"", path)
+            elif not direct:
                 raise SubnetError(f"{path} was exported without the fused decoder graph: re-export it with "
                                   'builder="direct" (or use engine="optimum", the slower step-by-step path)')
         tokenizer = load_tokenizer(str(path))

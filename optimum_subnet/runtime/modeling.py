@@ -6,6 +6,10 @@ fails at the first decode step. This subclass takes every layer's KV shape from 
 session's inputs instead, so dense exports and heterogeneous subnets run alike, with and without
 IO binding, on CPUExecutionProvider and CUDAExecutionProvider.
 
+Models with Primal-Attention layers (``optimum_subnet.onnx.primal``): those layers' past / present
+are two fixed-size running sums (``past_key_values.{i}.query_sum`` / ``.key_sum``, 3-D, float32)
+instead of keys and values; they start as zeros and are carried like the KV cache.
+
 A folder written by the direct builder (the default export, :mod:`optimum_subnet.onnx.builder`) is run
 by :class:`~optimum_subnet.runtime.generator.ORTGenerator`: ``generate`` decodes into fixed buffers with
 IO binding and, on CUDA, each decode step replayed from a CUDA graph (the session is created with
@@ -81,11 +85,16 @@ class ORTSubnetModelForCausalLM(ORTModelForCausalLM):
         self._stream = getattr(self, "_stream", None)
         self._static_length: int | None = None
         self._static_buffers: tuple | None = None
-        # name -> (kv heads, head size), read from the graph's static dims
+        # every past / present tensor, in graph order (Optimum's name filter misses primal states)
+        self.key_value_input_names = [n for n in self.input_names if n.startswith("past_key_values.")]
+        self.key_value_output_names = [n for n in self.output_names if n.startswith("present.")]
+        self.can_use_cache = bool(self.key_value_input_names) and bool(self.key_value_output_names)
+        # name -> (kv heads, head size), read from the graph's static dims; primal states are 3-D
         self.kv_shapes: dict[str, tuple[int, int]] = {}
+        self.state_names = {n for n in self.key_value_input_names if len(self.input_shapes[n]) == 3}
         for name in self.key_value_input_names:
             shape = self.input_shapes[name]
-            heads, head_dim = shape[1], shape[3]
+            heads, head_dim = shape[1], shape[-1]
             if not isinstance(heads, int) or not isinstance(head_dim, int):
                 raise ValueError(f"ONNX input {name} has a dynamic head count or head size ({shape}); re-export it")
             self.kv_shapes[name] = (heads, head_dim)
@@ -241,7 +250,7 @@ class ORTSubnetModelForCausalLM(ORTModelForCausalLM):
             return self._static_forward(input_ids, attention_mask, past_key_values, position_ids)
 
         batch_size, in_len = input_ids.shape
-        past_len = past_key_values[1].shape[-2] if past_key_values is not None else 0
+        past_len = self._past_length(past_key_values, attention_mask, in_len)
         out_len = past_len + in_len
         if attention_mask is None:
             attention_mask = (torch.ones if use_torch else np.ones)((batch_size, out_len), dtype=torch.long if use_torch
@@ -267,8 +276,10 @@ class ORTSubnetModelForCausalLM(ORTModelForCausalLM):
             outputs_to_not_bind = set()
             if use_cache:
                 for name in self.key_value_output_names:
-                    heads, head_dim = self.kv_shapes[name.replace("present.", "past_key_values.")]
-                    known_output_shapes[name] = (batch_size, heads, out_len, head_dim)
+                    past_name = name.replace("present.", "past_key_values.")
+                    heads, head_dim = self.kv_shapes[past_name]
+                    known_output_shapes[name] = ((batch_size, heads, head_dim) if past_name in self.state_names
+                                                 else (batch_size, heads, out_len, head_dim))
             else:
                 outputs_to_not_bind.update(self.key_value_output_names)
             output_shapes, output_buffers = self._prepare_io_binding(
@@ -291,8 +302,29 @@ class ORTSubnetModelForCausalLM(ORTModelForCausalLM):
             presents = tuple(presents[i : i + 2] for i in range(0, len(presents), 2))
         return CausalLMOutputWithPast(logits=logits, past_key_values=presents)
 
+    def _past_length(self, past_key_values, attention_mask, in_len: int) -> int:
+        """Tokens already in the cache: from the attention mask when given, else from a KV layer's
+        values (a primal layer's state has no length)."""
+        if past_key_values is None:
+            return 0
+        if attention_mask is not None:
+            return attention_mask.shape[1] - in_len
+        for name, value in zip(self.key_value_input_names, past_key_values):
+            if name not in self.state_names:
+                return value.shape[-2]
+        raise ValueError("every layer keeps a Primal-Attention state: pass the attention_mask to give the past length")
+
+    @staticmethod
+    def _reorder_cache(past_key_values, beam_idx):
+        """Beam search: every past tensor (KV or primal state) has the batch first."""
+        return tuple(tuple(t.index_select(0, beam_idx.to(t.device)) for t in layer) for layer in past_key_values)
+
     def _empty_past(self, name: str, batch_size: int, use_torch: bool):
         heads, head_dim = self.kv_shapes[name]
+        if name in self.state_names:  # the running sums before the first token: zeros, float32
+            if use_torch:
+                return torch.zeros((batch_size, heads, head_dim), dtype=torch.float32, device=self.device)
+            return np.zeros((batch_size, heads, head_dim), dtype=np.float32)
         if use_torch:
             return torch.zeros((batch_size, heads, 0, head_dim), dtype=self.dtype, device=self.device)
         np_dtype = np.float16 if self.dtype == torch.float16 else np.float32
@@ -313,9 +345,12 @@ def install_dispatch() -> None:
 
     def _from_pretrained(cls, model_id, config, *args, **kwargs):
         from optimum_subnet.families import subnet_model_types
+        from optimum_subnet.primal.registration import family_of
 
         if cls is ORTModelForCausalLM:
-            if getattr(config, "model_type", None) in subnet_model_types():
+            model_type = getattr(config, "model_type", None)
+            primal = family_of(model_type) is not None and model_type == family_of(model_type).model_type
+            if model_type in subnet_model_types() or primal:
                 logger.info("%s has per-layer KV shapes: loading it with ORTSubnetModelForCausalLM", model_id)
                 return ORTSubnetModelForCausalLM._from_pretrained(model_id, config, *args, **kwargs)
             if _is_direct(_onnx_file(model_id, kwargs.get("file_name"))):

@@ -463,6 +463,9 @@ def check_family(config):
     """The adapter of ``config``'s family, refusing one the direct builder does not write (one line)."""
     from optimum_subnet.families import get_adapter_for_subnet
 
+    if getattr(config, "primal_attention", None):
+        raise UnsupportedModelError("the direct ONNX builder does not write Primal-Attention layers; export this "
+                                    "model with builder=\"torch\"")
     adapter = get_adapter_for_subnet(config)
     if not getattr(adapter, "direct_onnx", False):
         raise UnsupportedModelError(f"the direct ONNX builder does not support the {config.model_type!r} family "
