@@ -74,6 +74,18 @@ class SearchConfig:
     screening_keep: float = 1.0
     screening_windows: int = 1
     screening_seq_len: int = 512
+    #: Fresh fitness windows every generation (not in the paper): generation g scores on its own random
+    #: draw of ``fitness_windows`` calibration windows, and the top-k is scored again on them.
+    fitness_refresh: bool = False
+    #: "perplexity" of the text (the paper) or "distillation": mean KL divergence from the dense model's
+    #: next-token distribution to the candidate's on the fitness windows.
+    fitness_metric: str = "perplexity"
+    #: Final choice (not in the paper; 0 = off: the best fitness wins): the top-k and both initial subnets
+    #: are scored by perplexity on this many calibration windows that neither the search nor the
+    #: reformation saw, and the best is kept, so the search never returns a subnet worse there than the
+    #: initial ones.
+    selection_windows: int = 0
+    selection_seq_len: int = 512
 
 
 @dataclass
@@ -221,6 +233,10 @@ class SubnetConfig:
             (0 < s.screening_keep <= 1, f"screening_keep must be in (0, 1], got {s.screening_keep}"),
             (1 <= s.screening_windows <= s.fitness_windows and s.screening_seq_len >= 2,
              "screening needs 1..fitness_windows windows of >= 2 tokens"),
+            (s.fitness_metric in ("perplexity", "distillation"),
+             f"fitness_metric must be perplexity or distillation, got {s.fitness_metric!r}"),
+            (s.selection_windows >= 0 and s.selection_seq_len >= 2,
+             "selection_windows must be >= 0 (0: off) and selection_seq_len >= 2"),
             (d.num_samples >= 1, f"calibration needs at least one sample, got {d.num_samples}"),
             (d.seq_len >= 2 and d.eval_seq_len >= 2, "sequence lengths must be at least 2 tokens"),
             (d.eval_max_windows is None or d.eval_max_windows >= 1,

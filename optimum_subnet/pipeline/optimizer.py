@@ -177,8 +177,10 @@ class SubnetOptimizer:
             work.check_fingerprint({
                 "config": config.to_dict(),
                 "model": {"name": self.model_name, "shape": shape.to_dict(), "weights": weights},
-                "data": {"calibration": tensors_digest(data.calibration), "fitness": tensors_digest(data.fitness),
-                         "evaluation": tensors_digest(data.evaluation)},
+                "data": {"calibration": tensors_digest(data.calibration),
+                         "fitness": tensors_digest(*(data.fitness_sets or [data.fitness])),
+                         "evaluation": tensors_digest(data.evaluation),
+                         **({"selection": tensors_digest(data.selection)} if data.selection is not None else {})},
                 "spec": spec.key() if spec is not None else None,
                 "versions": {k: v for k, v in package_versions().items()
                              if k in ("optimum-subnet", "torch", "transformers")},

@@ -33,9 +33,10 @@ logger = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------------------------- data
 @dataclass
 class PassData:
-    """Token windows of one run. Calibration and fitness windows come from the calibration side of the
-    dataset (disjoint draws), the evaluation windows from its held-out side (never seen by the search
-    or the reformation)."""
+    """Token windows of one run. Calibration, fitness and selection windows come from the calibration side
+    of the dataset (random offsets; selection windows overlap no calibration or fitness window), the
+    evaluation windows from its held-out side (other articles, never seen by the search, the selection or
+    the reformation)."""
 
     calibration: torch.Tensor
     fitness: torch.Tensor
@@ -43,6 +44,10 @@ class PassData:
     eval_name: str
     eval_key: str
     faithfulness_prompts: list = field(default_factory=list)
+    #: fitness windows of every generation (one set unless ``search.fitness_refresh``)
+    fitness_sets: list = field(default_factory=list)
+    selection: torch.Tensor | None = None
+    seen: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
         from optimum_subnet import data as data_lib
@@ -55,12 +60,30 @@ def load_pass_data(config: SubnetConfig, tokenizer, max_positions: int | None, s
     from optimum_subnet import data as data_lib
 
     d, s, fa = config.data, config.search, config.faithfulness
-    for length in (d.seq_len, d.eval_seq_len) + ((s.fitness_seq_len,) if search else ()):
+    selecting = search and s.selection_windows > 0
+    for length in ((d.seq_len, d.eval_seq_len) + ((s.fitness_seq_len,) if search else ())
+                   + ((s.selection_seq_len,) if selecting else ())):
         data_lib.check_sequence_length(length, max_positions)
     bos = data_lib.bos_of(tokenizer)
     stream = data_lib.tokenize_stream(data_lib.load_texts(d.dataset, "calibration", d.text_column), tokenizer)
-    calibration = data_lib.calibration_windows(stream, d.num_samples, d.seq_len, config.seed, bos)
-    fitness = data_lib.calibration_windows(stream, s.fitness_windows, s.fitness_seq_len, config.seed + 1, bos)
+
+    def text(seq_len: int) -> int:
+        return seq_len - (bos is not None)
+
+    n = stream.numel()
+    calibration_starts = data_lib.calibration_starts(n, d.num_samples, text(d.seq_len), config.seed)
+    calibration = data_lib.windows_at(stream, calibration_starts, text(d.seq_len), bos)
+    generations = s.generations if search and s.fitness_refresh else 1
+    fitness_starts = [data_lib.calibration_starts(n, s.fitness_windows, text(s.fitness_seq_len),
+                                                  config.seed + 1 if g == 0 else config.seed + 1000 + g)
+                      for g in range(max(1, generations))]
+    fitness_sets = [data_lib.windows_at(stream, starts, text(s.fitness_seq_len), bos) for starts in fitness_starts]
+    selection = None
+    if selecting:
+        avoid = ([(x, text(d.seq_len)) for x in calibration_starts]
+                 + [(x, text(s.fitness_seq_len)) for starts in fitness_starts for x in starts])
+        starts = data_lib.disjoint_starts(n, s.selection_windows, text(s.selection_seq_len), config.seed + 2, avoid)
+        selection = data_lib.windows_at(stream, starts, text(s.selection_seq_len), bos)
     eval_name = d.eval_dataset or d.dataset
     evaluation = data_lib.evaluation_windows(
         data_lib.tokenize_stream(data_lib.load_texts(eval_name, "evaluation", d.text_column), tokenizer),
@@ -75,10 +98,32 @@ def load_pass_data(config: SubnetConfig, tokenizer, max_positions: int | None, s
                                     min(fa.max_tokens, max_positions or fa.max_tokens))
         except DataError as e:
             raise DataError(f"{e} (or turn the faithfulness check off: faithfulness.prompts = 0)") from None
-    logger.info("Data: %d calibration x %d tokens, %d fitness x %d, %d held-out x %d (%s)", len(calibration),
-                d.seq_len, len(fitness), s.fitness_seq_len, len(evaluation), d.eval_seq_len,
+    side = f"calibration side of {data_lib.describe(d.dataset)}"
+    seen = {
+        "calibration": {"used_by": ["importance", "reformation"], "windows": len(calibration), "seq_len": d.seq_len,
+                        "from": f"{side}, random offsets (seed {config.seed})"},
+        "evaluation": {"used_by": ["held-out perplexity only"], "windows": len(evaluation),
+                       "seq_len": d.eval_seq_len, "from": f"held-out side of {data_lib.describe(eval_name)}"
+                       + (" (other articles than the calibration side)" if eval_name == d.dataset else "")},
+    }
+    if search:
+        seen["fitness"] = {"used_by": ["search fitness", "initial subnet choice"] + (
+                               ["screening"] if s.screening_keep < 1 else []),
+                           "windows": s.fitness_windows, "seq_len": s.fitness_seq_len, "sets": len(fitness_sets),
+                           "from": f"{side}, random offsets (seed {config.seed + 1}"
+                           + (f", then {config.seed + 1001}.. for later generations)" if len(fitness_sets) > 1
+                              else ")")}
+    if selection is not None:
+        seen["selection"] = {"used_by": ["final choice among the top-k and initial subnets"],
+                             "windows": len(selection), "seq_len": s.selection_seq_len,
+                             "from": f"{side}, random offsets (seed {config.seed + 2}) overlapping no calibration "
+                                     "or fitness window"}
+    logger.info("Data: %d calibration x %d tokens, %d fitness x %d%s, %d held-out x %d (%s)", len(calibration),
+                d.seq_len, s.fitness_windows, s.fitness_seq_len,
+                f" ({len(fitness_sets)} sets)" if len(fitness_sets) > 1 else "", len(evaluation), d.eval_seq_len,
                 data_lib.describe(eval_name))
-    return PassData(calibration, fitness, evaluation, eval_name, f"{eval_name}@{d.eval_seq_len}", prompts)
+    return PassData(calibration, fitness_sets[0], evaluation, eval_name, f"{eval_name}@{d.eval_seq_len}", prompts,
+                    fitness_sets=fitness_sets, selection=selection, seen=seen)
 
 
 def evaluate(model, data: PassData, batch_size: int, label: str) -> dict[str, float]:
@@ -146,13 +191,15 @@ class BaselineSelector:
 
 
 class SearchSelector:
-    """Ours: the search space from the importance scores, the better initial subnet, the evolutionary search."""
+    """Ours: the search space from the importance scores, the better initial subnet, the evolutionary search,
+    and (``search.selection_windows``) the final choice on windows the search never saw."""
 
     needs_importance = True
     needs_fitness = True
 
     def select(self, run: "RunContext") -> Selection:
-        from optimum_subnet.pipeline.fitness import FaithfulnessConstrainedFitness, PerplexityFitness
+        from optimum_subnet.pipeline.fitness import (DistillationFitness, FaithfulnessConstrainedFitness,
+                                                     PerplexityFitness)
         from optimum_subnet.search import EvolutionarySearch
         from optimum_subnet.stages.surgery import extract_subnet
 
@@ -161,6 +208,7 @@ class SearchSelector:
         attention, mlp, attention_allocation, mlp_allocation = run.scores.for_search(s.importance, run.shape)
         space = search_space(run.shape, config, attention, mlp, attention_allocation, mlp_allocation)
         screening = run.data.fitness[: s.screening_windows, : s.screening_seq_len] if s.screening_keep < 1 else None
+        options = {"window_sets": run.data.fitness_sets.__getitem__ if s.fitness_refresh else None}
         if fa.min_spearman is not None:
             from optimum_subnet.evaluation.faithfulness import FaithfulnessScorer
 
@@ -169,9 +217,10 @@ class SearchSelector:
                                         fa.atman_config(), fa.top_k)
             timings["faithfulness_constraint_reference"] = time.perf_counter() - t
             fitness = FaithfulnessConstrainedFitness(run.model, run.adapter, run.data.fitness, s.fitness_batch_size,
-                                                     scorer, fa.min_spearman, screening)
+                                                     scorer, fa.min_spearman, screening, **options)
         else:
-            fitness = PerplexityFitness(run.model, run.adapter, run.data.fitness, s.fitness_batch_size, screening)
+            kind = DistillationFitness if s.fitness_metric == "distillation" else PerplexityFitness
+            fitness = kind(run.model, run.adapter, run.data.fitness, s.fitness_batch_size, screening, **options)
 
         # --- initial subnets: the paper's uniform one, and the global (adaptive) one
         candidates = {"uniform": space.initial()}
@@ -181,7 +230,7 @@ class SearchSelector:
             fitness_of = {}
             for name, genome in candidates.items():
                 candidate_spec = space.to_spec(genome)
-                fitness_of[name] = fitness(candidate_spec)
+                fitness_of[name] = fitness.score(candidate_spec)
                 report["initial" if name == "uniform" else "initial_global"] = {
                     "params": candidate_spec.params(), "inheriting_ratio": candidate_spec.inheriting_ratio(),
                     "fitness": fitness_of[name],
@@ -189,8 +238,8 @@ class SearchSelector:
             chosen = min(fitness_of, key=fitness_of.get) if s.initialization == "best" else s.initialization
             report["initialization"] = {"method": s.initialization, "importance": s.importance, "chosen": chosen,
                                         "fitness": fitness_of}
-            logger.info("Initial subnets (calibration perplexity): %s; the search starts from the %s one",
-                        ", ".join(f"{k} {v:.2f}" for k, v in fitness_of.items()), chosen)
+            logger.info("Initial subnets (fitness, %s): %s; the search starts from the %s one", fitness.metric,
+                        ", ".join(f"{k} {v:.3f}" for k, v in fitness_of.items()), chosen)
             if work is not None:
                 work.save_pre_search(report, {**run.timings, **timings}, run.scores)
         initial = candidates[report["initialization"]["chosen"]]
@@ -200,12 +249,17 @@ class SearchSelector:
         with progress_bar(total=planned, desc="Search", unit="cand") as bar:
             def on_progress(generation: int, evaluations: int, best: float) -> None:
                 bar.n = min(evaluations, planned)
-                bar.set_postfix(gen=generation + 1, best=f"{best:.2f}")
+                bar.set_postfix(gen=generation + 1, best=f"{best:.3f}")
                 bar.refresh()
 
+            def on_scored() -> None:
+                bar.update(0 if bar.n >= planned else 1)
+
+            fitness.on_scored = on_scored
             search = EvolutionarySearch(space, s, fitness, seed=config.seed, progress=on_progress,
                                         checkpoint=work.save_search_state if work is not None else None,
-                                        screen=fitness.screen if screening is not None else None)
+                                        screen=fitness.screen if screening is not None else None,
+                                        refresh=fitness.refresh if s.fitness_refresh else None)
             state = work.load_search_state() if work is not None else None
             if state is not None:
                 search.load_state_dict(state)
@@ -222,7 +276,10 @@ class SearchSelector:
             "best_fitness_per_generation": result.best_fitness_per_generation,
             "history": result.history,
             "space": space.describe(),
-            "fitness": {"windows": len(run.data.fitness), "seq_len": s.fitness_seq_len, "metric": "perplexity"},
+            "fitness": {"windows": s.fitness_windows, "seq_len": s.fitness_seq_len, "metric": fitness.metric,
+                        "fresh_windows_per_generation": s.fitness_refresh, "subnets_built": fitness.builds,
+                        "subnets_reused": fitness.reused},
+            "windows_seen": run.data.seen,
         }
         if screening is not None:
             entry["screening"] = {"keep": s.screening_keep, "windows": int(screening.shape[0]),
@@ -231,7 +288,41 @@ class SearchSelector:
         if fa.min_spearman is not None:
             entry["faithfulness_constraint"] = {"min_spearman": fa.min_spearman, "prompts": fa.constraint_prompts,
                                                 "rejected": fitness.rejected, "evaluated": len(fitness.scores)}
-        return Selection(spec=space.to_spec(result.best), report={"search": entry}, timings=timings)
+        best = result.best
+        if run.data.selection is not None:
+            t = time.perf_counter()
+            best, entry["selection"] = select_final(run, space, result, candidates)
+            timings["selection"] = time.perf_counter() - t
+        return Selection(spec=space.to_spec(best), report={"search": entry}, timings=timings)
+
+
+def select_final(run: "RunContext", space, result, initial: dict[str, Any]):
+    """The subnet with the lowest perplexity on the selection windows among the search's top-k and the
+    initial subnets (the search then never returns one that is worse there than its starting points)."""
+    from optimum_subnet.evaluation.perplexity import perplexity
+    from optimum_subnet.search.state import genome_key
+    from optimum_subnet.stages.surgery import extract_subnet
+
+    pool: dict[str, tuple[str, Any, float | None]] = {}
+    for rank, (genome, value) in enumerate(zip(result.top, result.top_fitness), 1):
+        pool.setdefault(genome_key(genome), (f"top-{rank}", genome, value))
+    for name, genome in initial.items():
+        pool.setdefault(genome_key(genome), (f"initial ({name})", genome, None))
+    rows = []
+    with progress_bar(total=len(pool), desc="Selection", unit="subnet") as bar:
+        for label, genome, value in pool.values():
+            subnet = extract_subnet(run.model, space.to_spec(genome), run.adapter, validate=False)
+            rows.append({"candidate": label, "fitness": value,
+                         "selection_ppl": perplexity(subnet, run.data.selection, run.config.search.fitness_batch_size),
+                         "genome": genome})
+            bar.update(1)
+    chosen = min(rows, key=lambda r: r["selection_ppl"])
+    logger.info("Final choice on %d unseen calibration windows: %s (perplexity %.2f; search's best %.2f)",
+                len(run.data.selection), chosen["candidate"], chosen["selection_ppl"], rows[0]["selection_ppl"])
+    report = {"windows": len(run.data.selection), "seq_len": int(run.data.selection.shape[1]),
+              "chosen": chosen["candidate"],
+              "candidates": [{k: v for k, v in r.items() if k != "genome"} for r in rows]}
+    return chosen["genome"], report
 
 
 def selector_for(config: SubnetConfig, spec: SubnetSpec | None):
