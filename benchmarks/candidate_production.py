@@ -138,8 +138,13 @@ def main(argv=None) -> int:
                "torch_threads": torch.get_num_threads(), "runs": []}
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
+    import os
+
     for name in args.engines.split(","):
-        results["runs"].append(run_engine(name, shape, args))
+        load_before = os.getloadavg()[0]
+        run = run_engine(name, shape, args)
+        run["load_average_1min"] = [load_before, os.getloadavg()[0]]  # before / after: the CPU is shared
+        results["runs"].append(run)
         output.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     output.with_suffix(".md").write_text(markdown(results))
     sys.stdout.write(output.with_suffix(".md").read_text())
@@ -153,12 +158,15 @@ def markdown(results: dict) -> str:
              "specs), with random importance scores and a synthetic fitness timed apart; paper settings. "
              f"One thread of a shared 2-core CPU ({results['machine']}): indicative only.",
              "",
-             "| engine | population | generations | production s per generation | median of later generations s |",
-             "|---|---:|---:|---|---:|"]
+             "| engine | population | generations | production s per generation | median of later generations s | "
+             "load average (before, after) |",
+             "|---|---:|---:|---|---:|---|"]
     for run in results["runs"]:
+        load = run.get("load_average_1min")
         lines.append(f"| {run['engine']} | {run['population']} | {run['generations']} | "
                      f"{', '.join(f'{s:.2f}' for s in run['production_seconds_per_generation'])} | "
-                     f"{run['production_median_later_generations']:.2f} |")
+                     f"{run['production_median_later_generations']:.2f} | "
+                     f"{'-' if load is None else f'{load[0]:.1f}, {load[1]:.1f}'} |")
     runs = {r["engine"]: r for r in results["runs"]}
     if "reference" in runs and "current" in runs:
         ratio = runs["reference"]["production_median_later_generations"] / max(
