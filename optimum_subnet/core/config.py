@@ -47,6 +47,10 @@ class SearchConfig:
     mlp_range: list[float] | None = None
     #: "auto": depth search only for targets <= 0.7, as in the paper.
     depth_search: str = "auto"
+    #: Whole KV heads (with their query groups) may be dropped besides channels inside heads (not in the
+    #: paper): "on", "off", or "auto" (on for targets <= 0.6). With it, the global initial subnet by heads
+    #: (FLAP's head structure) is a third starting candidate.
+    kv_head_search: str = "off"
     min_depth_ratio: float = 0.875  # 28/32 layers in the paper
     head_dim_multiple: int = 8
     mlp_multiple: int = 64
@@ -223,6 +227,8 @@ class SubnetConfig:
              "num_mutations + num_crossovers must not exceed the population size"),
             (0 < s.mask_overlap <= 1, f"mask_overlap must be in (0, 1], got {s.mask_overlap}"),
             (s.depth_search in ("auto", "on", "off"), f"depth_search must be auto, on or off, got {s.depth_search!r}"),
+            (s.kv_head_search in ("auto", "on", "off"),
+             f"kv_head_search must be auto, on or off, got {s.kv_head_search!r}"),
             (s.attention_mask_sharing in ("kv_head", "layer"),
              f"attention_mask_sharing must be kv_head or layer, got {s.attention_mask_sharing!r}"),
             (s.head_dim_multiple >= 1 and s.mlp_multiple >= 1, "width multiples must be >= 1"),

@@ -226,16 +226,19 @@ class SearchSelector:
         candidates = {"uniform": space.initial()}
         if s.initialization in ("global", "best"):
             candidates["global"] = space.global_initial()
+            if space.head_search:
+                candidates["global_heads"] = space.global_initial("head")
         if "initial" not in report:  # (a resumed run has them already)
             fitness_of = {}
             for name, genome in candidates.items():
                 candidate_spec = space.to_spec(genome)
                 fitness_of[name] = fitness.score(candidate_spec)
-                report["initial" if name == "uniform" else "initial_global"] = {
+                report["initial" if name == "uniform" else f"initial_{name}"] = {
                     "params": candidate_spec.params(), "inheriting_ratio": candidate_spec.inheriting_ratio(),
                     "fitness": fitness_of[name],
                     "ppl": run.evaluate(extract_subnet(run.model, candidate_spec, run.adapter), f"initial, {name}")}
-            chosen = min(fitness_of, key=fitness_of.get) if s.initialization == "best" else s.initialization
+            chosen = (min(fitness_of, key=fitness_of.get) if s.initialization == "best"
+                      else min((n for n in fitness_of if n.startswith(s.initialization)), key=fitness_of.get))
             report["initialization"] = {"method": s.initialization, "importance": s.importance, "chosen": chosen,
                                         "fitness": fitness_of}
             logger.info("Initial subnets (fitness, %s): %s; the search starts from the %s one", fitness.metric,
@@ -339,6 +342,7 @@ def search_space(shape, config: SubnetConfig, attention_scores, mlp_scores, atte
 
     s = config.search
     depth = s.depth_search == "on" or (s.depth_search == "auto" and config.target_ratio <= 0.7)
+    heads = s.kv_head_search == "on" or (s.kv_head_search == "auto" and config.target_ratio <= 0.6)
     return SearchSpace(
         shape, attention_scores, mlp_scores, config.target_ratio,
         attention_range=s.attention_range, mlp_range=s.mlp_range,
@@ -346,7 +350,7 @@ def search_space(shape, config: SubnetConfig, attention_scores, mlp_scores, atte
         depth_search=depth, min_depth=round(s.min_depth_ratio * shape.num_layers),
         tolerance=s.ratio_tolerance, mask_fill=s.mask_fill, mask_sharing=s.attention_mask_sharing,
         attention_allocation=attention_allocation, mlp_allocation=mlp_allocation, out_bias=config.reformation_bias,
-        ratio_of=config.ratio_of,
+        ratio_of=config.ratio_of, head_search=heads,
     )
 
 

@@ -124,6 +124,7 @@ class SearchSpace:
         mlp_allocation=None,  # per layer: (intermediate,), comparable with the attention ones
         out_bias: bool = False,  # W_O / W_down carry a bias (reformation with an intercept): counted in the budget
         ratio_of: str = "all",  # the target counts all parameters (the paper) or the decoder blocks
+        head_search: bool = False,  # layers may also drop whole KV heads (with their query groups)
     ):
         self.budget = Budget(shape, target_ratio, ratio_of)
         if mask_fill not in ("uniform", "importance"):
@@ -157,6 +158,7 @@ class SearchSpace:
         step = shape.mlp_params(self.mlp_multiple) - shape.mlp_params(0)
         self.tolerance = max(tolerance, 0.6 * step / self.budget.counted_params)
 
+        self.head_search = head_search and shape.num_key_value_heads > 1
         self.depth_search = depth_search
         self.min_depth = shape.num_layers if not depth_search else max(2, min_depth or shape.num_layers)
 
@@ -179,8 +181,12 @@ class SearchSpace:
             self._pair_channels = pairs
             self._unit_of_lower = np.full(shape.head_dim, -1, dtype=np.int64)
             self._unit_of_lower[pairs[:, 0]] = np.arange(len(pairs))
-        self.attention_allocation = self.mlp_allocation = None
+        # a KV head's score (whole head kept or dropped): the sum of its units' scores
+        self.head_scores = [scores.sum(axis=1) for scores in self.attention_scores]
+        self.attention_allocation = self.mlp_allocation = self.head_allocation = None
         if attention_allocation is not None and mlp_allocation is not None:
+            # a whole KV head's allocation score: its channels' mean (FLAP by heads)
+            self.head_allocation = [scores.double().mean(-1) for scores in attention_allocation]
             # a layer's k-th attention width unit: the k-th best unit of each KV head, averaged (widening a
             # layer by one unit adds one to every KV head); pairs average their two channels
             units = []
@@ -224,10 +230,15 @@ class SearchSpace:
         return abs(self.params(genome) - self.target_params) <= self._slack()
 
     # ---------------------------------------------------------------------------- construction
-    def layer_gene(self, layer: int, attention_width: int, mlp_width: int) -> LayerGene:
-        """The importance-top gene of a layer at the given widths (paper's initialization)."""
-        return LayerGene(top_masks(self.attention_ranks[layer], attention_width),
-                         top_masks(self.mlp_ranks[layer], mlp_width)[0])
+    def layer_gene(self, layer: int, attention_width: int, mlp_width: int, heads: int | None = None) -> LayerGene:
+        """The importance-top gene of a layer at the given widths (paper's initialization); ``heads``: keep
+        only that many KV heads, the most important ones."""
+        kept = None
+        if heads is not None and heads < self.shape.num_key_value_heads:
+            order = np.argsort(-self.head_scores[layer], kind="stable")
+            kept = tuple(sorted(order[:heads].tolist()))
+        ranks = self.attention_ranks[layer] if kept is None else self.attention_ranks[layer][list(kept)]
+        return LayerGene(top_masks(ranks, attention_width), top_masks(self.mlp_ranks[layer], mlp_width)[0], kept)
 
     def _extreme(self, attention_width: int, mlp_width: int, depth: int) -> Genome:
         genes = [self.layer_gene(i, attention_width, mlp_width) for i in range(self.shape.num_layers)]
@@ -255,24 +266,32 @@ class SearchSpace:
         repaired = self.repair(genome, random.Random(0))
         return repaired if repaired is not None else genome
 
-    def global_initial(self) -> Genome:
+    def global_initial(self, unit: str = "channel") -> Genome:
         """Adaptive initial subnet (FLAP's global structure, An et al. 2024, Eq. 7): one threshold over
         the standardized allocation scores of every layer and both modules; each layer keeps the
         units above it, snapped to its width grid (within the ranges); the threshold is the one whose
-        subnet lands closest to the budget, which repair then meets exactly."""
+        subnet lands closest to the budget, which repair then meets exactly. ``unit="head"`` (with head
+        search): attention units are whole KV heads, kept at full width (FLAP by heads)."""
         import torch
 
         if self.attention_allocation is None:
             raise SubnetError("this search space has no allocation scores for a global initialization")
-        candidates = torch.unique(torch.cat(self.attention_allocation + self.mlp_allocation))
+        by_heads = unit == "head"
+        if by_heads and not self.head_search:
+            raise SubnetError("a global initialization by heads needs a search space with head search")
+        attention_allocation = self.head_allocation if by_heads else self.attention_allocation
+        candidates = torch.unique(torch.cat(attention_allocation + self.mlp_allocation))
 
         def genome_at(threshold: float) -> Genome:
             genes = []
             for i in range(self.shape.num_layers):
-                attention = int((self.attention_allocation[i] > threshold).sum())
-                mlp = int((self.mlp_allocation[i] > threshold).sum())
-                genes.append(self.layer_gene(i, nearest(self.attention_widths, attention),
-                                             nearest(self.mlp_widths, mlp)))
+                mlp = nearest(self.mlp_widths, int((self.mlp_allocation[i] > threshold).sum()))
+                if by_heads:
+                    heads = max(1, int((attention_allocation[i] > threshold).sum()))
+                    genes.append(self.layer_gene(i, self.attention_widths[-1], mlp, heads))
+                else:
+                    attention = int((attention_allocation[i] > threshold).sum())
+                    genes.append(self.layer_gene(i, nearest(self.attention_widths, attention), mlp))
             return tuple(genes)
 
         lo, hi = 0, candidates.numel() - 1  # params fall as the threshold rises
@@ -413,17 +432,22 @@ class SearchSpace:
             if rng.random() < ratio_prob:
                 mlp_width = rng.choice(self.mlp_widths)
             attention, mlp = gene.attention, gene.mlp
+            heads = gene.kept_heads()
+            new_heads = self.head_search and rng.random() < ratio_prob
             new_attention = attention_width != gene.attention_width or rng.random() < mask_prob
             new_mlp = mlp_width != gene.mlp_width or rng.random() < mask_prob
-            if not (new_attention or new_mlp):
+            if not (new_attention or new_mlp or new_heads):
                 continue
             if generator is None:
                 generator = as_generator(rng)
+            if new_heads:  # another number of KV heads, overlapping the kept ones; new heads by importance
+                gene = self._with_heads(i, gene, rng.randint(1, self.shape.num_key_value_heads), overlap, generator)
+                attention, heads = gene.attention, gene.kept_heads()
             if new_attention:
                 rows = attention[:1] if self.mask_sharing == "layer" else attention
                 weights = None
                 if self.mask_fill == "importance":
-                    weights = self.attention_scores[i][list(gene.kept_heads())][: len(rows)]
+                    weights = self.attention_scores[i][list(heads)][: len(rows)]
                 attention = mutate_masks(rows, self.attention_universe, attention_width, overlap, generator, weights)
                 if self.mask_sharing == "layer":
                     attention = np.repeat(attention, gene.num_heads, axis=0)
@@ -432,10 +456,31 @@ class SearchSpace:
                 mlp = mutate_masks(mlp[None, :], self.shape.intermediate_size, mlp_width, overlap, generator,
                                    weights)[0]
             new = LayerGene(attention, mlp, gene.heads)
-            if new != gene:
+            if new != genome[i]:
                 genes[i] = new
                 changed.add(i)
         return self.repair(tuple(genes), rng, frozen=sorted(changed))
+
+    def _with_heads(self, layer: int, gene: LayerGene, count: int, overlap: float, generator) -> LayerGene:
+        """``gene`` keeping ``count`` KV heads: a random ``overlap`` share of the kept ones stays (with its
+        masks), the rest is drawn in proportion to head importance; a new head keeps its top units at the
+        layer's width (the shared mask with layer sharing)."""
+        old = np.asarray(gene.kept_heads(), dtype=np.int64)
+        if count == len(old):
+            return gene
+        weights = np.maximum(self.head_scores[layer], 1e-12)[None, :]
+        heads = mutate_masks(old[None, :], self.shape.num_key_value_heads, count, overlap, generator, weights)[0]
+        rows = []
+        for h in heads.tolist():
+            where = np.flatnonzero(old == h)
+            if len(where):
+                rows.append(gene.attention[where[0]])
+            elif self.mask_sharing == "layer":
+                rows.append(gene.attention[0])
+            else:
+                rows.append(top_masks(self.attention_ranks[layer][h : h + 1], gene.attention_width)[0])
+        kept = None if count == self.shape.num_key_value_heads else tuple(heads.tolist())
+        return LayerGene(np.stack(rows), gene.mlp, kept)
 
     def crossover(self, a: Genome, b: Genome, rng: random.Random) -> Genome | None:
         """Swap whole blocks' (ratio, mask) between two parents (uniform per-layer choice)."""
@@ -508,6 +553,7 @@ class SearchSpace:
             "mlp_multiple": self.mlp_multiple,
             "mask_fill": self.mask_fill,
             "mask_sharing": self.mask_sharing,
+            "head_search": self.head_search,
         }
 
 
