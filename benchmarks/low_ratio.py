@@ -43,12 +43,33 @@ def ppl_of(entry) -> float:
     return next(iter(entry.values()))
 
 
+def _cached_run_class():
+    from optimum_subnet.pipeline import stages
+
+    class CachedRun(stages.RunContext):
+        """The initial subnets are the same in every variant (same scores and widths): their held-out
+        perplexity is measured once (the CPU is shared and slow) and read back by label."""
+
+        cache_path: Path | None = None
+
+        def evaluate(self, model, label: str) -> dict[str, float]:
+            if not label.startswith("initial") or self.cache_path is None:
+                return super().evaluate(model, label)
+            cache = json.loads(self.cache_path.read_text()) if self.cache_path.exists() else {}
+            if label not in cache:
+                cache[label] = super().evaluate(model, label)
+                self.cache_path.write_text(json.dumps(cache))
+            return cache[label]
+
+    return CachedRun
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--ratio", type=float, default=0.5)
     parser.add_argument("--variants", default="default,heads,depth,heads_depth")
-    parser.add_argument("--reform", nargs="*", default=["128x256", "64x512"],
+    parser.add_argument("--reform", nargs="*", default=["128x256"],
                         help="longer reformation calibrations, WINDOWSxTOKENS")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--seed", type=int, default=0)
@@ -75,6 +96,7 @@ def main(argv=None) -> int:
     from optimum_subnet.stages.surgery import extract_subnet
 
     torch.set_num_threads(1)
+    CachedRun = _cached_run_class()
     work = Path(args.work) / f"r{args.ratio}"
     work.mkdir(parents=True, exist_ok=True)
     overrides = {}
@@ -109,8 +131,9 @@ def main(argv=None) -> int:
         else:
             config = base.replace(**VARIANTS[name])
             run_data = stages.load_pass_data(config, tokenizer, positions)
-            run = stages.RunContext(model=model, tokenizer=tokenizer, adapter=adapter, shape=shape, config=config,
-                                    device="cpu", data=run_data, report={}, timings={}, scores=scores)
+            run = CachedRun(model=model, tokenizer=tokenizer, adapter=adapter, shape=shape, config=config,
+                            device="cpu", data=run_data, report={}, timings={}, scores=scores)
+            run.cache_path = work / "initial_ppl.json"
             start = time.perf_counter()
             selection = stages.SearchSelector().select(run)
             search_seconds = time.perf_counter() - start
