@@ -39,9 +39,11 @@ def test_initial_is_uniform_importance_top_and_in_budget(target):
 
 def test_widths_are_hardware_multiples():
     space = _space(0.7, head_dim_multiple=8, mlp_multiple=64)
-    # head_dim 32: a multiple of 8 would leave too coarse a grid, so 1/8 of a head (4) is used
-    assert (space.head_dim_multiple, space.mlp_multiple) == (4, 64)
-    assert all((2 * w) % 4 == 0 for w in space.attention_widths)
+    # head_dim 32: multiples of 8 leave four head sizes (the coarsest grid allowed)
+    assert (space.head_dim_multiple, space.mlp_multiple) == (8, 64)
+    assert all((2 * w) % 8 == 0 for w in space.attention_widths)
+    # a multiple of 16 would leave two: 1/4 of a head (8) is used
+    assert _space(0.7, head_dim_multiple=16).head_dim_multiple == 8
     assert all(w % 64 == 0 for w in space.mlp_widths)
     assert space.attention_widths[-1] == 16 and space.mlp_widths[-1] == 1024
 
