@@ -14,7 +14,7 @@ versions. Per variant, one search from that same initial subnet with other fitne
 * ``fresh``: other 4 x 256-token windows every generation (the top-k is scored again on them);
 * ``distill``: the mean KL divergence from the dense model's next-token distribution on the 4 x 256
   windows, instead of perplexity;
-* ``reformed``: perplexity after a cheap reformation of the candidate (closed form on 8 calibration
+* ``reformed``: perplexity after a cheap reformation of the candidate (closed form on 4 calibration
   windows), screened as ``more_windows`` on un-reformed perplexity;
 * combinations, when asked for (``distill_more``: distillation on the 16 x 512 windows with screening).
 
@@ -48,9 +48,9 @@ VARIANTS = {
                       "screening_windows": 1, "screening_seq_len": 256}, 0),
     "fresh": ("perplexity, fresh 4 x 256 windows every generation", {"fitness_refresh": True}, 0),
     "distill": ("distillation (KL to dense), 4 x 256 windows", {"fitness_metric": "distillation"}, 0),
-    "reformed": ("perplexity after a cheap reformation (closed form, 8 x 256 calibration windows), 4 x 256 "
-                 "windows, screened on un-reformed 1 x 256 (keep 1/4)",
-                 {"screening_keep": 0.25, "screening_windows": 1, "screening_seq_len": 256}, 8),
+    "reformed": ("perplexity after a cheap reformation (closed form, ridge 0.01, 4 x 256 calibration windows), "
+                 "4 x 256 windows, screened on un-reformed 1 x 256 (keep 1/4)",
+                 {"screening_keep": 0.25, "screening_windows": 1, "screening_seq_len": 256}, 4),
     "distill_more": ("distillation, 16 x 512 windows, screened on 1 x 256 (keep 1/4)",
                      {"fitness_metric": "distillation", "fitness_windows": 16, "fitness_seq_len": 512,
                       "screening_keep": 0.25, "screening_windows": 1, "screening_seq_len": 256}, 0),
