@@ -191,7 +191,7 @@ def run_variant(ctx: Context, name: str) -> dict:
     initial = ctx.initial[ctx.prefix["chosen"]]
     start = time.perf_counter()
     search = EvolutionarySearch(ctx.space, s, fitness, seed=config.seed,
-                                screen=fitness.screen if screening is not None else None,
+                                screen=fitness.screen_many if screening is not None else None,
                                 refresh=fitness.refresh if s.fitness_refresh else None)
     result = search.run(initial)
     seconds = time.perf_counter() - start
@@ -230,7 +230,7 @@ class ReformedFitness:
 
         self.inner = PerplexityFitness(model, adapter, windows, batch_size, screening, **options)
         self.ctx, self.calibration = ctx, calibration
-        self.screen, self.refresh = self.inner.screen, self.inner.refresh
+        self.screen_many, self.refresh = self.inner.screen_many, self.inner.refresh
 
     def score(self, spec) -> float:
         from optimum_subnet.stages.reformation import reform
@@ -240,7 +240,7 @@ class ReformedFitness:
                damp=0.01)
         return self.inner.measure(subnet, self.inner.windows)
 
-    def __call__(self, specs) -> list[float]:
+    def many(self, specs) -> list[float]:
         values = [self.score(spec) for spec in specs]
         self.inner._held.clear()
         return values

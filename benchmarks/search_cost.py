@@ -100,14 +100,14 @@ def measure_search(model, args, generations: int, screening_keep: float, engine:
                             tolerance=s.ratio_tolerance)
         fitness = PerplexityFitness(model, adapter, windows, args.fitness_batch_size, screening, keep_built_bytes=0)
         search = EvolutionarySearch(space, settings, fitness.score, seed=0, progress=on_progress,
-                                    screen=(lambda spec: fitness.screen([spec])[0]) if screening is not None else None)
+                                    screen=fitness.screen if screening is not None else None)
     else:
         from optimum_subnet.search import EvolutionarySearch
 
         space = search_space(shape, config, scores_a, scores_m)
         fitness = PerplexityFitness(model, adapter, windows, args.fitness_batch_size, screening)
         search = EvolutionarySearch(space, settings, fitness, seed=0, progress=on_progress,
-                                    screen=fitness.screen if screening is not None else None)
+                                    screen=fitness.screen_many if screening is not None else None)
     start = time.perf_counter()
     result = search.run(space.initial())
     seconds = time.perf_counter() - start

@@ -13,6 +13,7 @@ sha256, and converted the same way, with a tokenizer rebuilt from the GGUF's voc
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import logging
@@ -375,13 +376,16 @@ def load_tokenizer(path: str, name_or_path: str | None = None, trust_remote_code
         raise SubnetError(f"model {name_or_path!r} has no loadable tokenizer ({detail})") from None
 
 
-def load_model(name_or_path: str, dtype: str = "float32", device: str = "cpu", trust_remote_code: bool = False):
+def load_model(name_or_path: str, dtype: str = "float32", device: str = "cpu", trust_remote_code: bool = False,
+               offload_folder: str | os.PathLike | None = None):
     """``(model, tokenizer)`` in eval mode. Only safetensors weights are read (never pickles), and
     weights that do not match the config (shapes, missing or extra tensors) are refused rather than
-    silently re-initialized or dropped."""
+    silently re-initialized or dropped. ``offload_folder``: the weights stay memory-mapped on disk
+    (:func:`load_memory_mapped`), for models larger than the RAM."""
     from transformers import AutoModelForCausalLM
 
-
+    if offload_folder is not None:
+        check_offload_folder(offload_folder)  # before the (long) load
     config = load_config(name_or_path, trust_remote_code)
     path = resolve_model_path(name_or_path)
     folder = Path(path)
@@ -395,6 +399,10 @@ def load_model(name_or_path: str, dtype: str = "float32", device: str = "cpu", t
         logger.info("%s is a %s checkpoint: loading its language model (the vision tower is not kept)",
                     name_or_path, config.model_type)
         model = text_part.load_text_part(folder, config, torch_dtype(dtype))
+        model.to(device).eval()
+        return model, tokenizer
+    if offload_folder is not None and folder.is_dir():
+        model = load_memory_mapped(name_or_path, folder, config, torch_dtype(dtype), offload_folder, trust_remote_code)
         model.to(device).eval()
         return model, tokenizer
     try:
@@ -423,3 +431,103 @@ def load_model(name_or_path: str, dtype: str = "float32", device: str = "cpu", t
                               f"tensors ({len(keys)}, e.g. {sorted(keys)[0]})")
     model.to(device).eval()
     return model, tokenizer
+
+
+def check_offload_folder(folder: str | os.PathLike) -> Path:
+    """Refuse an offload folder that cannot hold files (a file, inside a file, not writable) before any
+    loading; a missing one is created later, where its nearest existing parent must take files."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise SubnetError(f"offload folder {folder} is a file; pass a folder (it is created if missing)")
+    parent = folder if folder.exists() else next((p for p in folder.absolute().parents if p.exists()), Path("/"))
+    if not parent.is_dir():
+        raise SubnetError(f"offload folder {folder} cannot be created: {parent.name} is a file")
+    try:
+        _probe_writable(parent)
+    except OSError as e:
+        raise SubnetError(f"offload folder {folder} is not writable ({e.strerror or e}); choose a folder on a disk "
+                          "you can write to") from None
+    return folder
+
+
+def _probe_writable(folder: Path) -> None:
+    """Create and delete a file in ``folder`` (``os.access`` says yes to root on a read-only file system)."""
+    handle, name = tempfile.mkstemp(prefix=".optimum-subnet-probe-", dir=folder)
+    os.close(handle)
+    os.unlink(name)
+
+
+def load_memory_mapped(name_or_path: str, folder: Path, config, dtype, offload_folder: str | os.PathLike,
+                       trust_remote_code: bool = False):
+    """The model with every weight memory-mapped from a safetensors file: the checkpoint's own file where
+    it already holds the weight in ``dtype``, else a converted copy written to ``offload_folder`` (one
+    file per checkpoint shard, converted one tensor at a time; the files are deleted once mapped, so
+    nothing is left behind and the disk space returns when the process ends). The model never exists in
+    RAM as a whole: blocks are read from disk when the offloaded run streams them to the device.
+    """
+    import torch
+    from accelerate import init_empty_weights
+    from accelerate.utils import set_module_tensor_to_device
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM
+
+    with init_empty_weights(include_buffers=False):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=trust_remote_code)
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    offload = check_offload_folder(offload_folder)
+    created = [p for p in [offload, *offload.parents] if not p.exists()]  # removed again once empty
+    offload.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".optimum-subnet-offload-", dir=offload))
+    seen = set()
+    try:
+        for number, file in enumerate(sorted(folder.glob("*.safetensors"))):
+            converted: dict[str, torch.Tensor] = {}
+            with safe_open(str(file), framework="pt") as f:
+                names = list(f.keys())
+                for name in names:
+                    tensor = f.get_tensor(name)  # memory-mapped
+                    if tensor.dtype != dtype and tensor.is_floating_point():
+                        converted[name] = tensor.to(dtype)
+                    else:
+                        _assign(model, name, tensor, expected, seen, set_module_tensor_to_device)
+            if converted:  # write the shard's converted tensors, map them back, free the RAM copies
+                target = scratch / f"converted-{number:05d}.safetensors"
+                save_file(converted, str(target))
+                converted.clear()
+                with safe_open(str(target), framework="pt") as f:
+                    for name in f.keys():
+                        _assign(model, name, f.get_tensor(name), expected, seen, set_module_tensor_to_device)
+                target.unlink()  # the mapping stays valid; the space is freed when the process ends
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        for made in created:  # the converted files are unlinked once mapped: leave no empty folders behind
+            with contextlib.suppress(OSError):
+                made.rmdir()
+    missing = sorted(k for k in set(expected) - seen if not k.endswith(_IGNORED_KEYS)
+                     and not (k == "lm_head.weight" and getattr(config, "tie_word_embeddings", False)))
+    if missing:
+        raise SubnetError(f"weights of {name_or_path!r} do not match its config: the checkpoint misses "
+                          f"tensors ({len(missing)}, e.g. {missing[0]})")
+    if getattr(config, "tie_word_embeddings", False):
+        model.tie_weights()
+    for module in model.modules():  # buffers (rotary tables) were built for real; anything left on meta is a bug
+        for name, buffer in module._buffers.items():
+            if buffer is not None and buffer.device.type == "meta":
+                raise SubnetError(f"weights of {name_or_path!r} do not match its config (no value for buffer {name})")
+    logger.info("Loaded %s memory-mapped from disk (converted weights in %s)", name_or_path, offload)
+    return model
+
+
+def _assign(model, name: str, tensor, expected: dict, seen: set, set_tensor) -> None:
+    """Point ``model``'s tensor ``name`` at ``tensor`` (no copy), refusing what does not match the config."""
+    if name not in expected:
+        if name.endswith(_IGNORED_KEYS):
+            return
+        raise SubnetError(f"weights of {model.config.name_or_path or 'the model'!r} do not match its config: the "
+                          f"checkpoint has extra tensors (e.g. {name})")
+    if expected[name] != tuple(tensor.shape):
+        raise SubnetError(f"weights of {model.config.name_or_path or 'the model'!r} do not match its config "
+                          "(size mismatch)")
+    set_tensor(model, name, "cpu", value=tensor)
+    seen.add(name)

@@ -218,6 +218,14 @@ def _small_disk(folder: Path, monkeypatch) -> None:
     monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(total=2**30, used=2**30 - 2**20, free=2**20))
 
 
+def _read_only_disk(folder: Path, monkeypatch) -> None:
+    """Every new file fails as on a read-only file system (root may write where permissions say no)."""
+    def refuse(_folder):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr("optimum_subnet.loading._probe_writable", refuse)
+
+
 def _gemma3_parts(folder: Path, broken: str) -> None:
     """Fake Gemma3-270M part packages in ``site/`` (sparse files of the declared sizes: the sha256 is wrong)
     and an empty cache; ``broken``: ``missing`` (part 3 not installed), ``truncated`` (part 2 holds 1 KiB)
@@ -288,21 +296,21 @@ PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x10\x00\x00\x00\x10\x08\
 
 
 @functools.lru_cache(maxsize=None)
-def _tiny_export() -> Path:
-    """One real ONNX export of the tiny model per process (a few seconds), copied into each case."""
-    from optimum_subnet import export_onnx
+def _tiny_export(builder: str | None = None) -> Path:
+    """One real ONNX export of the tiny model per process and builder (a few seconds), copied into each case."""
+    from optimum_subnet import OnnxExportConfig, export_onnx
 
     root = Path(tempfile.mkdtemp(prefix="bad-inputs-onnx-"))
     atexit.register(shutil.rmtree, root, True)
-    return export_onnx(tiny_llama(), root / "onnx", tokenizer=char_tokenizer())
+    return export_onnx(tiny_llama(), root / "onnx", OnnxExportConfig(builder=builder), tokenizer=char_tokenizer())
 
 
-def _export(damage: str | None = None, with_model: bool = False) -> Callable[[Path], None]:
+def _export(damage: str | None = None, with_model: bool = False, builder: str | None = None) -> Callable[[Path], None]:
     """An ONNX export in ``onnx``; ``damage``: ``truncated`` / ``text`` (model.onnx) or ``missing``."""
     def setup(folder: Path) -> None:
         if with_model:
             model_and_config(folder)
-        shutil.copytree(_tiny_export(), folder / "onnx")
+        shutil.copytree(_tiny_export(builder), folder / "onnx")
         model = folder / "onnx" / "model.onnx"
         if damage == "truncated":
             model.write_bytes(model.read_bytes()[: model.stat().st_size // 3])
@@ -502,6 +510,21 @@ CASES = [
          setup=model_and_config),
     Case("lambada-calibration", "LAMBADA as calibration data (`--calibration-dataset lambada`)",
          search("--calibration-dataset", "lambada"), setup=model_and_config),
+    Case("world-size-above-population", "more processes than candidates per generation (torchrun with 8 "
+         "processes, simulated: `WORLD_SIZE=8`; `--population 4`)", search("--population", "4"),
+         setup=model_and_config, env={"WORLD_SIZE": "8", "RANK": "0", "LOCAL_RANK": "0"}),
+    Case("distributed-given-spec", "`--spec` started as several processes (`WORLD_SIZE=2`, simulated)",
+         search("--spec", "spec.json", ratio=None), setup=lambda f: spec_file(f, lambda d: None),
+         env={"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}),
+    Case("offload-folder-not-writable", "`--offload-folder` on a read-only disk (simulated)",
+         search("--offload-folder", "offload"), setup=model_and_config, fault=_read_only_disk),
+    Case("offload-folder-in-a-file", "`--offload-folder cal.txt/offload` (inside a file)",
+         search("--offload-folder", "cal.txt/offload"), setup=model_and_config),
+    Case("offload-and-faithfulness-constraint", "`--offload on --min-faithfulness 0.5`",
+         search("--offload", "on", "--min-faithfulness", "0.5"), setup=model_and_config),
+    Case("world-size-without-launcher", "`WORLD_SIZE=2` in the environment without torchrun (no `MASTER_ADDR`)",
+         search(), setup=model_and_config,
+         env={"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "", "MASTER_PORT": ""}),
     # --- evaluate ---------------------------------------------------------------------------------
     Case("evaluate-output-exists", "`subnet evaluate --output results.json` when the file exists",
          ["evaluate", "--model", "tiny-llama", "--output", "results.json"],
@@ -561,6 +584,12 @@ CASES = [
          ["export", "--model", "tiny-llama", "--output", "onnx", "--opset", "0"], setup=tiny_model),
     Case("export-opset-unsupported", "`subnet export --opset 5`",
          ["export", "--model", "tiny-llama", "--output", "onnx", "--opset", "5"], setup=tiny_model),
+    Case("export-direct-fp32-on-cuda", "`subnet export --builder direct --device cuda` (fp32)",
+         ["export", "--model", "tiny-llama", "--output", "onnx", "--builder", "direct", "--device", "cuda"],
+         setup=tiny_model),
+    Case("export-direct-without-cache", "`subnet export --builder direct --task text-generation`",
+         ["export", "--model", "tiny-llama", "--output", "onnx", "--builder", "direct", "--task", "text-generation"],
+         setup=tiny_model),
     # --- generate -----------------------------------------------------------------------------------
     Case("generate-max-new-tokens-negative", "`subnet generate --max-new-tokens -5`",
          ["generate", "--model", "tiny-llama", "--prompt", "Hi", "--max-new-tokens", "-5"], setup=tiny_model),
@@ -570,6 +599,10 @@ CASES = [
          ["generate", "--model", "onnx", "--prompt", "Hi"], setup=_export("missing")),
     Case("generate-not-a-model", "`subnet generate` on a folder that is neither a model nor an ONNX export",
          ["generate", "--model", "notes", "--prompt", "Hi"], setup=_notes_folder),
+    Case("generate-torch-export", "`subnet generate` on an export made with `--builder torch` (no fused decoder graph)",
+         ["generate", "--model", "onnx", "--prompt", "Hi"], setup=_export(builder="torch")),
+    Case("generate-prompt-too-long", "`subnet generate` with a 300-token prompt on a model of 256 positions",
+         ["generate", "--model", "onnx", "--prompt", "x" * 300], setup=_export()),
     # --- primal -----------------------------------------------------------------------------------
     Case("primal-rank-above-head-dim", "`subnet primal --rank 32` on a model with head size 16",
          primal("--rank", "32"), setup=lambda f: tiny_model(f)),
@@ -674,6 +707,12 @@ EXPECT = {
     "baseline-unreachable": "unreachable for this method",
     "baseline-bias-and-reformation": "bias compensation and reformation",
     "lambada-calibration": "LAMBADA is an evaluation set",
+    "world-size-above-population": "started as 8 processes but a search generation has at most 4 candidates",
+    "distributed-given-spec": "only the search is spread over processes",
+    "offload-folder-not-writable": "offload folder offload is not writable (Read-only file system)",
+    "offload-folder-in-a-file": "cannot be created: cal.txt is a file",
+    "offload-and-faithfulness-constraint": "set --offload auto or off",
+    "world-size-without-launcher": "start the processes with torchrun or accelerate launch",
     "evaluate-unknown-task": "unknown zero-shot task(s) squad",
     "evaluate-limit-zero": "--limit must be a positive number",
     "benchmark-fp16-on-cpu": "fp16 runs on CUDA only",
@@ -699,10 +738,14 @@ EXPECT = {
     "export-atol-nan": "--atol must be a positive finite",
     "export-opset-zero": "--opset must be a positive",
     "export-opset-unsupported": "opset 5 is not supported",
+    "export-direct-fp32-on-cuda": "GroupQueryAttention runs in fp16 on CUDA: export with --dtype fp16",
+    "export-direct-without-cache": "the direct builder writes a decoder with a KV cache",
     "generate-max-new-tokens-negative": "--max-new-tokens must be a positive",
     "generate-onnx-truncated": "is not a loadable ONNX model",
     "generate-onnx-missing": "has lost its model.onnx",
     "generate-not-a-model": "has no config.json",
+    "generate-torch-export": "exported without the fused decoder graph: re-export it with --builder direct",
+    "generate-prompt-too-long": "exceeds the 256 positions this model holds",
     "primal-rank-above-head-dim": "rank 32 exceeds the head size 16 of layer 2",
     "primal-rank-zero": "rank must be a whole number >= 1",
     "primal-last-zero": "selects no layer",

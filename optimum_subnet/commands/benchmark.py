@@ -29,6 +29,9 @@ class SubnetBenchmarkCommand(BaseOptimumCLICommand):
         parser.add_argument("--backends", default="onnxruntime,pytorch",
                             help="comma-separated: onnxruntime (exported on the fly from a model folder), pytorch (SDPA), "
                                  "pytorch-static (static KV cache, CUDA-graph decode steps on CUDA)")
+        parser.add_argument("--builder", choices=["direct", "torch"],
+                            help="how a model folder is exported for the onnxruntime backend: direct (default where "
+                                 "supported; decoded by the CUDA-graph generator) or torch (the slower path)")
         parser.add_argument("--batch-sizes", type=_int_list, default=[1, 8], help="e.g. 1,8")
         parser.add_argument("--prompt-lengths", type=_int_list, default=[128, 2048], help="e.g. 128,2048")
         parser.add_argument("--new-tokens", type=int, default=128, help="decoded tokens per timed run")
@@ -62,7 +65,7 @@ class SubnetBenchmarkCommand(BaseOptimumCLICommand):
                                                                        if b.strip()],
                                      batch_sizes=args.batch_sizes, prompt_lengths=args.prompt_lengths,
                                      new_tokens=args.new_tokens, dtype=args.dtype, warmup=args.warmup,
-                                     repeats=args.repeats).validate()
+                                     repeats=args.repeats, builder=args.builder).validate()
             if args.output and (Path(args.output) / "benchmark.json").exists() and not args.overwrite:
                 raise SubnetError(f"{Path(args.output) / 'benchmark.json'} exists; pass --overwrite to replace it")
             total = (2 if args.baseline else 1) * len(config.backends) * len(config.batch_sizes) * len(

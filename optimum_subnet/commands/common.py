@@ -10,12 +10,24 @@ logger = logging.getLogger("optimum_subnet.cli")
 
 
 def setup_logging(verbose: bool = False) -> None:
+    """Log lines with the time; under torchrun / accelerate launch (``WORLD_SIZE`` > 1) each line names its
+    process, and the processes other than rank 0 report only what they do themselves (their share of the
+    search) and warnings, not a copy of rank 0's log."""
+    import os
+
+    world, rank = os.environ.get("WORLD_SIZE", "1"), os.environ.get("RANK", "0")
+    distributed = world.isdigit() and int(world) > 1
+    prefix = f"[rank {rank}/{world}] " if distributed else ""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s {prefix}%(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
         force=True,
     )
+    if distributed and rank != "0":
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(lambda record: record.levelno >= logging.WARNING
+                              or record.name.startswith("optimum_subnet.distributed"))
     for noisy in ("matplotlib", "PIL", "urllib3", "filelock", "datasets", "fsspec"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -35,6 +47,12 @@ CLI_TERMS = (
     ("faithfulness.prompts = 0", "--faithfulness-prompts 0"),
     ("trust_remote_code=True", "--trust-remote-code"),
     ("fuse_attention=True", "--fuse-attention"),
+    ('task "text-generation-with-past"', "--task text-generation-with-past"),
+    ('builder="torch"', "--builder torch"),
+    ('builder="direct"', "--builder direct"),
+    ('dtype="fp16"', "--dtype fp16"),
+    ('engine="optimum"', "--engine optimum"),
+    ("max_new_tokens", "--max-new-tokens"),
     ("overwrite=True", "--overwrite"),
     ("resume=True", "--resume"),
     ('device="cpu"', "--device cpu"),
@@ -42,6 +60,10 @@ CLI_TERMS = (
     ('provider="cpu"', "--provider cpu"),
     ('provider="cuda"', "--provider cuda"),
     ('dtype="fp32"', "--dtype fp32"),
+    ('offload="auto" or "off"', "--offload auto or off"),
+    ("faithfulness.min_spearman", "--min-faithfulness"),
+    ("search.population_size", "--population"),
+    ("offload_folder", "--offload-folder"),
     ("data.num_samples", "--num-samples"),
     ("data.eval_seq_len", "--eval-seq-len"),
     ("data.seq_len", "--seq-len"),

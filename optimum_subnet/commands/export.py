@@ -16,8 +16,12 @@ class SubnetExportCommand(BaseOptimumCLICommand):
                             choices=["text-generation-with-past", "text-generation"])
         parser.add_argument("--dtype", default="fp32", choices=["fp32", "fp16"], help="fp16 needs --device cuda")
         parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (export and validation device)")
+        parser.add_argument("--builder", choices=["direct", "torch"],
+                            help="direct: the decoder graph written from the weights (GroupQueryAttention, shared KV "
+                                 "buffer; what `subnet generate/benchmark --provider cuda` run fast; the default where "
+                                 "the family supports it); torch: Optimum's exporter (slower decode path)")
         parser.add_argument("--fuse-attention", action="store_true",
-                            help="rewrite attention into com.microsoft::GroupQueryAttention (fast on CUDA)")
+                            help="with --builder torch: rewrite attention into com.microsoft::GroupQueryAttention")
         parser.add_argument("--atol", type=float, help="validation tolerance (default 1e-3 fp32, 5e-2 fp16)")
         parser.add_argument("--opset", type=int)
         parser.add_argument("--no-validation", action="store_true", help="skip the PyTorch comparison")
@@ -41,11 +45,15 @@ class SubnetExportCommand(BaseOptimumCLICommand):
 
             config = OnnxExportConfig(task=args.task, dtype=args.dtype, device=args.device, opset=args.opset,
                                       atol=args.atol, validate=not args.no_validation,
-                                      fuse_attention=args.fuse_attention)
+                                      fuse_attention=args.fuse_attention, builder=args.builder)
             path = export_onnx(args.model, args.output, config, overwrite=args.overwrite,
                                trust_remote_code=args.trust_remote_code)
             report = read_validation(path)
-            for key in ("unfused", "fused"):
+            if report.get("builder") == "direct":
+                build = report["build"]
+                sys.stdout.write(f"direct graph: {build['layers']} layers, {build['nodes']} nodes, rotary "
+                                 f"{build['rotary']}, built in {build['seconds']:.1f} s\n")
+            for key in ("direct", "unfused", "fused"):
                 if key in report:
                     sys.stdout.write(f"{key} graph: max |ONNX - PyTorch| = {report[key]['max_abs_diff']:.3g} "
                                      f"(atol {report[key]['atol']:g}, {report[key]['provider']})\n")

@@ -14,7 +14,10 @@ class SubnetGenerateCommand(BaseOptimumCLICommand):
         parser.add_argument("--prompt", required=True)
         parser.add_argument("--max-new-tokens", type=int, default=32)
         parser.add_argument("--provider", default="cpu", choices=["cpu", "cuda"], help="ONNX Runtime provider")
-        parser.add_argument("--no-io-binding", action="store_true")
+        parser.add_argument("--engine", default="generator", choices=["generator", "optimum"],
+                            help="generator: fixed buffers and CUDA graphs on a --builder direct export (default); "
+                                 "optimum: transformers' loop over Optimum's forward (slower; any export)")
+        parser.add_argument("--no-io-binding", action="store_true", help="with --engine optimum")
         parser.add_argument("-v", "--verbose", action="store_true")
 
     def run(self) -> None:
@@ -27,4 +30,4 @@ class SubnetGenerateCommand(BaseOptimumCLICommand):
             from optimum_subnet.runtime.loading import generate_text
 
             sys.stdout.write(generate_text(args.model, args.prompt, args.max_new_tokens, provider=args.provider,
-                                           use_io_binding=not args.no_io_binding) + "\n")
+                                           use_io_binding=not args.no_io_binding, engine=args.engine) + "\n")

@@ -70,6 +70,12 @@ class SubnetSearchCommand(BaseOptimumCLICommand):
                                            "folder holding one)")
         parser.add_argument("--skip-memory-check", action="store_true",
                             help="start even if the estimated peak memory exceeds the available memory")
+        parser.add_argument("--offload", choices=["auto", "on", "off"],
+                            help="keep the weights in CPU memory and stream the decoder blocks to the GPU one at a "
+                                 "time: auto (default) when the model does not fit on the GPU, on, or off")
+        parser.add_argument("--offload-folder", metavar="DIR",
+                            help="keep the weights memory-mapped from disk (converted to --dtype in DIR when the "
+                                 "checkpoint holds another dtype), for models larger than the RAM")
         add_common_model_args(parser)
 
     def run(self) -> None:
@@ -124,7 +130,7 @@ class SubnetSearchCommand(BaseOptimumCLICommand):
                                         search__num_crossovers=max(0, (3 * n) // 10),
                                         search__top_k=max(2, min(n, n // 10 if n >= 20 else n // 4)))
             config = config.replace(
-                seed=args.seed, device=args.device, dtype=args.dtype, ratio_of=args.ratio_of,
+                seed=args.seed, device=args.device, dtype=args.dtype, ratio_of=args.ratio_of, offload=args.offload,
                 search__generations=args.generations, search__screening_keep=args.screening_keep,
                 data__dataset=args.calibration_dataset, data__eval_dataset=args.eval_dataset,
                 data__text_column=args.text_column, data__num_samples=args.num_samples,
@@ -137,10 +143,14 @@ class SubnetSearchCommand(BaseOptimumCLICommand):
                 baseline__bias_compensation=bias,
             )
             optimizer = SubnetOptimizer.from_pretrained(args.model, dtype=args.dtype,
-                                                        trust_remote_code=args.trust_remote_code)
+                                                        trust_remote_code=args.trust_remote_code,
+                                                        offload_folder=args.offload_folder)
             path = optimizer.optimize(config, args.output, overwrite=args.overwrite, resume=args.resume, spec=spec,
                                       check_memory=not args.skip_memory_check)
-            _print_summary(path)
+            import os
+
+            if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 writes the output and reports
+                _print_summary(path)
 
 
 def _target_ratio(ratio, spec, config_file, ratio_of: str):

@@ -198,6 +198,10 @@ class SubnetConfig:
     device: str = "auto"
     dtype: str = "float32"
     importance_damp: float = 0.01
+    #: Where the weights live (README "Large models and several GPUs"): "auto" keeps the model on the
+    #: device when the run fits there and otherwise streams its blocks from CPU memory, one at a time
+    #: with the next one prefetched (GPU only); "on" always streams them; "off" never does.
+    offload: str = "auto"
     search: SearchConfig = field(default_factory=SearchConfig)
     data: DataConfig = field(default_factory=DataConfig)
     reformation: ReformationConfig = field(default_factory=ReformationConfig)
@@ -250,6 +254,7 @@ class SubnetConfig:
             (d.batch_size >= 1 and d.eval_batch_size >= 1, "batch sizes must be >= 1"),
             (r.method in ("closed_form", "admm", "none"), f"unknown reformation method {r.method!r}"),
             (self.dtype in ("float32", "float16", "bfloat16"), f"unknown dtype {self.dtype!r}"),
+            (self.offload in ("auto", "on", "off"), f"offload must be auto, on or off, got {self.offload!r}"),
             (self.method in METHODS, f"unknown method {self.method!r}; use one of {', '.join(METHODS)}"),
             (self.baseline.attention_unit in ("head", "pair"),
              f"baseline attention_unit must be head or pair, got {self.baseline.attention_unit!r}"),

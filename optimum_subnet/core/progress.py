@@ -8,10 +8,11 @@ from typing import Iterator
 
 
 @contextmanager
-def progress_bar(total: int, desc: str, unit: str = "it") -> Iterator:
+def progress_bar(total: int, desc: str, unit: str = "it", enabled: bool = True) -> Iterator:
+    """``enabled=False``: a silent bar (the processes of a distributed run other than rank 0)."""
     from tqdm.auto import tqdm
 
-    disable = os.environ.get("OPTIMUM_SUBNET_NO_PROGRESS", "") not in ("", "0")
+    disable = not enabled or os.environ.get("OPTIMUM_SUBNET_NO_PROGRESS", "") not in ("", "0")
     bar = tqdm(total=total, desc=desc, unit=unit, disable=disable, dynamic_ncols=True, leave=True)
     try:
         yield bar

@@ -63,6 +63,29 @@ class FamilyTraits:
         return not self.qk_norm
 
 
+@dataclass(frozen=True)
+class GraphLayout:
+    """How the direct ONNX builder (:mod:`optimum_subnet.onnx.builder`) writes one family's decoder: the
+    graph patterns that differ between families, as data (read from the config by :meth:`DecoderFamily.graph_layout`)."""
+
+    #: RMSNorm scale is ``weight + norm_offset`` (Gemma computes ``x * (1 + w)``)
+    norm_offset: float = 0.0
+    rms_norm_eps: float = 1e-6
+    #: Gemma's post-attention / pre- and post-feedforward norms around the sub-layers
+    sandwich_norms: bool = False
+    #: per-head RMSNorm on q and k before RoPE (Qwen3, Gemma3): SimplifiedLayerNormalization over the head
+    qk_norm: bool = False
+    #: MLP activation of the gate: ``silu`` (com.microsoft QuickGelu, alpha 1) or ``gelu_tanh`` (FastGelu)
+    activation: str = "silu"
+    #: embeddings multiplied by this (Gemma: sqrt(hidden), in the weights' dtype)
+    embedding_scale: float | None = None
+    #: ``cap * tanh(logits / cap)`` after the LM head (Gemma2-style); GQA's ``softcap`` for attention logits
+    final_logit_softcapping: float | None = None
+    attn_logit_softcapping: float | None = None
+    #: channels of a head that rotate (partial rotary: fewer than the head size)
+    rotary_dim: int = 0
+
+
 class Projection:
     """One projection role of a layer: the module's weight (a row slice of it for fused projections),
     its bias, and a call that computes just this role's outputs."""
@@ -163,6 +186,10 @@ class DecoderFamily(ModelAdapter):
         """Hidden states entering the first decoder layer (Gemma's scaling is inside its embedding)."""
         return model.model.embed_tokens(input_ids)
 
+    def final_norm(self, model: "PreTrainedModel", hidden_states: torch.Tensor) -> torch.Tensor:
+        """The decoder's final norm (what :meth:`final_hidden_states` ends with), for block-wise passes."""
+        return model.model.norm(hidden_states)
+
     def final_hidden_states(self, model: "PreTrainedModel", input_ids: torch.Tensor) -> torch.Tensor:
         """The decoder's output (after the final norm), before the LM head."""
         return model.model(input_ids=input_ids, use_cache=False).last_hidden_state
@@ -235,6 +262,63 @@ class DecoderFamily(ModelAdapter):
         if getattr(config, "query_pre_attn_scalar", None):
             return [float(config.query_pre_attn_scalar) ** -0.5] * config.num_hidden_layers
         return [float(self.head_dim(config)) ** -0.5] * config.num_hidden_layers
+
+    # ------------------------------------------------------------------- direct ONNX graph
+    #: the direct ONNX builder writes this family's graph (else export falls back to the torch exporter)
+    direct_onnx: ClassVar[bool] = True
+    #: rotary scalings whose tables do not depend on the sequence length (the graph holds fixed tables)
+    STATIC_ROPE_TYPES: ClassVar[tuple[str, ...]] = ("default", "linear", "llama3", "yarn")
+
+    def graph_layout(self, config) -> GraphLayout:
+        """The family's graph patterns for ``config`` (dense or subnet)."""
+        activation = getattr(config, "hidden_act", None) or getattr(config, "hidden_activation", None) or "silu"
+        activations = {"silu": "silu", "swish": "silu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh"}
+        from optimum_subnet.core.errors import UnsupportedModelError
+
+        if activation not in activations:
+            raise UnsupportedModelError(f"the direct ONNX builder does not support the activation {activation!r} "
+                                        f"of {config.model_type}; export with builder=\"torch\"")
+        return GraphLayout(
+            rms_norm_eps=float(getattr(config, "rms_norm_eps", 1e-6)),
+            sandwich_norms=self.traits.sandwich_norms,
+            qk_norm=self.traits.qk_norm,
+            activation=activations[activation],
+            final_logit_softcapping=getattr(config, "final_logit_softcapping", None) or None,
+            attn_logit_softcapping=getattr(config, "attn_logit_softcapping", None) or None,
+            rotary_dim=int(self.head_dim(config) * getattr(config, "partial_rotary_factor", 1.0)),
+        )
+
+    def rope_kinds(self, config) -> list[str]:
+        """Each layer's rotary table (a key of :meth:`rope_tables`): one table for every layer."""
+        return ["global"] * config.num_hidden_layers
+
+    def rope_tables(self, config, positions: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """cos/sin of shape (positions, rotary dim) per table, exactly as transformers computes them
+        (``ROPE_INIT_FUNCTIONS``: default, llama3, linear, yarn scalings)."""
+        return {"global": _rope_table(config, positions, self.STATIC_ROPE_TYPES)}
+
+    def norm_weights(self, layer: nn.Module) -> dict[str, torch.Tensor]:
+        """A layer's RMSNorm weights by place: ``input``, ``post_attention`` (+ Gemma's ``pre_feedforward``,
+        ``post_feedforward``)."""
+        names = ("input", "post_attention", "pre_feedforward", "post_feedforward") if self.traits.sandwich_norms \
+            else ("input", "post_attention")
+        return {name: getattr(layer, f"{name}_layernorm").weight for name in names}
+
+    def qk_norm_weights(self, layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        attn = self.attention(layer)
+        return attn.q_norm.weight, attn.k_norm.weight
+
+    def embedding_weight(self, model: "PreTrainedModel") -> torch.Tensor:
+        return model.model.embed_tokens.weight
+
+    def final_norm_weight(self, model: "PreTrainedModel") -> torch.Tensor:
+        return model.model.norm.weight
+
+    def lm_head_weight(self, model: "PreTrainedModel") -> torch.Tensor | None:
+        """The LM head's weight, or ``None`` when it is the embedding matrix (tied)."""
+        head = model.lm_head.weight
+        embedding = self.embedding_weight(model)
+        return None if head is embedding or head.data_ptr() == embedding.data_ptr() else head
 
     # ---------------------------------------------------------------------- running blocks
     def layer_context(self, model: "PreTrainedModel", hidden_states: torch.Tensor) -> LayerContext:
@@ -360,26 +444,32 @@ class DecoderFamily(ModelAdapter):
             if not any(name.startswith(p) for p in layer_names):
                 state[name] = tensor
         for new_index, layer_spec in enumerate(spec.layers):
-            layer = layers[layer_spec.source_index]
-            new_prefix = f"model.layers.{new_index}."
-            rows = self.kept_rows(layer_spec, shape)
-            pruned = {}
-            for role, projection in self.linears(layer).items():
-                module = projection.module if isinstance(projection, Projection) else projection
-                pruned.setdefault(id(module), (module, []))[1].append((role, projection))
-            handled = set()
-            for module, roles in pruned.values():
-                name = _module_name(layer, module)
-                handled.add(name)
-                weight, bias = self._slice_projection(roles, rows, layer_spec)
-                state[new_prefix + name + ".weight"] = weight
-                if bias is not None:
-                    state[new_prefix + name + ".bias"] = bias
-            for name, tensor in layer.state_dict(keep_vars=True).items():
-                module_name = name.rsplit(".", 1)[0]
-                if module_name in handled:
-                    continue
-                state[new_prefix + name] = self._slice_other(name, tensor, layer_spec, shape)
+            layer_state = self.slice_layer_state(layers[layer_spec.source_index], layer_spec, shape)
+            state.update({f"model.layers.{new_index}.{name}": tensor for name, tensor in layer_state.items()})
+        return state
+
+    def slice_layer_state(self, layer, layer_spec: LayerSpec, shape: ModelShape) -> dict[str, torch.Tensor]:
+        """One subnet layer's weights (names relative to the layer), taken from dense ``layer``, on the
+        device the dense layer is on (the offloaded search slices each streamed block there)."""
+        state: dict[str, torch.Tensor] = {}
+        rows = self.kept_rows(layer_spec, shape)
+        pruned = {}
+        for role, projection in self.linears(layer).items():
+            module = projection.module if isinstance(projection, Projection) else projection
+            pruned.setdefault(id(module), (module, []))[1].append((role, projection))
+        handled = set()
+        for module, roles in pruned.values():
+            name = _module_name(layer, module)
+            handled.add(name)
+            weight, bias = self._slice_projection(roles, rows, layer_spec)
+            state[name + ".weight"] = weight
+            if bias is not None:
+                state[name + ".bias"] = bias
+        for name, tensor in layer.state_dict(keep_vars=True).items():
+            module_name = name.rsplit(".", 1)[0]
+            if module_name in handled:
+                continue
+            state[name] = self._slice_other(name, tensor, layer_spec, shape)
         return state
 
     def _slice_projection(self, roles, rows, layer_spec: LayerSpec):
@@ -411,6 +501,22 @@ class DecoderFamily(ModelAdapter):
     # ------------------------------------------------------------------------------ saving
     def prepare_for_save(self, model) -> None:
         """Hook for families whose saved layout differs from the in-memory one (none so far)."""
+
+
+def _rope_table(config, positions: int, static_types: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    from optimum_subnet.core.errors import UnsupportedModelError
+
+    scaling = getattr(config, "rope_scaling", None) or {}
+    rope_type = scaling.get("rope_type", scaling.get("type", "default"))
+    if rope_type not in static_types:
+        raise UnsupportedModelError(f"rotary scaling {rope_type!r} depends on the sequence length; the direct ONNX "
+                                    f"builder supports {', '.join(static_types)} (export with builder=\"torch\")")
+    inv_freq, attention_scaling = ROPE_INIT_FUNCTIONS[rope_type](config, "cpu")
+    freqs = torch.outer(torch.arange(positions, dtype=torch.float32), inv_freq.float())
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return (emb.cos() * attention_scaling).numpy(), (emb.sin() * attention_scaling).numpy()
 
 
 def _module_name(root: nn.Module, module: nn.Module) -> str:

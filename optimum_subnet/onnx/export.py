@@ -1,6 +1,13 @@
 """Export a dense model or a subnet to ONNX, validated against PyTorch, written atomically.
 
-Dense LLaMA models and ``subnet_llama`` subnets go through the same path: Optimum's PyTorch ->
+Two builders. ``direct`` (the default wherever the family supports it, :mod:`optimum_subnet.onnx.builder`)
+writes the decoder graph straight from the weights and per-layer shapes: GroupQueryAttention with a
+shared, preallocated KV buffer, SkipSimplifiedLayerNormalization, packed projections, nothing computed on
+the host; it is what :class:`~optimum_subnet.runtime.generator.ORTGenerator` (and ``generate`` on CUDA) runs,
+and builds a 7B shape in seconds. ``torch`` (the slower path, kept for other tasks and families) is
+described below.
+
+With ``builder="torch"``, dense models and subnets go through the same path: Optimum's PyTorch ->
 ONNX exporter (``optimum.exporters.onnx.convert.export``, TorchScript-based) driven by an
 ``OnnxConfig`` whose dummy KV cache has each layer's own shape, then Optimum's post-processing
 (tied-weight deduplication), then our validation: a prefill and a decode step run in ONNX Runtime
@@ -28,6 +35,7 @@ from optimum_subnet.core.errors import SubnetError
 logger = logging.getLogger(__name__)
 
 TASKS = ("text-generation-with-past", "text-generation")
+BUILDERS = ("direct", "torch")
 #: Default |ONNX - PyTorch| tolerance on logits and KV values, per export dtype.
 DEFAULT_ATOL = {"fp32": 1e-3, "fp16": 5e-2}
 EXPORT_CONFIG_NAME = "export_config.json"
@@ -35,6 +43,8 @@ EXPORT_CONFIG_NAME = "export_config.json"
 #: (measured: 11 and 13 fail, 14 to 23 export).
 MIN_OPSET = 14
 VALIDATION_NAME = "validation.json"
+#: validation.json's entries, one per validated graph
+GRAPH_KEYS = ("direct", "unfused", "fused")
 
 
 @dataclass
@@ -48,6 +58,9 @@ class OnnxExportConfig:
     atol: float | None = None
     validate: bool = True
     fuse_attention: bool = False
+    #: ``direct`` (graph written from the weights), ``torch`` (Optimum's exporter), None: direct where the
+    #: family, task and dtype allow it, else torch
+    builder: str | None = None
     validation_batch_size: int = 2
     validation_sequence_length: int = 16
 
@@ -60,6 +73,14 @@ class OnnxExportConfig:
             raise SubnetError(f"unknown export device {self.device!r}; use cpu or cuda")
         if self.dtype == "fp16" and self.device == "cpu":
             raise SubnetError('an fp16 export runs on a GPU: pass device="cuda" (or export fp32 on cpu)')
+        if self.builder is not None and self.builder not in BUILDERS:
+            raise SubnetError(f"unknown ONNX builder {self.builder!r}; use direct or torch")
+        if self.builder == "direct" and self.task != "text-generation-with-past":
+            raise SubnetError('the direct builder writes a decoder with a KV cache: use task '
+                              '"text-generation-with-past" or builder="torch"')
+        if self.builder == "direct" and self.dtype == "fp32" and self.device != "cpu":
+            raise SubnetError('GroupQueryAttention runs in fp16 on CUDA: export with dtype="fp16" for device="cuda" '
+                              '(fp32 graphs run on the CPU: device="cpu")')
         # checked here, before any export work: a bad tolerance used to fail only after exporting
         if self.atol is not None and (isinstance(self.atol, bool) or not isinstance(self.atol, (int, float))
                                       or not math.isfinite(self.atol) or self.atol <= 0):
@@ -81,6 +102,30 @@ class OnnxExportConfig:
     @property
     def provider(self) -> str:
         return "CPUExecutionProvider" if self.device == "cpu" else "CUDAExecutionProvider"
+
+    def resolved_builder(self, model_config) -> str:
+        """The builder this export uses for ``model_config`` (refusing ``direct`` where it cannot)."""
+        from optimum_subnet.onnx.builder.decoder import check_buildable
+
+        if self.builder == "torch":
+            return "torch"
+        if self.builder == "direct":
+            check_buildable(model_config)
+            return "direct"
+        reason = None
+        if self.task != "text-generation-with-past":
+            reason = f"task {self.task}"
+        elif self.dtype == "fp32" and self.device != "cpu":
+            reason = "fp32 on CUDA"
+        else:
+            try:
+                check_buildable(model_config)
+            except SubnetError as e:
+                reason = str(e)
+        if reason:
+            logger.info("Exporting with the torch exporter (slower decode path): %s", reason)
+            return "torch"
+        return "direct"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -142,10 +187,11 @@ def export_onnx(model_or_path, output: str | os.PathLike, config: OnnxExportConf
     """Export ``model_or_path`` (a loaded model, a folder, or an alias) to ``output``; returns the folder.
 
     The folder holds ``model.onnx`` (+ external data when large), ``config.json``, the generation
-    config, the tokenizer, ``export_config.json`` and ``validation.json``. With
-    ``config.fuse_attention`` the attention of every layer is rewritten into
-    ``com.microsoft::GroupQueryAttention`` (see :mod:`optimum_subnet.onnx.fusion`) and the
-    fused graph is validated too.
+    config, the tokenizer, ``export_config.json`` and ``validation.json``. The direct builder (default
+    where supported) writes the fused decoder graph from the weights; with ``builder="torch"`` and
+    ``config.fuse_attention`` the traced graph's attention is rewritten into
+    ``com.microsoft::GroupQueryAttention`` (see :mod:`optimum_subnet.onnx.fusion`) and the fused graph
+    is validated too.
     """
     import torch
 
@@ -162,13 +208,20 @@ def export_onnx(model_or_path, output: str | os.PathLike, config: OnnxExportConf
         tokenizer = tokenizer or loaded_tokenizer
     else:
         model = model_or_path
-    onnx_config = _onnx_config_for(model, config.task, config.dtype)
+    builder = config.resolved_builder(model.config)
+    onnx_config = _onnx_config_for(model, config.task, config.dtype) if builder == "torch" else None
     torch_dtype = torch.float16 if config.dtype == "fp16" else torch.float32
     model = model.to(device=device, dtype=torch_dtype).eval()
 
     with atomic_output_dir(output, overwrite, protected=inputs) as tmp:
         start = time.perf_counter()
-        _export_graph(model, onnx_config, tmp, config)
+        if builder == "direct":
+            from optimum_subnet.onnx.builder import BuildConfig, build_decoder
+
+            build = build_decoder(model, model.config, tmp, BuildConfig(dtype=config.dtype,
+                                                                        opset=config.opset or 17))
+        else:
+            _export_graph(model, onnx_config, tmp, config)
         export_seconds = time.perf_counter() - start
         model.config.save_pretrained(tmp)
         if getattr(model, "generation_config", None) is not None:
@@ -176,10 +229,16 @@ def export_onnx(model_or_path, output: str | os.PathLike, config: OnnxExportConf
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         config.save_pretrained(tmp)
-        report: dict[str, Any] = {"export_seconds": export_seconds}
-        if config.validate:
+        report: dict[str, Any] = {"builder": builder, "export_seconds": export_seconds}
+        if builder == "direct":
+            report["build"] = build
+            if config.validate:
+                from optimum_subnet.onnx.builder.validate import validate_direct
+
+                report["direct"] = validate_direct(model, tmp / "model.onnx", config)
+        elif config.validate:
             report["unfused"] = validate_onnx(model, tmp / "model.onnx", config)
-        if config.fuse_attention:
+        if config.fuse_attention and builder == "torch":
             from optimum_subnet.onnx.fusion import fuse_group_query_attention
 
             unfused = tmp / "model_unfused.onnx"
@@ -193,7 +252,7 @@ def export_onnx(model_or_path, output: str | os.PathLike, config: OnnxExportConf
         from optimum_subnet.core.files import write_json
 
         write_json(tmp / VALIDATION_NAME, report)
-        for key in ("unfused", "fused"):
+        for key in GRAPH_KEYS:
             if key in report and not report[key]["passed"]:
                 raise SubnetError(
                     f"ONNX export validation failed ({key} graph): max |logits diff| {report[key]['max_abs_diff']:.3g} "

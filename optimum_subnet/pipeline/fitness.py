@@ -1,7 +1,7 @@
 """Fitness of candidate specs: their physically extracted subnets, scored on calibration windows.
 
 The search engine hands out lists of :class:`~optimum_subnet.core.spec.SubnetSpec` candidates (all the
-new ones of a generation); this is where they meet the model (surgery + a loss), outside
+new ones of a generation, ``many`` / ``screen_many``); this is where they meet the model (surgery + a loss), outside
 :mod:`optimum_subnet.search`. Metrics (``metric``):
 
 * ``perplexity``: of the text (the paper's fitness);
@@ -25,12 +25,12 @@ METRICS = ("perplexity", "distillation")
 
 
 class PerplexityFitness:
-    """``fitness(specs) -> [perplexity, ...]`` (lower is better).
+    """``fitness.many(specs) -> [perplexity, ...]`` (lower is better); ``fitness(spec)`` for one.
 
     Each candidate's subnet is cut out of the dense model (kept rows/columns copied, embeddings and
     norms shared), so a candidate costs its own, smaller forward pass rather than the dense one.
 
-    Built once: subnets built for the screening round (:meth:`screen`) are kept, best-screened first,
+    Built once: subnets built for the screening round (:meth:`screen_many`) are kept, best-screened first,
     within ``keep_built_bytes`` of their weights, and the full evaluation of the same spec object
     reuses them instead of cutting them again (``builds`` / ``reused`` count both).
 
@@ -83,8 +83,12 @@ class PerplexityFitness:
         """One candidate's fitness on the current windows."""
         return self.measure(self.subnet(spec), self.windows)
 
+    def __call__(self, spec) -> float:
+        return self.score(spec)
+
     @torch.no_grad()
-    def __call__(self, specs) -> list[float]:
+    def many(self, specs) -> list[float]:
+        """The fitness of each spec (a generation's new candidates, in order)."""
         values = []
         for spec in specs:
             values.append(self.score(spec))
@@ -94,7 +98,14 @@ class PerplexityFitness:
         return values
 
     @torch.no_grad()
-    def screen(self, specs) -> list[float]:
+    def screen(self, spec) -> float:
+        """One candidate's screening proxy (its subnet is not kept)."""
+        if self.screening_windows is None:
+            raise ValueError("this fitness was built without screening windows")
+        return self.measure(self.subnet(spec), self.screening_windows)
+
+    @torch.no_grad()
+    def screen_many(self, specs) -> list[float]:
         """Cheap proxy for the search's screening round: the metric on the short screening windows."""
         if self.screening_windows is None:
             raise ValueError("this fitness was built without screening windows")

@@ -34,6 +34,16 @@ Weights memory-mapped from a safetensors file (transformers does so when it need
 conversion) are page cache, which the free-memory figure counts as available although the run will
 touch every page; weights copied into the process are already missing from it. ``resident_weight_bytes``
 tells the two apart, so the budget is the free memory plus the copied weights only.
+
+**Offload plan** (:func:`plan_memory`): when the whole model does not fit on a GPU (``offload="auto"``)
+or when asked to (``offload="on"``), the weights stay in CPU memory (or memory-mapped on disk) and
+stream to the GPU block by block (:mod:`optimum_subnet.calibration.offload`). The estimate then counts
+two dense blocks (the one computing and the one arriving; two dense + two subnet blocks during the
+reformation) and the embeddings / LM head, which stay on the GPU, instead of the whole model; the
+search evaluates its candidates in groups that share one stream of the dense blocks, and the group is
+as large as the candidates' hidden states (``fitness windows x seq x hidden`` each) allow. Everything
+else (calibration activations, statistics, logits) is the same as when resident. The statistics do not
+shrink with offloading: at LLaMA-7B shape the reformation's float64 W_down moments alone are 8.3 GiB.
 """
 
 from __future__ import annotations
@@ -66,7 +76,11 @@ ADVICE = {
     "reformation statistics": 'set reformation.method="none", or use a device with more memory',
     "block activations": "reduce data.seq_len or the calibration batch size (data.batch_size)",
     "logits": "reduce data.eval_seq_len or the fitness/eval batch size (search.fitness_batch_size, data.eval_batch_size)",
+    "streamed blocks": "use a device with more memory (two decoder blocks must fit)",
+    "embeddings and head": "use a smaller dtype or a device with more memory",
+    "candidate hidden states": "reduce search.fitness_windows or search.fitness_seq_len",
 }
+OFFLOAD_MODES = ("auto", "on", "off")
 
 
 @dataclass
@@ -94,10 +108,12 @@ class MemoryEstimate:
 
 
 def estimate_peak_memory(shape: ModelShape, config, dtype_bytes: int, device: str = "cpu",
-                         search: bool = True) -> MemoryEstimate:
+                         search: bool = True, offload: bool = False, candidate_group: int = 1) -> MemoryEstimate:
     """Stage-by-stage estimate for ``config`` (a :class:`SubnetConfig`) on a model of ``shape``.
 
     ``search=False`` leaves out the importance pass and the search (a given spec is only reformed).
+    ``offload``: the blocks are streamed (see the module docstring); ``candidate_group`` candidates
+    share one stream of the dense blocks during the search.
     """
     s, d = config.search, config.data
     b = dtype_bytes
@@ -147,21 +163,118 @@ def estimate_peak_memory(shape: ModelShape, config, dtype_bytes: int, device: st
             "block activations": block(d.batch_size, d.seq_len) + d.batch_size * d.seq_len * largest * 4,
         }
         stages["search"] = perplexity_stage(s.fitness_batch_size, s.fitness_seq_len, {"candidate weights": candidate})
+    if offload:
+        dense_block = shape.dense_block_params() // shape.num_layers * b  # one decoder block
+        resident = {"streamed blocks": 2 * dense_block, "embeddings and head": shape.embedding_params() * b}
+        for name, parts in stages.items():
+            parts.pop("model weights")
+            if name == "reformation":  # a (dense, subnet) layer pair computing and the next one arriving
+                parts.pop("candidate weights")
+                parts.update(resident, **{"streamed blocks": 2 * (dense_block + int(dense_block * block_ratio))})
+            elif name == "search":  # one candidate layer sliced at a time from the streamed dense block
+                states = s.fitness_windows * s.fitness_seq_len * hidden * b
+                parts.update(resident, **{"candidate weights": int(dense_block * block_ratio),
+                                          "candidate hidden states": (max(1, candidate_group) + 1) * states})
+            else:
+                parts.pop("candidate weights", None)
+                parts.update(resident)
     for parts in stages.values():
         parts["runtime overhead"] = RUNTIME_OVERHEAD
     return MemoryEstimate(device=device, stages=stages)
+
+
+@dataclass
+class MemoryPlan:
+    """Where the weights live during a run, and the estimate that chose it (see :func:`plan_memory`)."""
+
+    offload: bool
+    estimate: MemoryEstimate
+    budget: int
+    source: str
+    #: candidates that share one stream of the dense blocks in the search (offload only)
+    candidate_group: int = 1
+    #: bytes the whole model would need resident (what did not fit, when offloading automatically)
+    resident_peak: int = 0
+    reason: str = ""
+
+    def describe(self) -> dict:
+        return {"plan": "offload" if self.offload else "resident", "device": self.estimate.device,
+                "estimated_peak_bytes": self.estimate.peak, "estimated_peak_stage": self.estimate.peak_stage,
+                "budget_bytes": self.budget, "budget_source": self.source, "resident_peak_bytes": self.resident_peak,
+                "candidate_group": self.candidate_group if self.offload else None, "reason": self.reason}
+
+
+def plan_memory(shape: ModelShape, config, dtype_bytes: int, device: str, budget: int, source: str,
+                search: bool = True, mode: str | None = None) -> MemoryPlan:
+    """Resident if the whole run fits ``budget``; otherwise, on a GPU with ``mode`` (default
+    ``config.offload``) ``"auto"``, offloaded (blocks streamed) if that fits; ``"on"`` always offloads
+    (on the CPU the transfer is a no-op: the same code path, for tests), ``"off"`` never does.
+    Refuses (:class:`ResourceError`, one line) a run that fits in neither way."""
+    mode = mode or getattr(config, "offload", "auto")
+    if mode not in OFFLOAD_MODES:
+        raise ResourceError(f"offload must be one of {', '.join(OFFLOAD_MODES)}, got {mode!r}")
+    resident = estimate_peak_memory(shape, config, dtype_bytes, device, search=search)
+    gpu = str(device).startswith("cuda")
+    if mode == "off" or (mode == "auto" and (resident.peak <= budget or not gpu)):
+        check_memory(resident, budget, source)
+        return MemoryPlan(False, resident, budget, source, resident_peak=resident.peak, reason="fits" if
+                          resident.peak <= budget else "")
+    # offloaded: the largest candidate group whose hidden states fit (at most a generation's candidates)
+    group = max(1, config.search.population_size)
+    estimate = estimate_peak_memory(shape, config, dtype_bytes, device, search=search, offload=True,
+                                    candidate_group=group)
+    if search and estimate.peak > budget:
+        per_candidate = config.search.fitness_windows * config.search.fitness_seq_len * shape.hidden_size * dtype_bytes
+        group = max(1, min(group, group - math.ceil((estimate.peak - budget) / max(1, per_candidate))))
+        estimate = estimate_peak_memory(shape, config, dtype_bytes, device, search=search, offload=True,
+                                        candidate_group=group)
+    if mode == "auto" and estimate.peak > budget:
+        peak_stage = estimate.peak_stage
+        parts = {k: v for k, v in estimate.stages[peak_stage].items() if k != "runtime overhead"}
+        largest = max(parts, key=parts.get)
+        raise ResourceError(
+            f"not enough memory on {device}: the whole model needs {human_bytes(resident.peak)} at its peak and "
+            f"even with its blocks streamed from CPU memory the run needs {human_bytes(estimate.peak)} "
+            f"({peak_stage}: {estimate.describe()}) but {human_bytes(budget)} is available ({source}); "
+            f"{ADVICE[largest]}")
+    check_memory(estimate, budget, source)
+    reason = "offload requested" if mode == "on" else f"the whole run needs {human_bytes(resident.peak)} at its peak"
+    if mode != "on":
+        logger.warning("The model does not fit on %s (%s, %s available: %s): it stays in CPU memory and its blocks "
+                       "are streamed", device, reason, human_bytes(budget), source)
+    logger.info("Memory plan: weights stay in CPU memory and stream to %s one block at a time (%s); estimated "
+                "peak %s (%s), the search evaluates %d candidates per stream of the blocks", device, reason,
+                human_bytes(estimate.peak), estimate.peak_stage, group)
+    return MemoryPlan(True, estimate, budget, source, candidate_group=group, resident_peak=resident.peak,
+                      reason=reason)
+
+
+def mapped_safetensors_ranges() -> list[tuple[int, int]] | None:
+    """Address ranges of the safetensors files this process has memory-mapped (None: unreadable)."""
+    try:
+        import psutil
+
+        return [tuple(int(x, 16) for x in m.addr.split("-"))
+                for m in psutil.Process().memory_maps(grouped=False)
+                if m.path.removesuffix(" (deleted)").endswith(".safetensors")]
+    except Exception:  # psutil cannot read the mappings on this platform
+        return None
+
+
+def is_memory_mapped(tensor, ranges: list[tuple[int, int]] | None = None) -> bool:
+    """Whether ``tensor``'s storage lies inside a memory-mapped safetensors file (weights read from disk
+    on use; pinning them would copy them all into RAM)."""
+    ranges = mapped_safetensors_ranges() if ranges is None else ranges
+    pointer = tensor.untyped_storage().data_ptr()
+    return bool(ranges) and any(start <= pointer < end for start, end in ranges)
 
 
 def resident_weight_bytes(model) -> int:
     """Bytes of ``model``'s weights held in the process's own memory: every storage that does not lie
     inside a memory-mapped safetensors file. If the mappings cannot be read, 0 (the weights then
     count as still needed)."""
-    try:
-        import psutil
-
-        mapped = [tuple(int(x, 16) for x in m.addr.split("-"))
-                  for m in psutil.Process().memory_maps(grouped=False) if m.path.endswith(".safetensors")]
-    except Exception:  # psutil cannot read the mappings on this platform
+    mapped = mapped_safetensors_ranges()
+    if mapped is None:
         return 0
     seen, resident = set(), 0
     for parameter in model.parameters():

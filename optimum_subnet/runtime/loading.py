@@ -72,15 +72,35 @@ def _check_max_new_tokens(max_new_tokens) -> None:
         raise SubnetError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
 
 
+ENGINES = ("generator", "optimum")
+
+
 def generate_text(folder: str | os.PathLike, prompt: str, max_new_tokens: int = 32, provider: str = "cpu",
-                  use_io_binding: bool | None = None) -> str:
-    """Greedy completion of ``prompt``: ONNX Runtime for an ONNX folder, PyTorch for a model folder."""
+                  use_io_binding: bool | None = None, engine: str = "generator") -> str:
+    """Greedy completion of ``prompt``: ONNX Runtime for an ONNX folder, PyTorch for a model folder.
+
+    ``engine="generator"`` (default) decodes a directly built graph with
+    :class:`~optimum_subnet.runtime.generator.ORTGenerator` (CUDA graphs on CUDA) and refuses a torch
+    export; ``engine="optimum"`` runs transformers' loop over Optimum's forward (the slower path, any export).
+    """
     from optimum_subnet.loading import load_tokenizer
 
     _check_max_new_tokens(max_new_tokens)
+    if engine not in ENGINES:
+        raise SubnetError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
     path = Path(folder)
     if path.is_dir() and any(path.glob("*.onnx")):
-        onnx_file_name(path)  # the export's own files first, then its tokenizer, then the (slow) session
+        file_name = onnx_file_name(path)  # the export's own files first, then its tokenizer, then the (slow) session
+        if engine == "generator":
+            from optimum_subnet.onnx.builder.decoder import read_graph_info
+
+            try:
+                direct = read_graph_info(path / file_name) is not None
+            except Exception:  # noqa: BLE001 - unreadable: the session load below reports it
+                direct = True
+            if not direct:
+                raise SubnetError(f"{path} was exported without the fused decoder graph: re-export it with "
+                                  'builder="direct" (or use engine="optimum", the slower step-by-step path)')
         tokenizer = load_tokenizer(str(path))
         model = load_ort_model(path, provider, use_io_binding)
     else:

@@ -3,8 +3,8 @@
 The engine knows nothing about models: it talks to a :class:`SearchSpace` (candidates, budget,
 mutation, crossover) and to a fitness callable (lower is better: perplexity), so it is tested
 without a model. The fitness (and the screening proxy) is called on a *list* of specs, all the new
-candidates of a generation at once, and returns one value per spec: an implementation may spread
-them over devices. Each candidate's spec is built once and handed to both.
+candidates of a generation at once (see Batches), and returns one value per spec: an implementation may
+spread them over devices. Each candidate's spec is built once and handed to both.
 
 * Generation 1: the initial subnet plus ``population_size - 1`` mutants of it (ratio mutation
   probability ``P_s0``, mask mutation probability ``P_m0``); keep the top ``k``.
@@ -26,6 +26,11 @@ Fresh fitness windows (``fitness_refresh``): before each generation after the fi
 ``refresh(generation)`` (the fitness then scores on other windows), forgets the cached values (they
 were measured on other windows) and scores the top ``k`` again, so a candidate stays in the top ``k``
 only while it does well on new text. Candidates met before are still never produced again.
+
+Batches: a fitness (or screening proxy) with a ``many(specs) -> values`` method is called through it
+(a distributed fitness splits a generation's candidates across processes, an offloaded one streams
+the dense blocks once for several of them); a plain callable is called on the list itself. Either
+way the values are the ones one-by-one scoring would give, so the search makes the same choices.
 
 Resuming: after every generation the engine hands ``state_dict()`` (completed generations, top-k,
 fitness cache, RNG state, counters, history; plain JSON) to the ``checkpoint`` callback. A new engine
@@ -86,6 +91,12 @@ class SearchResult:
         return self.evaluation_seconds / max(1, self.evaluations)
 
 
+def score_all(scorer, specs: list[SubnetSpec]) -> list[float]:
+    """``scorer.many(specs)`` where the scorer has it (a fitness object), else ``scorer(specs)``."""
+    many = getattr(scorer, "many", None)
+    return many(specs) if many is not None else scorer(specs)
+
+
 class EvolutionarySearch:
     def __init__(self, space: SearchSpace, settings: SearchConfig,
                  fitness: Callable[[list[SubnetSpec]], list[float]], seed: int = 0,
@@ -94,7 +105,7 @@ class EvolutionarySearch:
                  screen: Callable[[list[SubnetSpec]], list[float]] | None = None,
                  refresh: Callable[[int], None] | None = None):
         """``fitness`` / ``screen`` score a list of candidate :class:`SubnetSpec` (one value each, lower
-        is better): the engine hands specs out, never models. ``refresh(generation)`` switches the
+        is better; through their ``many`` method where they have one): the engine hands specs out, never models. ``refresh(generation)`` switches the
         fitness to that generation's windows (needed with ``settings.fitness_refresh``)."""
         if not 0 < settings.screening_keep <= 1:
             raise SubnetError(f"screening_keep must be in (0, 1], got {settings.screening_keep}")
@@ -136,7 +147,7 @@ class EvolutionarySearch:
         if not todo:
             return
         start = time.perf_counter()
-        values = [float(v) for v in self.fitness(todo)]
+        values = [float(v) for v in score_all(self.fitness, todo)]
         self.evaluation_seconds += time.perf_counter() - start
         if len(values) != len(todo):
             raise SubnetError(f"the fitness returned {len(values)} values for {len(todo)} candidates")
@@ -179,7 +190,7 @@ class EvolutionarySearch:
         if keep >= len(children):
             return children
         start = time.perf_counter()
-        values = [float(v) for v in self.screen([spec for _, _, spec in children])]
+        values = [float(v) for v in score_all(self.screen, [spec for _, _, spec in children])]
         self.screening_seconds += time.perf_counter() - start
         if len(values) != len(children):
             raise SubnetError(f"the screening returned {len(values)} values for {len(children)} candidates")

@@ -101,12 +101,16 @@ def layer_importance(adapter, layer, grams: dict[str, GramAccumulator], shape, d
 
 @torch.no_grad()
 def compute_importance(model, adapter, windows: torch.Tensor, batch_size: int, device, damp: float = 0.01,
-                       progress=None) -> ImportanceScores:
+                       progress=None, streamer=None) -> ImportanceScores:
+    """``streamer`` (a :class:`~optimum_subnet.calibration.offload.BlockStreamer`): the model's blocks
+    live off the device and are streamed to it one at a time."""
     shape = adapter.shape(model.config)
-    runner = BlockwiseRunner(model, adapter, windows, batch_size, device)
+    runner = BlockwiseRunner(model, adapter, windows, batch_size, device, streamer=streamer)
     states = runner.initial_states()
     attention, mlp, attention_fluctuation, mlp_fluctuation = [], [], [], []
-    for index, layer in enumerate(adapter.decoder_layers(model)):
+    layers = adapter.decoder_layers(model)
+    for index in runner.blocks([[layer] for layer in layers]):
+        layer = layers[index]
         sites = adapter.site_modules(layer)
         grams = {site: GramAccumulator(f"layer {index} {site} inputs") for site in sites}
         moments = {site: MomentAccumulator(f"layer {index} {site} inputs") for site in ("attn_out", "mlp_out")}
@@ -116,7 +120,7 @@ def compute_importance(model, adapter, windows: torch.Tensor, batch_size: int, d
             if site in moments:
                 moments[site].add(x)
 
-        with runner.on_device(layer), record_inputs(sites, record):
+        with record_inputs(sites, record):
             states = runner.run_layer(layer, states)
             a, m = layer_importance(adapter, layer, grams, shape, damp)
             linears = adapter.linears(layer)

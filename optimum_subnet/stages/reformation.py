@@ -143,55 +143,59 @@ class ReformationResult:
 @torch.no_grad()
 def reform(dense, subnet, spec, adapter, windows: torch.Tensor, batch_size: int, device, method: str = "closed_form",
            damp: float | None = None, damp_grid=DAMP_GRID, rho: float = 1.0, iterations: int = 30,
-           progress=None) -> ReformationResult:
+           progress=None, streamer=None) -> ReformationResult:
     """Rectify ``subnet``'s W_O and W_down in place; returns per-layer output errors before/after.
 
     ``damp`` fixes the closed form's ridge ``lambda = damp * mean(diag H')``; ``None`` picks it per
     projection from ``damp_grid`` on held-out calibration windows (see :class:`TwoFoldStatistics`).
+    ``streamer``: both models' blocks live off the device; each (dense, subnet) layer pair is streamed
+    to it in turn and the reformed subnet layer copied back.
     """
     if method not in METHODS:
         raise ValueError(f"unknown reformation method {method!r}; use one of {', '.join(METHODS)}")
     start = time.perf_counter()
     shape = spec.shape
-    runner = BlockwiseRunner(subnet, adapter, windows, batch_size, device)
+    runner = BlockwiseRunner(subnet, adapter, windows, batch_size, device, streamer=streamer)
     states = runner.initial_states()
     dense_layers = adapter.decoder_layers(dense)
     subnet_layers = adapter.decoder_layers(subnet)
     report = []
-    for index, layer_spec in enumerate(spec.layers):
-        dense_layer, sub_layer = dense_layers[layer_spec.source_index], subnet_layers[index]
+    pairs = [(dense_layers[layer_spec.source_index], subnet_layers[index])
+             for index, layer_spec in enumerate(spec.layers)]
+    for index in runner.blocks(pairs, writeback=[1]):
+        layer_spec = spec.layers[index]
+        dense_layer, sub_layer = pairs[index]
         kept = adapter.kept_rows(layer_spec, shape)
         entry = {"layer": index, "source_layer": layer_spec.source_index}
-        with runner.on_device(dense_layer, sub_layer):
-            if method != "none":
-                # --- attention output projection ---------------------------------------------------
-                stats = TwoFoldStatistics()
-                for hidden in states:
-                    context = runner.context(hidden)
-                    captured = {}
-                    with record_inputs({"dense": adapter.site_modules(dense_layer)["attn_out"],
-                                        "subnet": adapter.site_modules(sub_layer)["attn_out"]},
-                                       lambda s, x: captured.__setitem__(s, x)):
-                        adapter.attention_sublayer(dense_layer, hidden, context)
-                        adapter.attention_sublayer(sub_layer, hidden, context)
-                    stats.add(captured["dense"], captured["subnet"])
-                _rectify(adapter.linears(dense_layer)["o"], adapter.linears(sub_layer)["o"], kept["o"], stats,
-                         method, damp, damp_grid, rho, iterations, entry, "attention")
-                # --- MLP down projection (after the reformed attention) ------------------------------
-                stats = TwoFoldStatistics()
-                for hidden in states:
-                    context = runner.context(hidden)
-                    mlp_in = adapter.mlp_input(sub_layer, adapter.attention_sublayer(sub_layer, hidden, context))
-                    captured = {}
-                    with record_inputs({"dense": adapter.site_modules(dense_layer)["mlp_out"],
-                                        "subnet": adapter.site_modules(sub_layer)["mlp_out"]},
-                                       lambda s, x: captured.__setitem__(s, x)):
-                        adapter.mlp(dense_layer)(mlp_in)
-                        adapter.mlp(sub_layer)(mlp_in)
-                    stats.add(captured["dense"], captured["subnet"])
-                _rectify(adapter.linears(dense_layer)["down"], adapter.linears(sub_layer)["down"], kept["down"],
-                         stats, method, damp, damp_grid, rho, iterations, entry, "mlp")
-            states = runner.run_layer(sub_layer, states)
+        if method != "none":
+            # --- attention output projection ---------------------------------------------------
+            stats = TwoFoldStatistics()
+            for hidden in states:
+                context = runner.context(hidden)
+                captured = {}
+                with record_inputs({"dense": adapter.site_modules(dense_layer)["attn_out"],
+                                    "subnet": adapter.site_modules(sub_layer)["attn_out"]},
+                                   lambda s, x: captured.__setitem__(s, x)):
+                    adapter.attention_sublayer(dense_layer, hidden, context)
+                    adapter.attention_sublayer(sub_layer, hidden, context)
+                stats.add(captured["dense"], captured["subnet"])
+            _rectify(adapter.linears(dense_layer)["o"], adapter.linears(sub_layer)["o"], kept["o"], stats,
+                     method, damp, damp_grid, rho, iterations, entry, "attention")
+            # --- MLP down projection (after the reformed attention) ------------------------------
+            stats = TwoFoldStatistics()
+            for hidden in states:
+                context = runner.context(hidden)
+                mlp_in = adapter.mlp_input(sub_layer, adapter.attention_sublayer(sub_layer, hidden, context))
+                captured = {}
+                with record_inputs({"dense": adapter.site_modules(dense_layer)["mlp_out"],
+                                    "subnet": adapter.site_modules(sub_layer)["mlp_out"]},
+                                   lambda s, x: captured.__setitem__(s, x)):
+                    adapter.mlp(dense_layer)(mlp_in)
+                    adapter.mlp(sub_layer)(mlp_in)
+                stats.add(captured["dense"], captured["subnet"])
+            _rectify(adapter.linears(dense_layer)["down"], adapter.linears(sub_layer)["down"], kept["down"],
+                     stats, method, damp, damp_grid, rho, iterations, entry, "mlp")
+        states = runner.run_layer(sub_layer, states)
         report.append(entry)
         if progress is not None:
             progress.update(1)

@@ -18,13 +18,16 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 
-def extract_subnet(model: "PreTrainedModel", spec: "SubnetSpec", adapter=None, validate: bool = True) -> "PreTrainedModel":
+def extract_subnet(model: "PreTrainedModel", spec: "SubnetSpec", adapter=None, validate: bool = True,
+                   move: bool = True) -> "PreTrainedModel":
     """Build the subnet model that ``spec`` describes, with weights inherited from ``model``.
 
     Kept rows/columns are copied (``index_select``); embeddings, norms and the LM head are shared
     with ``model`` (not copied), so building a candidate during the search is cheap. The result is a
     normal ``PreTrainedModel`` (``SubnetLlamaForCausalLM`` for LLaMA) that ``save_pretrained`` writes
-    as a really smaller checkpoint.
+    as a really smaller checkpoint. ``move=False`` leaves the new tensors where the slicing made them
+    (an offloaded run: the dense blocks live in CPU memory while the shared embeddings sit on the
+    device, and moving the subnet would drag the shared layer norms along).
     """
     from accelerate import init_empty_weights
     from transformers.modeling_utils import no_init_weights
@@ -47,7 +50,8 @@ def extract_subnet(model: "PreTrainedModel", spec: "SubnetSpec", adapter=None, v
         raise RuntimeError(f"surgery produced a mismatched state dict: missing={missing} unexpected={unexpected}")
     if config.tie_word_embeddings:
         subnet.lm_head.weight = subnet.model.embed_tokens.weight
-    subnet.to(next(model.parameters()).device)  # moves the freshly built buffers (rotary tables)
+    if move:
+        subnet.to(next(model.parameters()).device)  # moves the freshly built buffers (rotary tables)
     subnet.eval()
     return subnet
 

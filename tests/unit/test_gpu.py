@@ -48,7 +48,8 @@ def test_fp16_cuda_export_and_generation(tmp_path, fuse):
 
     model = tiny_llama(seed=5)
     subnet = extract_subnet(model, mixed_spec(model))
-    path = export_onnx(subnet, tmp_path / "onnx", OnnxExportConfig(dtype="fp16", device="cuda", fuse_attention=fuse),
+    path = export_onnx(subnet, tmp_path / "onnx", OnnxExportConfig(dtype="fp16", device="cuda", fuse_attention=fuse,
+                                                                        builder="torch"),
                        tokenizer=char_tokenizer())
     report = json.loads((path / "validation.json").read_text())
     key = "fused" if fuse else "unfused"

@@ -42,8 +42,10 @@ def subnet():
 def exported(subnet, tmp_path_factory):
     _, sub = subnet
     root = tmp_path_factory.mktemp("onnx")
-    unfused = export_onnx(sub, root / "unfused", tokenizer=char_tokenizer())
-    fused = export_onnx(sub, root / "fused", OnnxExportConfig(fuse_attention=True), tokenizer=char_tokenizer())
+    # the torch exporter (builder="torch"), the slower path kept beside the direct builder
+    unfused = export_onnx(sub, root / "unfused", OnnxExportConfig(builder="torch"), tokenizer=char_tokenizer())
+    fused = export_onnx(sub, root / "fused", OnnxExportConfig(fuse_attention=True, builder="torch"),
+                        tokenizer=char_tokenizer())
     return unfused, fused
 
 
@@ -112,7 +114,8 @@ def test_stock_ort_class_dispatches_to_subnet_class(exported, subnet):
 
 def test_dense_model_goes_through_the_same_path(tmp_path):
     model = tiny_llama(seed=3)
-    path = export_onnx(model, tmp_path / "dense", OnnxExportConfig(fuse_attention=True), tokenizer=char_tokenizer())
+    path = export_onnx(model, tmp_path / "dense", OnnxExportConfig(fuse_attention=True, builder="torch"),
+                       tokenizer=char_tokenizer())
     report = json.loads((path / "validation.json").read_text())
     assert report["fusion"]["rotary"]["fused"] == 4 and report["fused"]["passed"]
     ids, mask = _prompt()
@@ -126,7 +129,7 @@ def test_dense_model_goes_through_the_same_path(tmp_path):
 def test_export_outside_tolerance_fails_and_writes_nothing(subnet, tmp_path):
     _, sub = subnet
     with pytest.raises(SubnetError, match="validation failed"):
-        export_onnx(sub, tmp_path / "strict", OnnxExportConfig(atol=1e-12))
+        export_onnx(sub, tmp_path / "strict", OnnxExportConfig(atol=1e-12, builder="torch"))
     assert not (tmp_path / "strict").exists()
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
 
@@ -180,7 +183,8 @@ def test_cli_export_then_stock_quantize_and_optimize(tmp_path, subnet):
     model, sub = subnet
     spec = mixed_spec(model)
     save_subnet(extract_subnet(model, spec), char_tokenizer(), spec, tmp_path / "subnet")
-    out = _cli("export", "subnet-onnx", "--model", str(tmp_path / "subnet"), "--output", str(tmp_path / "onnx"))
+    out = _cli("export", "subnet-onnx", "--model", str(tmp_path / "subnet"), "--output", str(tmp_path / "onnx"),
+               "--builder", "torch")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "max |ONNX - PyTorch|" in out.stdout
     out = _cli("onnxruntime", "quantize", "--onnx_model", str(tmp_path / "onnx"), "--avx2", "-o", str(tmp_path / "q"))
@@ -206,7 +210,11 @@ def test_cli_export_then_stock_quantize_and_optimize(tmp_path, subnet):
 
 
 def test_cli_generate_and_missing_config(tmp_path, exported):
+    # a torch export runs with the slower engine only; the default engine names the fix
     out = _cli("subnet", "generate", "--model", str(exported[1]), "--prompt", "The quick", "--max-new-tokens", "5")
+    assert out.returncode == 2 and "re-export it with --builder direct (or use --engine optimum" in out.stderr
+    out = _cli("subnet", "generate", "--model", str(exported[1]), "--prompt", "The quick", "--max-new-tokens", "5",
+               "--engine", "optimum")
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.startswith("The quick")
     broken = tmp_path / "broken"
@@ -223,7 +231,8 @@ def test_static_kv_cache_decodes_in_place(tmp_path):
     spec.layers[1].attention_channels = [[0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15]]  # explicit rotary
     spec.layers[2].mlp_channels = list(range(0, 128, 2))
     sub = extract_subnet(model, spec.validate())
-    path = export_onnx(sub, tmp_path / "fused", OnnxExportConfig(fuse_attention=True), tokenizer=char_tokenizer())
+    path = export_onnx(sub, tmp_path / "fused", OnnxExportConfig(fuse_attention=True, builder="torch"),
+                       tokenizer=char_tokenizer())
     ort_model = ORTSubnetModelForCausalLM.from_pretrained(path)
     ids, mask = _prompt()
     expected = sub.generate(ids, attention_mask=mask, max_new_tokens=10, do_sample=False)

@@ -157,9 +157,9 @@ def test_distillation_fitness_is_zero_for_the_dense_model_and_grows_with_pruning
 
     adapter, space, windows = _fitness_setup(model)
     fitness = DistillationFitness(model, adapter, windows, 2)
-    dense = fitness([SubnetSpec.dense(space.shape)])[0]
+    dense = fitness(SubnetSpec.dense(space.shape))
     assert abs(dense) < 1e-4
-    pruned = fitness([space.to_spec(space.initial(), compact=True)])[0]
+    pruned = fitness.many([space.to_spec(space.initial(), compact=True)])[0]
     assert pruned > 1e-3 and math.isfinite(pruned)
 
 
@@ -174,15 +174,15 @@ def test_screened_subnets_are_built_once(model):
                for _ in range(4)]
     specs = [space.to_spec(g, compact=True) for g in genomes if g is not None]
     fitness = PerplexityFitness(model, adapter, windows, 2, windows[:1, :8])
-    fitness.screen(specs)
-    values = fitness(specs[:2])
+    fitness.screen_many(specs)
+    values = fitness.many(specs[:2])
     assert fitness.builds == len(specs) and fitness.reused == 2
     for spec, value in zip(specs[:2], values):  # the reused subnet scores what a fresh one does
         fresh = perplexity(extract_subnet(model, spec, adapter), windows, 2)
         assert value == pytest.approx(fresh, rel=1e-5)
     nothing_kept = PerplexityFitness(model, adapter, windows, 2, windows[:1, :8], keep_built_bytes=0)
-    nothing_kept.screen(specs)
-    nothing_kept(specs[:2])
+    nothing_kept.screen_many(specs)
+    nothing_kept.many(specs[:2])
     assert nothing_kept.reused == 0 and nothing_kept.builds == len(specs) + 2
 
 
@@ -264,3 +264,17 @@ def test_head_search_drops_whole_heads_within_budget_and_round_trips():
                         attention_allocation=attention, mlp_allocation=mlp)
     with pytest.raises(Exception, match="head search"):
         plain.global_initial("head")
+
+
+def test_options_that_need_the_whole_model_are_refused_with_streamed_blocks(model, tokenizer):
+    from optimum_subnet import SubnetConfig, SubnetOptimizer
+    from optimum_subnet.core.errors import SubnetError
+
+    optimizer = SubnetOptimizer(model, tokenizer)
+    for option, value, message in [("fitness_metric", "distillation", 'fitness_metric="distillation"'),
+                                   ("fitness_refresh", True, "fitness_refresh")]:
+        config = SubnetConfig.preset("fast", 0.7, device="cpu", offload="on", **{f"search__{option}": value})
+        with pytest.raises(SubnetError, match=f"{message}.*does not run with streamed blocks.*offload=\"auto\""):
+            optimizer.preflight(config, check_memory=False)
+    short = {"data__seq_len": 32, "data__eval_seq_len": 32, "search__fitness_seq_len": 32}
+    optimizer.preflight(SubnetConfig.preset("fast", 0.7, device="cpu", offload="on", **short), check_memory=False)

@@ -60,6 +60,28 @@ class Gemma3Adapter(DecoderFamily):
     def remote_code(self):
         return ("gemma3/configuration_subnet_gemma3.py", "gemma3/modeling_subnet_gemma3.py")
 
+    def graph_layout(self, config):
+        from dataclasses import replace
+
+        # RMSNorm as x * (1 + w); embeddings scaled by sqrt(hidden) (in the weights' dtype)
+        return replace(super().graph_layout(config), norm_offset=1.0, embedding_scale=float(config.hidden_size) ** 0.5)
+
+    def rope_kinds(self, config):
+        """Sliding layers rotate with ``rope_local_base_freq`` (their own table), full ones with ``rope_theta``."""
+        types = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers
+        return ["local" if kind == "sliding_attention" else "global" for kind in types]
+
+    def rope_tables(self, config, positions):
+        import copy
+
+        from optimum_subnet.families.base import _rope_table
+
+        local = copy.copy(config)
+        local.rope_theta = config.rope_local_base_freq
+        local.rope_scaling = {"rope_type": "default"}
+        return {"global": _rope_table(config, positions, self.STATIC_ROPE_TYPES),
+                "local": _rope_table(local, positions, self.STATIC_ROPE_TYPES)}
+
     def run_layer(self, layer, hidden_states, context):
         out = layer(hidden_states, position_embeddings_global=context.position_embeddings,
                     position_embeddings_local=context.position_embeddings_local,

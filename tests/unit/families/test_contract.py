@@ -62,7 +62,8 @@ class FamilyContract:
                     p.normal_(0, 0.05)
         return model
 
-    def spec(self, model, seed: int = 0, heads: bool = False, drop_layer: bool = True) -> SubnetSpec:
+    def spec(self, model, seed: int = 0, heads: bool = False, drop_layer: bool = True,
+             widths: tuple[int, ...] = (3, 5, 6)) -> SubnetSpec:
         """A random heterogeneous spec: in-head RoPE pairs (the same in every head for q/k-norm families)
         or whole KV heads, per-layer MLP widths, one dropped layer."""
         from optimum_subnet.algorithms import rope
@@ -77,7 +78,7 @@ class FamilyContract:
                 layer.kv_heads = sorted(rng.sample(range(shape.num_key_value_heads), 1))
                 layer.attention_channels = [list(range(shape.head_dim))]
             else:
-                width = rng.choice([3, 5, 6])
+                width = rng.choice(list(widths))
                 shared = sorted(rng.sample(range(units), width))
                 layer.attention_channels = [
                     rope.channels_of(shared if shape.qk_norm else sorted(rng.sample(range(units), width)),
@@ -273,10 +274,10 @@ class FamilyContract:
 
         subnet = extract_subnet(model, self.spec(model))
         # 20 tokens: longer than the sliding windows (12), so the exported masks are exercised
-        out = export_onnx(subnet, tmp_path / "onnx", OnnxExportConfig(validation_sequence_length=20),
+        out = export_onnx(subnet, tmp_path / "onnx", OnnxExportConfig(validation_sequence_length=20, builder="torch"),
                           tokenizer=char_tokenizer())
         assert json.loads((out / "validation.json").read_text())["unfused"]["passed"]
-        ort = load_ort_model(out)
+        ort = load_ort_model(out)  # a torch export: transformers' loop over Optimum's forward
         ids = torch.randint(3, VOCAB, (1, 14), generator=torch.Generator().manual_seed(4))
         generated = ort.generate(ids, max_new_tokens=10, do_sample=False)
         with torch.no_grad():
@@ -297,7 +298,7 @@ class FamilyContract:
                                         if not spec.shape.rotary_dim else c for c in layer.attention_channels]
         spec.validate()
         subnet = extract_subnet(model, spec)
-        config = OnnxExportConfig(fuse_attention=True, validation_sequence_length=20)
+        config = OnnxExportConfig(fuse_attention=True, validation_sequence_length=20, builder="torch")
         refused = adapter.traits.qk_norm or adapter.traits.fused_qkv or spec.shape.rotary_dim
         if refused:
             with pytest.raises(SubnetError, match="not available for"):
@@ -308,6 +309,34 @@ class FamilyContract:
         validation = json.loads((out / "validation.json").read_text())
         assert validation["fused"]["passed"]
         assert validation["fusion"]["rotary"]["unfused"] == 0
+
+
+    @pytest.mark.parametrize("which", ["dense", "subnet"])
+    def test_direct_graph_is_validated_and_generates_like_pytorch(self, tmp_path, model, which):
+        """The direct builder's graph: the dense model (in-kernel rotary) and a subnet with 4 RoPE pairs per
+        head (head size 8; per-KV-head masks where the family allows them: explicit rotary) and a dropped
+        layer, validated against PyTorch and generating its greedy tokens."""
+        import json
+
+        from optimum_subnet.onnx.export import OnnxExportConfig, export_onnx
+        from optimum_subnet.runtime.loading import load_ort_model
+
+        net = model if which == "dense" else extract_subnet(model, self.spec(model, seed=2, widths=(4,)))
+        out = export_onnx(net, tmp_path / "onnx", OnnxExportConfig(validation_sequence_length=20),
+                          tokenizer=char_tokenizer())
+        report = json.loads((out / "validation.json").read_text())
+        assert report["builder"] == "direct" and report["direct"]["passed"]
+        assert report["direct"]["max_abs_diff"] < 1e-4
+        rotary = report["build"]["rotary"]
+        partial = get_adapter(model.config).shape(model.config).rotary_dim  # 8 of 16: too narrow for the kernel
+        assert rotary["explicit" if which == "subnet" or partial % 16 else "fused"] == report["build"]["layers"]
+        ort = load_ort_model(out)
+        assert ort.direct_graph is not None
+        ids = torch.randint(3, VOCAB, (1, 14), generator=torch.Generator().manual_seed(4))
+        generated = ort.generate(ids, max_new_tokens=10, do_sample=False, eos_token_id=None)
+        with torch.no_grad():
+            logits = net(generated).logits[0, 13:-1]
+        _assert_greedy(generated[0, 14:], logits)
 
 
 def _assert_greedy(tokens: torch.Tensor, reference_logits: torch.Tensor) -> None:
