@@ -174,6 +174,7 @@ def run_variant(ctx: Context, name: str) -> dict:
     from optimum_subnet.pipeline import stages
     from optimum_subnet.pipeline.fitness import DistillationFitness, PerplexityFitness
     from optimum_subnet.search import EvolutionarySearch
+    from optimum_subnet.search.state import genome_from_json, genome_to_json
     from optimum_subnet.stages.surgery import extract_subnet
 
     description, overrides, reform_windows = VARIANTS[name]
@@ -189,34 +190,63 @@ def run_variant(ctx: Context, name: str) -> dict:
     else:
         fitness = kind(ctx.model, ctx.adapter, data.fitness, s.fitness_batch_size, screening, **options)
     initial = ctx.initial[ctx.prefix["chosen"]]
-    start = time.perf_counter()
-    search = EvolutionarySearch(ctx.space, s, fitness, seed=config.seed,
-                                screen=fitness.screen_many if screening is not None else None,
-                                refresh=fitness.refresh if s.fitness_refresh else None)
-    result = search.run(initial)
-    seconds = time.perf_counter() - start
-    top = []
-    for rank, (genome, value) in enumerate(zip(result.top, result.top_fitness), 1):
-        spec = ctx.space.to_spec(genome)
-        subnet = extract_subnet(ctx.model, spec, ctx.adapter)
-        top.append({"rank": rank, "fitness": value, "selection_ppl": ppl(window_nll(subnet, ctx.selection)),
-                     "genome": genome})
+    # staged: the search checkpoints every generation and each later measurement is saved as it ends, so a
+    # killed run resumes where it stopped (``<name>.stages.json``, ``<name>.search_state.json``)
+    stages_path, state_path = ctx.work / f"{name}.stages.json", ctx.work / f"{name}.search_state.json"
+    done = json.loads(stages_path.read_text()) if stages_path.exists() else {}
+
+    def save(key, value):
+        done[key] = value
+        stages_path.write_text(json.dumps(done))
+
+    if "search" not in done:
+        search = EvolutionarySearch(ctx.space, s, fitness, seed=config.seed,
+                                    screen=fitness.screen_many if screening is not None else None,
+                                    refresh=fitness.refresh if s.fitness_refresh else None,
+                                    checkpoint=lambda state: state_path.write_text(json.dumps(state)))
+        if state_path.exists():
+            search.load_state_dict(json.loads(state_path.read_text()))
+            logger.info("%s: search resumed after generation %d", name, search.generation)
+        result = search.run(initial)
+        save("search", {"seconds": result.seconds, "evaluations": result.evaluations,
+                        "screenings": result.screenings, "initial_fitness": result.initial_fitness,
+                        "best_fitness": result.best_fitness, "top": [genome_to_json(g) for g in result.top],
+                        "top_fitness": result.top_fitness})
+    found = done["search"]
+    genomes = [genome_from_json(g) for g in found["top"]]
+    # held-out perplexity of the search's best first (the number the first bar asks for)
+    if "best_nll" not in done:
+        save("best_nll", window_nll(extract_subnet(ctx.model, ctx.space.to_spec(genomes[0]), ctx.adapter),
+                                    ctx.data.evaluation))
+        logger.info("%s: searched subnet, held-out %.2f", name, ppl(done["best_nll"]))
+    if "selection_ppl" not in done:
+        save("selection_ppl", [ppl(window_nll(extract_subnet(ctx.model, ctx.space.to_spec(g), ctx.adapter),
+                                              ctx.selection)) for g in genomes])
+    top = [{"rank": rank, "fitness": value, "selection_ppl": sel, "genome": genome}
+           for rank, (genome, value, sel) in enumerate(zip(genomes, found["top_fitness"], done["selection_ppl"]), 1)]
+    top[0]["nll"] = done["best_nll"]
     pool = [("top-%d" % t["rank"], t["selection_ppl"]) for t in top]
     pool += [(f"initial ({n})", ctx.prefix[n]["selection_ppl"]) for n in ("uniform", "global")]
     selected = min(pool, key=lambda p: p[1])[0]
-    # held-out perplexity of the search's best and of the selected one only (the CPU is shared and slow)
-    for t in top:
-        if t["rank"] == 1 or selected == f"top-{t['rank']}":
-            t["nll"] = window_nll(extract_subnet(ctx.model, ctx.space.to_spec(t["genome"]), ctx.adapter),
-                                  ctx.data.evaluation)
-    row = {"variant": name, "description": description, "overrides": overrides, "reform_windows": reform_windows,
-           "search_seconds": seconds, "evaluations": result.evaluations, "screenings": result.screenings,
-           "initial_fitness": result.initial_fitness, "best_fitness": result.best_fitness,
-           "metric": fitness.metric, "fitness_windows": data.seen.get("fitness"),
-           "top": [{k: v for k, v in t.items() if k != "genome"} for t in top], "selected": selected}
-    row["reformed_best_nll"] = ctx.reformed_nll(ctx.space.to_spec(top[0]["genome"]))
+    # held-out perplexity of the selected one too (the CPU is shared and slow: not of the whole top-k)
     if selected.startswith("top-") and selected != "top-1":
-        row["reformed_selected_nll"] = ctx.reformed_nll(ctx.space.to_spec(top[int(selected[4:]) - 1]["genome"]))
+        if "selected_nll" not in done:
+            save("selected_nll", window_nll(extract_subnet(ctx.model, ctx.space.to_spec(
+                top[int(selected[4:]) - 1]["genome"]), ctx.adapter), ctx.data.evaluation))
+        top[int(selected[4:]) - 1]["nll"] = done["selected_nll"]
+    if "reformed_best_nll" not in done:
+        save("reformed_best_nll", ctx.reformed_nll(ctx.space.to_spec(genomes[0])))
+    row = {"variant": name, "description": description, "overrides": overrides, "reform_windows": reform_windows,
+           "search_seconds": found["seconds"], "evaluations": found["evaluations"],
+           "screenings": found["screenings"], "initial_fitness": found["initial_fitness"],
+           "best_fitness": found["best_fitness"], "metric": fitness.metric,
+           "fitness_windows": data.seen.get("fitness"),
+           "top": [{k: v for k, v in t.items() if k != "genome"} for t in top], "selected": selected,
+           "reformed_best_nll": done["reformed_best_nll"]}
+    if selected.startswith("top-") and selected != "top-1":
+        if "reformed_selected_nll" not in done:
+            save("reformed_selected_nll", ctx.reformed_nll(ctx.space.to_spec(top[int(selected[4:]) - 1]["genome"])))
+        row["reformed_selected_nll"] = done["reformed_selected_nll"]
     return row
 
 
