@@ -357,6 +357,42 @@ def markdown(meta: dict, rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def partial_markdown(work: Path, ratio: str, variants: list[str]) -> str:
+    """What the unfinished variants measured so far (``<name>.stages.json``): labeled partial, nothing filled in."""
+    prefix = json.loads((work / f"r{ratio}" / "prefix.json").read_text())
+    better = min(("uniform", "global"), key=lambda n: ppl(prefix[n]["nll"]))
+    reformed_seed = min(("uniform", "global"), key=lambda n: ppl(prefix[n]["reformed_nll"]))
+    lines = [f"## Partial: variants at ratio {ratio} that did not finish (stages measured so far)", "",
+             f"Dense {ppl(prefix['dense']['nll']):.2f}; initial subnets, held-out (reformed): "
+             + ", ".join(f"{n} {ppl(prefix[n]['nll']):.2f} ({ppl(prefix[n]['reformed_nll']):.2f}), fitness "
+                         f"{prefix[n]['fitness_ppl']:.2f}, selection windows {prefix[n]['selection_ppl']:.2f}"
+                         for n in ("uniform", "global"))
+             + f"; the search starts from `{prefix['chosen']}`.", "",
+             "| variant | stages done | fitness initial -> best | searched (held-out) | Δ searched vs better initial | "
+             "top-k on selection windows | final (searched+reformed) | Δ final vs reformed initial |",
+             "|---|---|---:|---:|---:|---|---:|---:|"]
+
+    def d(x):
+        return f"{x['mean']:+.4f} ± {x['se']:.4f}"
+
+    for name in variants:
+        path = work / f"r{ratio}" / f"{name}.stages.json"
+        if (work / f"r{ratio}" / f"{name}.json").exists() or not path.exists():
+            continue
+        st = json.loads(path.read_text())
+        search = st["search"]
+        best = st.get("best_nll")
+        final = st.get("reformed_best_nll")
+        lines.append(
+            f"| {name} | {', '.join(st)} | {search['initial_fitness']:.3f} -> {search['best_fitness']:.3f} | "
+            f"{'not measured' if best is None else f'{ppl(best):.2f}'} | "
+            f"{'-' if best is None else d(paired(best, prefix[better]['nll']))} | "
+            f"{'not measured' if 'selection_ppl' not in st else ', '.join(f'{x:.2f}' for x in st['selection_ppl'])} | "
+            f"{'not measured' if final is None else f'{ppl(final):.2f}'} | "
+            f"{'-' if final is None else d(paired(final, prefix[reformed_seed]['reformed_nll']))} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m")
@@ -367,8 +403,16 @@ def main(argv=None) -> int:
     parser.add_argument("--work", default="/tmp/generalization-ablation")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "generalization_ablation"))
     parser.add_argument("--redraw", action="store_true", help="only rewrite <output>.md from <output>.json")
+    parser.add_argument("--partial", action="store_true",
+                        help="only write <output>_partial.md: the stages that unfinished variants measured so far")
     args = parser.parse_args(argv)
     output = Path(args.output)
+    if args.partial:
+        text = "".join(partial_markdown(Path(args.work), str(r), args.variants.split(",")) for r in args.ratios)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.with_name(output.name + "_partial.md").write_text(text)
+        print(text)
+        return 0
     if args.redraw:
         data = json.loads(output.with_suffix(".json").read_text())
         output.with_suffix(".md").write_text(markdown(data["meta"], summarize(data["runs"])))
