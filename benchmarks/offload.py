@@ -10,7 +10,9 @@ On the GPU machine (see the README section "Large models and several GPUs" for t
 On the CPU (tiny shapes: checks the script, measures nothing)::
 
     python benchmarks/offload.py --shape tiny --device cpu --num-samples 4 --seq-len 64 --fitness-seq-len 64 \\
-        --population 4 --output /tmp/offload_tiny
+        --population 4 --ratio 0.6 --output /tmp/offload_tiny
+
+(tiny's 16-channel heads have a width grid of 4 channels: 0.5 is below its smallest subnet.)
 
 Timing depends on shapes, not values, so the models are LLaMA-shaped with random weights (fp16). What
 one run does, per phase (``--phases resident,offload``):

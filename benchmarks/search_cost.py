@@ -1,7 +1,11 @@
 """Cost of a paper-setting search at LLaMA-7B shape, and PyTorch decode speed of dense vs subnets.
 
-    PYTHONPATH=$PWD/src python benchmarks/search_cost.py --output $OUT/search_cost        # on the GPU machine
-    PYTHONPATH=$PWD/src python benchmarks/search_cost.py --shape tiny --device cpu --generations 1 --population 6
+    python benchmarks/search_cost.py --output $OUT/search_cost        # on the GPU machine
+    python benchmarks/search_cost.py --shape tiny --device cpu --generations 1 --population 6
+
+    # the search engine before issue 15 against today's, in one run (a few minutes on one H100/H200):
+    python benchmarks/search_cost.py --output $OUT/search_engines --engines reference,current \
+        --generations 3 --screening-keep 0.25 --skip-decode --reform-layers 0
 
 Timing depends on shapes, not values, and no large trained checkpoint can be fetched here, so the
 model is a **LLaMA-7B-shaped model with random weights**, built directly on the device (fp16 by
@@ -10,9 +14,14 @@ default). What is measured:
 * the search engine of the pass (``EvolutionarySearch`` + ``PerplexityFitness``: physical surgery of
   every candidate and its perplexity on the fitness windows), with the paper's settings (population
   100, 2048-token windows) for ``--generations`` generations; a whole search (50 generations) is
-  extrapolated from the measured per-generation cost, and the report says so; with
-  ``--screening-keep F`` the search screens candidates (``search.screening_keep``), and
-  ``--plain-generations N`` times N unscreened generations first, in the same run, for the ratio;
+  extrapolated from the measured per-generation cost (first generation + 49 x the median later one:
+  the report says so); with ``--screening-keep F`` the search screens candidates
+  (``search.screening_keep``), and ``--plain-generations N`` times N unscreened generations first, in
+  the same run, for the ratio. ``--engines reference,current`` runs the same measurement with the engine
+  of main at 58474c2 (``benchmarks/reference_engine``: its mutation, repair, keys and one-spec-per-call
+  fitness, each candidate built again for its full evaluation) and with today's, one after the other;
+  both use today's surgery. Each engine's time per generation is split into the fitness and screening
+  calls and the rest (producing candidates);
 * decode steps per second in PyTorch (SDPA, KV cache, batch 1) of the dense model and of subnets at
   0.8 and 0.5 inheriting ratio, cut uniformly (the per-layer widths only matter for speed through
   their sum), as the reference a user would otherwise run.
@@ -29,6 +38,8 @@ import statistics
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # reference_engine (python benchmarks/search_cost.py)
 
 SHAPES = {
     "llama-7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
@@ -53,14 +64,13 @@ def build(shape: str, device: str, dtype):
     return model.eval()
 
 
-def measure_search(model, args, generations: int, screening_keep: float) -> dict:
+def measure_search(model, args, generations: int, screening_keep: float, engine: str = "current") -> dict:
     import torch
 
     from optimum_subnet import SubnetConfig
     from optimum_subnet.families import get_adapter
-    from optimum_subnet.pipeline.stages import search_space
     from optimum_subnet.pipeline.fitness import PerplexityFitness
-    from optimum_subnet.search import EvolutionarySearch
+    from optimum_subnet.pipeline.stages import search_space
 
     adapter = get_adapter(model.config)
     shape = adapter.shape(model.config)
@@ -73,25 +83,40 @@ def measure_search(model, args, generations: int, screening_keep: float) -> dict
     generator = torch.Generator().manual_seed(0)
     scores_a = [torch.rand(shape.num_key_value_heads, shape.head_dim, generator=generator) for _ in range(shape.num_layers)]
     scores_m = [torch.rand(shape.intermediate_size, generator=generator) for _ in range(shape.num_layers)]
-    space = search_space(shape, config, scores_a, scores_m)
     windows = torch.randint(3, shape.vocab_size, (args.fitness_windows, args.fitness_seq_len), generator=generator)
     screening = windows[: args.screening_windows, : args.screening_seq_len] if screening_keep < 1 else None
-    fitness = PerplexityFitness(model, adapter, windows, args.fitness_batch_size, screening)
     settings = config.search
     times = []
 
     def on_progress(generation, evaluations, best):
         times.append((generation, evaluations, time.perf_counter()))
 
-    search = EvolutionarySearch(space, settings, fitness, seed=0, progress=on_progress,
-                                screen=fitness.screen if screening is not None else None)
+    if engine == "reference":  # one spec per call; nothing built is kept between screening and evaluation
+        from reference_engine import EvolutionarySearch, SearchSpace
+
+        space = SearchSpace(shape, scores_a, scores_m, args.ratio, attention_range=s.attention_range,
+                            mlp_range=s.mlp_range, head_dim_multiple=s.head_dim_multiple, mlp_multiple=s.mlp_multiple,
+                            depth_search=args.ratio <= 0.7, min_depth=round(s.min_depth_ratio * shape.num_layers),
+                            tolerance=s.ratio_tolerance)
+        fitness = PerplexityFitness(model, adapter, windows, args.fitness_batch_size, screening, keep_built_bytes=0)
+        search = EvolutionarySearch(space, settings, fitness.score, seed=0, progress=on_progress,
+                                    screen=fitness.screen if screening is not None else None)
+    else:
+        from optimum_subnet.search import EvolutionarySearch
+
+        space = search_space(shape, config, scores_a, scores_m)
+        fitness = PerplexityFitness(model, adapter, windows, args.fitness_batch_size, screening)
+        search = EvolutionarySearch(space, settings, fitness, seed=0, progress=on_progress,
+                                    screen=fitness.screen_many if screening is not None else None)
     start = time.perf_counter()
     result = search.run(space.initial())
     seconds = time.perf_counter() - start
     per_generation = [h["seconds"] for h in result.history]
     increments = [b - a for a, b in zip([0.0] + per_generation[:-1], per_generation)]
     steady = statistics.median(increments[1:]) if len(increments) > 1 else increments[0]
+    scoring = result.evaluation_seconds + result.screening_seconds
     return {
+        "engine": engine,
         "screening_keep": screening_keep,
         "screening": None if screening is None else {"windows": int(screening.shape[0]),
                                                      "seq_len": int(screening.shape[1]),
@@ -101,6 +126,8 @@ def measure_search(model, args, generations: int, screening_keep: float) -> dict
         "fitness_windows": args.fitness_windows, "fitness_seq_len": args.fitness_seq_len,
         "fitness_batch_size": args.fitness_batch_size, "seconds": seconds,
         "seconds_per_evaluation": result.seconds_per_evaluation, "seconds_per_generation": increments,
+        "fitness_and_screening_seconds": scoring, "outside_fitness_seconds": seconds - scoring,
+        "subnets_built": fitness.builds, "subnets_reused": fitness.reused,
         "extrapolated_50_generations_minutes": (increments[0] + 49 * steady) / 60,
         "extrapolation": "first generation + 49 x the median later generation (measured generations only)",
     }
@@ -275,6 +302,9 @@ def main(argv=None) -> int:
     parser.add_argument("--prompt", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--skip-search", action="store_true")
+    parser.add_argument("--engines", default="current",
+                        help="comma-separated: current (today's engine), reference (main at 58474c2, frozen in "
+                             "benchmarks/reference_engine); each is measured in turn on the same model")
     parser.add_argument("--screening-keep", type=float, default=1.0,
                         help="successive halving: fraction of each generation fully evaluated (1: the paper)")
     parser.add_argument("--screening-windows", type=int, default=1)
@@ -305,11 +335,13 @@ def main(argv=None) -> int:
         results["decode"] = measure_decode(model, args)
         output.with_suffix(".json").write_text(json.dumps(results, indent=2))
     if not args.skip_search:
-        if args.screening_keep < 1 and args.plain_generations > 0:
-            results["search_plain"] = measure_search(model, args, args.plain_generations, 1.0)
+        for engine in args.engines.split(","):
+            suffix = "" if engine == "current" else f"_{engine}"
+            if args.screening_keep < 1 and args.plain_generations > 0:
+                results["search_plain" + suffix] = measure_search(model, args, args.plain_generations, 1.0, engine)
+                output.with_suffix(".json").write_text(json.dumps(results, indent=2))
+            results["search" + suffix] = measure_search(model, args, args.generations, args.screening_keep, engine)
             output.with_suffix(".json").write_text(json.dumps(results, indent=2))
-        results["search"] = measure_search(model, args, args.generations, args.screening_keep)
-        output.with_suffix(".json").write_text(json.dumps(results, indent=2))
     if args.reform_layers > 0:
         del model
         if args.device.startswith("cuda"):
@@ -332,7 +364,7 @@ def markdown(results: dict) -> str:
         lines.append(f"| {row.get('model', 'dense' if row['ratio'] == 1.0 else 'subnet')} | {row['inheriting_ratio']:.3f} | "
                      f"{row['weight_bytes'] / 2**30:.2f} | {row['decode_tokens_per_s']:.1f} | {row['speedup']:.2f}x | "
                      f"{row['ideal_speedup']:.2f}x |")
-    for key in ("search_plain", "search"):
+    for key in ("search_plain_reference", "search_reference", "search_plain", "search"):
         search = results.get(key)
         if not search:
             continue
@@ -341,13 +373,18 @@ def markdown(results: dict) -> str:
                f"screening: every candidate ranked on {screening['windows']} x {screening['seq_len']} tokens "
                f"({screening['screenings']} screenings, {screening['seconds']:.1f} s), the best "
                f"{search['screening_keep']:.0%} fully evaluated")
-        lines += ["", f"Search, {how} (population {search['population']}, fitness {search['fitness_windows']} x "
+        engine = {"reference": "engine of main at 58474c2", "current": "today's engine"}[search.get("engine", "current")]
+        split = (f" Outside the fitness and screening calls (producing candidates): "
+                 f"{search['outside_fitness_seconds']:.1f} s of {search['seconds']:.1f} s; subnets built "
+                 f"{search['subnets_built']}, reused from the screening {search['subnets_reused']}."
+                 if "outside_fitness_seconds" in search else "")
+        lines += ["", f"Search ({engine}), {how} (population {search['population']}, fitness {search['fitness_windows']} x "
                       f"{search['fitness_seq_len']} tokens, batch {search['fitness_batch_size']}): "
                       f"{search['evaluations']} full evaluations in {search['seconds']:.1f} s over "
                       f"{search['generations_run']} generations ({search['seconds_per_evaluation']:.3f} s each); "
                       f"per generation {', '.join(f'{s:.1f}' for s in search['seconds_per_generation'])} s; "
                       f"50 generations extrapolated: **{search['extrapolated_50_generations_minutes']:.1f} min** "
-                      f"({search['extrapolation']})."]
+                      f"({search['extrapolation']})." + split]
     ref = results.get("reformation")
     if ref:
         peak = f", peak memory {ref['peak_memory_bytes'] / 2**30:.1f} GiB" if ref["peak_memory_bytes"] else ""

@@ -8,7 +8,7 @@ way it becomes a number of parameters (:attr:`Budget.target_params`, all of them
 tolerance around it; every report gives both ratios.
 
 Width grid: widths are multiples of hardware-friendly steps (head size in channels, MLP width),
-never coarser than 1/8 of a head or 1/16 of an MLP so that small models keep a usable grid.
+never coarser than 1/4 of a head (four head sizes) or 1/16 of an MLP so that small models keep a usable grid.
 """
 
 from __future__ import annotations
@@ -90,8 +90,9 @@ class WidthGrid:
 
     @property
     def head_dim_step(self) -> int:
-        """Head-size step in channels, never coarser than 1/8 of a head."""
-        return max(self.channels_per_unit, min(self.head_dim_multiple, self.shape.head_dim // 8))
+        """Head-size step in channels, never coarser than 1/4 of a head (SmolLM2's 64-channel heads can keep
+        16, 32, 48 or 64 channels: multiples of 16, what ONNX Runtime's in-kernel rotary needs)."""
+        return max(self.channels_per_unit, min(self.head_dim_multiple, self.shape.head_dim // 4))
 
     @property
     def attention_step(self) -> int:

@@ -57,6 +57,10 @@ class SearchConfig:
     mlp_range: list[float] | None = None
     #: "auto": depth search only for targets <= 0.7, as in the paper.
     depth_search: str = "auto"
+    #: Whole KV heads (with their query groups) may be dropped besides channels inside heads (not in the
+    #: paper): "on", "off", or "auto" (on for targets <= 0.6). With it, the global initial subnet by heads
+    #: (FLAP's head structure) is a third starting candidate.
+    kv_head_search: str = "off"
     min_depth_ratio: float = 0.875  # 28/32 layers in the paper
     head_dim_multiple: int = 8
     mlp_multiple: int = 64
@@ -84,6 +88,18 @@ class SearchConfig:
     screening_keep: float = 1.0
     screening_windows: int = 1
     screening_seq_len: int = 512
+    #: Fresh fitness windows every generation (not in the paper): generation g scores on its own random
+    #: draw of ``fitness_windows`` calibration windows, and the top-k is scored again on them.
+    fitness_refresh: bool = False
+    #: "perplexity" of the text (the paper) or "distillation": mean KL divergence from the dense model's
+    #: next-token distribution to the candidate's on the fitness windows.
+    fitness_metric: str = "perplexity"
+    #: Final choice (not in the paper; 0 = off: the best fitness wins): the top-k and both initial subnets
+    #: are scored by perplexity on this many calibration windows that neither the search nor the
+    #: reformation saw, and the best is kept, so the search never returns a subnet worse there than the
+    #: initial ones.
+    selection_windows: int = 0
+    selection_seq_len: int = 512
 
 
 @dataclass
@@ -229,6 +245,8 @@ class SubnetConfig:
              f"attention_pruning must be one of {', '.join(ATTENTION_PRUNING)}, got {s.attention_pruning!r}"),
             (not (s.attention_pruning == "none" and s.attention_range and list(s.attention_range) != [1.0, 1.0]),
              ATTENTION_WHOLE_TAKES_NO_RANGE),
+            (s.kv_head_search in ("auto", "on", "off"),
+             f"kv_head_search must be auto, on or off, got {s.kv_head_search!r}"),
             (s.attention_mask_sharing in ("kv_head", "layer"),
              f"attention_mask_sharing must be kv_head or layer, got {s.attention_mask_sharing!r}"),
             (s.head_dim_multiple >= 1 and s.mlp_multiple >= 1, "width multiples must be >= 1"),
@@ -239,6 +257,10 @@ class SubnetConfig:
             (0 < s.screening_keep <= 1, f"screening_keep must be in (0, 1], got {s.screening_keep}"),
             (1 <= s.screening_windows <= s.fitness_windows and s.screening_seq_len >= 2,
              "screening needs 1..fitness_windows windows of >= 2 tokens"),
+            (s.fitness_metric in ("perplexity", "distillation"),
+             f"fitness_metric must be perplexity or distillation, got {s.fitness_metric!r}"),
+            (s.selection_windows >= 0 and s.selection_seq_len >= 2,
+             "selection_windows must be >= 0 (0: off) and selection_seq_len >= 2"),
             (d.num_samples >= 1, f"calibration needs at least one sample, got {d.num_samples}"),
             (d.seq_len >= 2 and d.eval_seq_len >= 2, "sequence lengths must be at least 2 tokens"),
             (d.eval_max_windows is None or d.eval_max_windows >= 1,

@@ -113,6 +113,10 @@ class ModelShape:
 
 @dataclass
 class LayerSpec:
+    """One kept decoder block. Index lists are lists of ints; a search candidate's (handed to the fitness,
+    never saved as such) may be numpy arrays instead: ``attention_channels`` (kv heads x channels) and
+    ``mlp_channels``, which :meth:`SubnetSpec.to_dict` turns into lists."""
+
     source_index: int
     kv_heads: list[int]
     attention_channels: list[list[int]]
@@ -122,7 +126,7 @@ class LayerSpec:
 
     @property
     def head_dim(self) -> int:
-        return len(self.attention_channels[0]) if self.attention_channels else 0
+        return len(self.attention_channels[0]) if len(self.attention_channels) else 0
 
     @property
     def num_kv_heads(self) -> int:
@@ -240,7 +244,7 @@ class SubnetSpec:
                 raise InvalidSpecError(f"{where}: with per-head q/k norms (one weight for every head) all kept "
                                        "heads of a layer must keep the same channels")
             _check_index_list(layer.mlp_channels, shape.intermediate_size, f"{where} mlp channels")
-            if not layer.mlp_channels:
+            if not len(layer.mlp_channels):
                 raise InvalidSpecError(f"{where}: keeps no MLP channel")
         return self
 
@@ -249,7 +253,7 @@ class SubnetSpec:
         return {
             "format_version": SPEC_FORMAT_VERSION,
             "shape": self.shape.to_dict(),
-            "layers": [asdict(layer) for layer in self.layers],
+            "layers": [_plain(layer) for layer in self.layers],
             "summary": self.summary(),
             "metadata": self.metadata,
         }
@@ -310,7 +314,7 @@ class SubnetSpec:
 
     def key(self) -> str:
         """A content hash of the structure (not the metadata), used to cache fitness values."""
-        payload = json.dumps([asdict(layer) for layer in self.layers], sort_keys=True)
+        payload = json.dumps([_plain(layer) for layer in self.layers], sort_keys=True)
         return hashlib.sha1(payload.encode()).hexdigest()
 
 
@@ -363,8 +367,15 @@ _TYPE_WORDS = {"str": "a string", "bool": "true or false", "int": "a positive in
 _ZERO_ALLOWED = {"rotary_dim"}
 
 
+def _plain(layer: "LayerSpec") -> dict[str, Any]:
+    """A layer as JSON values (a search candidate's index lists may be numpy arrays)."""
+    return {k: v.tolist() if hasattr(v, "tolist") else ([c.tolist() if hasattr(c, "tolist") else c for c in v]
+                                                        if k == "attention_channels" else v)
+            for k, v in asdict(layer).items()}
+
+
 def _check_index_list(values: Sequence[int], upper: int, what: str) -> None:
     if list(values) != sorted(set(values)):
         raise InvalidSpecError(f"{what} must be unique and sorted")
-    if values and (values[0] < 0 or values[-1] >= upper):
+    if len(values) and (values[0] < 0 or values[-1] >= upper):
         raise InvalidSpecError(f"{what} out of range 0..{upper - 1}")

@@ -40,13 +40,44 @@ def calibration_windows(stream: torch.Tensor, num_windows: int, seq_len: int, se
     """``num_windows`` windows of ``seq_len`` tokens at random (seeded) offsets: (num_windows, seq_len).
     With ``bos`` each window is that token followed by ``seq_len - 1`` tokens of text."""
     text_len = seq_len - (bos is not None)
+    return windows_at(stream, calibration_starts(stream.numel(), num_windows, text_len, seed), text_len, bos)
+
+
+def calibration_starts(stream_len: int, num_windows: int, text_len: int, seed: int) -> list[int]:
+    """The stream offsets :func:`calibration_windows` cuts its windows at."""
     if num_windows < 1:
         raise DataError(f"need at least one calibration window, got {num_windows}")
-    if stream.numel() < text_len:
-        raise DataError(f"calibration data too short: {stream.numel()} tokens, need at least {text_len}")
+    if stream_len < text_len:
+        raise DataError(f"calibration data too short: {stream_len} tokens, need at least {text_len}")
     generator = torch.Generator().manual_seed(seed)
-    starts = torch.randint(0, stream.numel() - text_len + 1, (num_windows,), generator=generator)
-    return _with_bos(torch.stack([stream[s : s + text_len] for s in starts.tolist()]), bos)
+    return torch.randint(0, stream_len - text_len + 1, (num_windows,), generator=generator).tolist()
+
+
+def disjoint_starts(stream_len: int, num_windows: int, text_len: int, seed: int,
+                    avoid: list[tuple[int, int]]) -> list[int]:
+    """``num_windows`` random offsets whose windows overlap neither each other nor any ``(start, length)``
+    span of ``avoid`` (windows another stage saw)."""
+    taken = sorted(avoid)
+    generator = torch.Generator().manual_seed(seed)
+    starts: list[int] = []
+    for _ in range(100):
+        if len(starts) == num_windows or stream_len < text_len:
+            break
+        for s in torch.randint(0, stream_len - text_len + 1, (4 * num_windows,), generator=generator).tolist():
+            if all(s + text_len <= a or a + n <= s for a, n in taken):
+                starts.append(s)
+                taken.append((s, text_len))
+                if len(starts) == num_windows:
+                    break
+    if len(starts) < num_windows:
+        raise DataError(f"calibration data too short for {num_windows} windows of {text_len} tokens apart from the "
+                        "other stages' windows; use fewer or shorter selection windows")
+    return starts
+
+
+def windows_at(stream: torch.Tensor, starts: list[int], text_len: int, bos: int | None = None) -> torch.Tensor:
+    """Windows of ``text_len`` tokens at ``starts`` (each after ``bos``, when given)."""
+    return _with_bos(torch.stack([stream[s : s + text_len] for s in starts]), bos)
 
 
 def evaluation_windows(stream: torch.Tensor, seq_len: int, max_windows: int | None = None,

@@ -418,7 +418,7 @@ class DecoderFamily(ModelAdapter):
                 "num_attention_heads": layer.num_kv_heads * shape.group_size,
                 "num_key_value_heads": layer.num_kv_heads,
                 "head_dim": layer.head_dim,
-                "rope_channels": [list(c) for c in layer.attention_channels],
+                "rope_channels": [c.tolist() if hasattr(c, "tolist") else list(c) for c in layer.attention_channels],
                 "intermediate_size": layer.intermediate_size,
                 "attention_out_bias": layer.attention_out_bias,
                 "mlp_out_bias": layer.mlp_out_bias,

@@ -31,6 +31,7 @@ Per-layer entries (``config.subnet_layers[i]``): ``source_layer``, ``num_attenti
 import copy
 from typing import Callable, Optional
 
+import numpy as np
 import torch
 from torch import nn
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
@@ -101,41 +102,36 @@ class SubnetAttention(nn.Module):
     # ------------------------------------------------------------------------------ rotary
     def _setup_rotary(self, rope, head_dim: int) -> None:
         """Per KV head, which original channel each kept channel is (for its cos/sin), and its RoPE
-        partner inside the kept head (``rotate_half`` pairs ``i`` with ``i + d/2``)."""
-        full = list(range(head_dim))
+        partner inside the kept head (``rotate_half`` pairs ``i`` with ``i + d/2``). Vectorized: at 7B
+        shape a layer keeps ~4K channels, and this runs for every search candidate built."""
         self.rope_mode = "full"
-        if rope is None or all(list(c) == full for c in rope):
+        if rope is None:
+            return
+        channels = np.asarray([np.asarray(c, dtype=np.int64) for c in rope])  # (kv heads, kept channels)
+        if channels.shape[1] == head_dim and (channels == np.arange(head_dim)).all():
             return
         r = self._rotary_dim
-        shared = all(list(c) == list(rope[0]) for c in rope)
-        heads = [rope[0]] if shared else rope
-        index, partner, sign = [], [], []
-        standard = True  # the kept layout is rotate_half's: every channel paired with the one d'/2 away
-        for channels in heads:
-            channels = list(channels)
-            position = {c: p for p, c in enumerate(channels)}
-            half = len(channels) // 2
-            rows_i, rows_p, rows_s = [], [], []
-            for p, c in enumerate(channels):
-                if c < r:  # rotated channel: original cos/sin column c, partner c +- r/2
-                    mate = c + r // 2 if c < r // 2 else c - r // 2
-                    rows_i.append(c)
-                    rows_p.append(position[mate])
-                    rows_s.append(-1.0 if c < r // 2 else 1.0)
-                    standard &= position[mate] == (p + half if p < half else p - half)
-                else:  # pass-through channel (partial rotary): cos 1, sin 0
-                    rows_i.append(r)
-                    rows_p.append(p)
-                    rows_s.append(0.0)
-                    standard = False
-            index.append(rows_i)
-            partner.append(rows_p)
-            sign.append(rows_s)
+        shared = bool((channels == channels[:1]).all())
+        heads = channels[:1] if shared else channels
+        rows, kept = heads.shape
+        half = kept // 2
+        position = np.full((rows, head_dim), -1, dtype=np.int64)
+        np.put_along_axis(position, heads, np.arange(kept)[None, :].repeat(rows, 0), axis=1)
+        rotated = heads < r
+        low = heads < r // 2
+        mate = np.where(low, heads + r // 2, heads - r // 2)
+        mate_position = np.take_along_axis(position, np.where(rotated, mate, 0), axis=1)
+        p = np.arange(kept)[None, :]
+        index = np.where(rotated, heads, r)  # pass-through channel (partial rotary): cos 1, sin 0
+        partner = np.where(rotated, mate_position, p)
+        sign = np.where(rotated, np.where(low, -1.0, 1.0), 0.0)
+        # the kept layout is rotate_half's: every channel paired with the one d'/2 away
+        standard = bool(rotated.all() and (mate_position == np.where(p < half, p + half, p - half)).all())
         self.rope_mode = ("shared" if shared else "per_head") + ("" if standard else "_gather")
-        self.register_buffer("rope_index", torch.tensor(index, dtype=torch.long), persistent=False)
+        self.register_buffer("rope_index", torch.from_numpy(index), persistent=False)
         if not standard:
-            self.register_buffer("rope_partner", torch.tensor(partner, dtype=torch.long), persistent=False)
-            self.register_buffer("rope_sign", torch.tensor(sign), persistent=False)
+            self.register_buffer("rope_partner", torch.from_numpy(partner), persistent=False)
+            self.register_buffer("rope_sign", torch.from_numpy(sign).to(torch.get_default_dtype()), persistent=False)
 
     def _tables(self, cos: torch.Tensor, sin: torch.Tensor, heads: int):
         """cos/sin (batch, seq, rotary dim) -> this layer's tables for ``heads`` heads: (b, 1 or heads, s, d')."""

@@ -147,6 +147,9 @@ class SubnetOptimizer:
         if config.faithfulness.min_spearman is not None and searching and config.offload == "on":
             raise SubnetError("the faithfulness constraint (faithfulness.min_spearman) needs whole-model passes of "
                               'every candidate and does not run with streamed blocks; set offload="auto" or "off"')
+        streamed_unsupported = streamed_search_refusal(config) if searching else None
+        if streamed_unsupported is not None and config.offload == "on":
+            raise SubnetError(f"{streamed_unsupported}; set offload=\"auto\" or \"off\"")
         dtype = torch_dtype(config.dtype)
         shape = self.adapter.shape(self.model.config)
         limit = getattr(self.model.config, "max_position_embeddings", None)
@@ -181,6 +184,9 @@ class SubnetOptimizer:
                 resident = sum(p.numel() * p.element_size() for p in self.model.parameters())
             plan = plan_memory(shape, config, dtype.itemsize, device, *memory_budget(device, resident),
                                search=searching)
+            if plan.offload and streamed_unsupported is not None:
+                raise SubnetError(f"the model does not fit on the device and is streamed block by block, but "
+                                  f"{streamed_unsupported}; change that setting or use a device with more memory")
             if plan.offload and searching and config.faithfulness.min_spearman is not None:
                 raise SubnetError("the model does not fit on the device and is streamed block by block, but the "
                                   "faithfulness constraint (faithfulness.min_spearman) needs whole-model passes of "
@@ -249,8 +255,10 @@ class SubnetOptimizer:
             work.check_fingerprint({
                 "config": config.to_dict(),
                 "model": {"name": self.model_name, "shape": shape.to_dict(), "weights": weights},
-                "data": {"calibration": tensors_digest(data.calibration), "fitness": tensors_digest(data.fitness),
-                         "evaluation": tensors_digest(data.evaluation)},
+                "data": {"calibration": tensors_digest(data.calibration),
+                         "fitness": tensors_digest(*(data.fitness_sets or [data.fitness])),
+                         "evaluation": tensors_digest(data.evaluation),
+                         **({"selection": tensors_digest(data.selection)} if data.selection is not None else {})},
                 "spec": spec.key() if spec is not None else None,
                 "versions": {k: v for k, v in package_versions().items()
                              if k in ("optimum-subnet", "torch", "transformers")},
@@ -362,3 +370,15 @@ def check_disk_space(save_dir: str | os.PathLike, shape, config: SubnetConfig, d
     if needed > free:
         raise ResourceError(f"not enough disk space for {save_dir}: the subnet needs about {human_bytes(needed)} "
                             f"but {human_bytes(free)} is free there; free some space or choose another output folder")
+
+
+def streamed_search_refusal(config: SubnetConfig) -> str | None:
+    """Why the search's settings cannot run with streamed blocks (an offloaded run), or None: the
+    streamed fitness scores perplexity on fixed windows only."""
+    s = config.search
+    if s.fitness_metric != "perplexity":
+        return (f'search.fitness_metric="{s.fitness_metric}" needs the dense model\'s outputs beside every '
+                "candidate's and does not run with streamed blocks")
+    if s.fitness_refresh:
+        return "search.fitness_refresh (fresh fitness windows per generation) does not run with streamed blocks"
+    return None

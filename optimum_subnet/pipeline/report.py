@@ -11,7 +11,9 @@ from typing import Any
 #: the inputs and the library versions on the same hardware. ``timings`` also records ``resumed_from_generation``.
 TIMING_FIELDS = ("timings", "search.seconds", "search.seconds_per_evaluation", "search.history[].seconds",
                  "faithfulness.seconds", "faithfulness.reference_seconds",
-                 "reformation.seconds", "memory.budget_bytes", "search.distributed.ranks[].seconds")
+                 "reformation.seconds", "memory.budget_bytes", "search.distributed.ranks[].seconds",
+                 # counted by this process only (a resumed run builds fewer subnets)
+                 "search.fitness.subnets_built", "search.fitness.subnets_reused")
 
 
 def without_timings(report: dict[str, Any]) -> dict[str, Any]:

@@ -33,9 +33,10 @@ logger = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------------------------- data
 @dataclass
 class PassData:
-    """Token windows of one run. Calibration and fitness windows come from the calibration side of the
-    dataset (disjoint draws), the evaluation windows from its held-out side (never seen by the search
-    or the reformation)."""
+    """Token windows of one run. Calibration, fitness and selection windows come from the calibration side
+    of the dataset (random offsets; selection windows overlap no calibration or fitness window), the
+    evaluation windows from its held-out side (other articles, never seen by the search, the selection or
+    the reformation)."""
 
     calibration: torch.Tensor
     fitness: torch.Tensor
@@ -43,6 +44,10 @@ class PassData:
     eval_name: str
     eval_key: str
     faithfulness_prompts: list = field(default_factory=list)
+    #: fitness windows of every generation (one set unless ``search.fitness_refresh``)
+    fitness_sets: list = field(default_factory=list)
+    selection: torch.Tensor | None = None
+    seen: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
         from optimum_subnet import data as data_lib
@@ -55,12 +60,30 @@ def load_pass_data(config: SubnetConfig, tokenizer, max_positions: int | None, s
     from optimum_subnet import data as data_lib
 
     d, s, fa = config.data, config.search, config.faithfulness
-    for length in (d.seq_len, d.eval_seq_len) + ((s.fitness_seq_len,) if search else ()):
+    selecting = search and s.selection_windows > 0
+    for length in ((d.seq_len, d.eval_seq_len) + ((s.fitness_seq_len,) if search else ())
+                   + ((s.selection_seq_len,) if selecting else ())):
         data_lib.check_sequence_length(length, max_positions)
     bos = data_lib.bos_of(tokenizer)
     stream = data_lib.tokenize_stream(data_lib.load_texts(d.dataset, "calibration", d.text_column), tokenizer)
-    calibration = data_lib.calibration_windows(stream, d.num_samples, d.seq_len, config.seed, bos)
-    fitness = data_lib.calibration_windows(stream, s.fitness_windows, s.fitness_seq_len, config.seed + 1, bos)
+
+    def text(seq_len: int) -> int:
+        return seq_len - (bos is not None)
+
+    n = stream.numel()
+    calibration_starts = data_lib.calibration_starts(n, d.num_samples, text(d.seq_len), config.seed)
+    calibration = data_lib.windows_at(stream, calibration_starts, text(d.seq_len), bos)
+    generations = s.generations if search and s.fitness_refresh else 1
+    fitness_starts = [data_lib.calibration_starts(n, s.fitness_windows, text(s.fitness_seq_len),
+                                                  config.seed + 1 if g == 0 else config.seed + 1000 + g)
+                      for g in range(max(1, generations))]
+    fitness_sets = [data_lib.windows_at(stream, starts, text(s.fitness_seq_len), bos) for starts in fitness_starts]
+    selection = None
+    if selecting:
+        avoid = ([(x, text(d.seq_len)) for x in calibration_starts]
+                 + [(x, text(s.fitness_seq_len)) for starts in fitness_starts for x in starts])
+        starts = data_lib.disjoint_starts(n, s.selection_windows, text(s.selection_seq_len), config.seed + 2, avoid)
+        selection = data_lib.windows_at(stream, starts, text(s.selection_seq_len), bos)
     eval_name = d.eval_dataset or d.dataset
     evaluation = data_lib.evaluation_windows(
         data_lib.tokenize_stream(data_lib.load_texts(eval_name, "evaluation", d.text_column), tokenizer),
@@ -75,10 +98,32 @@ def load_pass_data(config: SubnetConfig, tokenizer, max_positions: int | None, s
                                     min(fa.max_tokens, max_positions or fa.max_tokens))
         except DataError as e:
             raise DataError(f"{e} (or turn the faithfulness check off: faithfulness.prompts = 0)") from None
-    logger.info("Data: %d calibration x %d tokens, %d fitness x %d, %d held-out x %d (%s)", len(calibration),
-                d.seq_len, len(fitness), s.fitness_seq_len, len(evaluation), d.eval_seq_len,
+    side = f"calibration side of {data_lib.describe(d.dataset)}"
+    seen = {
+        "calibration": {"used_by": ["importance", "reformation"], "windows": len(calibration), "seq_len": d.seq_len,
+                        "from": f"{side}, random offsets (seed {config.seed})"},
+        "evaluation": {"used_by": ["held-out perplexity only"], "windows": len(evaluation),
+                       "seq_len": d.eval_seq_len, "from": f"held-out side of {data_lib.describe(eval_name)}"
+                       + (" (other articles than the calibration side)" if eval_name == d.dataset else "")},
+    }
+    if search:
+        seen["fitness"] = {"used_by": ["search fitness", "initial subnet choice"] + (
+                               ["screening"] if s.screening_keep < 1 else []),
+                           "windows": s.fitness_windows, "seq_len": s.fitness_seq_len, "sets": len(fitness_sets),
+                           "from": f"{side}, random offsets (seed {config.seed + 1}"
+                           + (f", then {config.seed + 1001}.. for later generations)" if len(fitness_sets) > 1
+                              else ")")}
+    if selection is not None:
+        seen["selection"] = {"used_by": ["final choice among the top-k and initial subnets"],
+                             "windows": len(selection), "seq_len": s.selection_seq_len,
+                             "from": f"{side}, random offsets (seed {config.seed + 2}) overlapping no calibration "
+                                     "or fitness window"}
+    logger.info("Data: %d calibration x %d tokens, %d fitness x %d%s, %d held-out x %d (%s)", len(calibration),
+                d.seq_len, s.fitness_windows, s.fitness_seq_len,
+                f" ({len(fitness_sets)} sets)" if len(fitness_sets) > 1 else "", len(evaluation), d.eval_seq_len,
                 data_lib.describe(eval_name))
-    return PassData(calibration, fitness, evaluation, eval_name, f"{eval_name}@{d.eval_seq_len}", prompts)
+    return PassData(calibration, fitness_sets[0], evaluation, eval_name, f"{eval_name}@{d.eval_seq_len}", prompts,
+                    fitness_sets=fitness_sets, selection=selection, seen=seen)
 
 
 def evaluate(model, data: PassData, batch_size: int, label: str) -> dict[str, float]:
@@ -147,13 +192,15 @@ class BaselineSelector:
 
 
 class SearchSelector:
-    """Ours: the search space from the importance scores, the better initial subnet, the evolutionary search."""
+    """Ours: the search space from the importance scores, the better initial subnet, the evolutionary search,
+    and (``search.selection_windows``) the final choice on windows the search never saw."""
 
     needs_importance = True
     needs_fitness = True
 
     def select(self, run: "RunContext") -> Selection:
-        from optimum_subnet.pipeline.fitness import FaithfulnessConstrainedFitness, PerplexityFitness
+        from optimum_subnet.pipeline.fitness import (DistillationFitness, FaithfulnessConstrainedFitness,
+                                                     PerplexityFitness)
         from optimum_subnet.search import EvolutionarySearch
 
         config, s, fa, report, work = run.config, run.config.search, run.config.faithfulness, run.report, run.work
@@ -162,6 +209,7 @@ class SearchSelector:
         attention, mlp, attention_allocation, mlp_allocation = run.scores.for_search(s.importance, run.shape)
         space = search_space(run.shape, config, attention, mlp, attention_allocation, mlp_allocation)
         screening = run.data.fitness[: s.screening_windows, : s.screening_seq_len] if s.screening_keep < 1 else None
+        options = {"window_sets": run.data.fitness_sets.__getitem__ if s.fitness_refresh else None}
         if fa.min_spearman is not None:
             from optimum_subnet.evaluation.faithfulness import FaithfulnessScorer
 
@@ -170,39 +218,42 @@ class SearchSelector:
                                         fa.atman_config(), fa.top_k)
             timings["faithfulness_constraint_reference"] = time.perf_counter() - t
             fitness = FaithfulnessConstrainedFitness(run.model, run.adapter, run.data.fitness, s.fitness_batch_size,
-                                                     scorer, fa.min_spearman, screening)
+                                                     scorer, fa.min_spearman, screening, **options)
         elif run.streamer is not None:  # offloaded: a group of candidates shares one stream of the dense blocks
             from optimum_subnet.pipeline.streamed import StreamedFitness
 
             fitness = StreamedFitness(run.model, run.adapter, run.data.fitness, s.fitness_batch_size, run.streamer,
                                       screening, group_size=run.plan.candidate_group if run.plan is not None else 1)
         else:
-            fitness = PerplexityFitness(run.model, run.adapter, run.data.fitness, s.fitness_batch_size, screening)
+            kind = DistillationFitness if s.fitness_metric == "distillation" else PerplexityFitness
+            fitness = kind(run.model, run.adapter, run.data.fitness, s.fitness_batch_size, screening, **options)
         local_fitness = fitness
         if context.enabled:  # each process evaluates its share of every generation
             from optimum_subnet.distributed import DistributedFitness
 
             fitness = DistributedFitness(local_fitness, context)
+        metric = getattr(local_fitness, "metric", "perplexity")
 
         # --- initial subnets: the paper's uniform one, and the global (adaptive) one
         candidates = {"uniform": space.initial()}
         if s.initialization in ("global", "best"):
             candidates["global"] = space.global_initial()
+            if space.head_search:
+                candidates["global_heads"] = space.global_initial("head")
         if "initial" not in report:  # (a resumed run has them already)
             specs = {name: space.to_spec(genome) for name, genome in candidates.items()}
-            many = getattr(fitness, "many", None)
-            values = many(list(specs.values())) if many is not None else [fitness(x) for x in specs.values()]
-            fitness_of = dict(zip(specs, values))
+            fitness_of = dict(zip(specs, (float(v) for v in fitness.many(list(specs.values())))))
             for name, candidate_spec in specs.items():
-                report["initial" if name == "uniform" else "initial_global"] = {
+                report["initial" if name == "uniform" else f"initial_{name}"] = {
                     "params": candidate_spec.params(), "inheriting_ratio": candidate_spec.inheriting_ratio(),
                     "fitness": fitness_of[name],
                     "ppl": run.evaluate(lambda: run.extract(candidate_spec), f"initial, {name}")}
-            chosen = min(fitness_of, key=fitness_of.get) if s.initialization == "best" else s.initialization
+            chosen = (min(fitness_of, key=fitness_of.get) if s.initialization == "best"
+                      else min((n for n in fitness_of if n.startswith(s.initialization)), key=fitness_of.get))
             report["initialization"] = {"method": s.initialization, "importance": s.importance, "chosen": chosen,
                                         "fitness": fitness_of}
-            logger.info("Initial subnets (calibration perplexity): %s; the search starts from the %s one",
-                        ", ".join(f"{k} {v:.2f}" for k, v in fitness_of.items()), chosen)
+            logger.info("Initial subnets (fitness, %s): %s; the search starts from the %s one", metric,
+                        ", ".join(f"{k} {v:.3f}" for k, v in fitness_of.items()), chosen)
             if work is not None:
                 work.save_pre_search(report, {**run.timings, **timings}, run.scores)
         initial = candidates[report["initialization"]["chosen"]]
@@ -212,12 +263,17 @@ class SearchSelector:
         with progress_bar(total=planned, desc="Search", unit="cand", enabled=context.is_main) as bar:
             def on_progress(generation: int, evaluations: int, best: float) -> None:
                 bar.n = min(evaluations, planned)
-                bar.set_postfix(gen=generation + 1, best=f"{best:.2f}")
+                bar.set_postfix(gen=generation + 1, best=f"{best:.3f}")
                 bar.refresh()
 
+            def on_scored() -> None:
+                bar.update(0 if bar.n >= planned else 1)
+
+            local_fitness.on_scored = on_scored  # (a streamed fitness reports per group, not per candidate)
             search = EvolutionarySearch(space, s, fitness, seed=config.seed, progress=on_progress,
                                         checkpoint=work.save_search_state if work is not None else None,
-                                        screen=fitness.screen if screening is not None else None)
+                                        screen=fitness.screen_many if screening is not None else None,
+                                        refresh=local_fitness.refresh if s.fitness_refresh else None)
             state = context.on_main(lambda: work.load_search_state() if work is not None else None)
             if state is not None:
                 search.load_state_dict(state)
@@ -234,7 +290,11 @@ class SearchSelector:
             "best_fitness_per_generation": result.best_fitness_per_generation,
             "history": result.history,
             "space": space.describe(),
-            "fitness": {"windows": len(run.data.fitness), "seq_len": s.fitness_seq_len, "metric": "perplexity"},
+            "fitness": {"windows": s.fitness_windows, "seq_len": s.fitness_seq_len, "metric": metric,
+                        "fresh_windows_per_generation": s.fitness_refresh,
+                        **({"subnets_built": local_fitness.builds, "subnets_reused": local_fitness.reused}
+                           if hasattr(local_fitness, "builds") else {})},
+            "windows_seen": run.data.seen,
         }
         if screening is not None:
             entry["screening"] = {"keep": s.screening_keep, "windows": int(screening.shape[0]),
@@ -250,7 +310,41 @@ class SearchSelector:
                                     "ranks": fitness.totals()}
         if run.streamer is not None:
             entry["offload"] = {"candidate_group": local_fitness.group_size}
-        return Selection(spec=space.to_spec(result.best), report={"search": entry}, timings=timings)
+        best = result.best
+        if run.data.selection is not None:
+            t = time.perf_counter()
+            best, entry["selection"] = select_final(run, space, result, candidates)
+            timings["selection"] = time.perf_counter() - t
+        return Selection(spec=space.to_spec(best), report={"search": entry}, timings=timings)
+
+
+def select_final(run: "RunContext", space, result, initial: dict[str, Any]):
+    """The subnet with the lowest perplexity on the selection windows among the search's top-k and the
+    initial subnets (the search then never returns one that is worse there than its starting points).
+    Every process of a distributed run computes the same choice."""
+    from optimum_subnet.evaluation.perplexity import perplexity
+    from optimum_subnet.search.state import genome_key
+
+    pool: dict[str, tuple[str, Any, float | None]] = {}
+    for rank, (genome, value) in enumerate(zip(result.top, result.top_fitness), 1):
+        pool.setdefault(genome_key(genome), (f"top-{rank}", genome, value))
+    for name, genome in initial.items():
+        pool.setdefault(genome_key(genome), (f"initial ({name})", genome, None))
+    rows = []
+    with progress_bar(total=len(pool), desc="Selection", unit="subnet", enabled=run.context.is_main) as bar:
+        for label, genome, value in pool.values():
+            subnet = run.extract(space.to_spec(genome))
+            with run.forward(subnet):
+                ppl = perplexity(subnet, run.data.selection, run.config.search.fitness_batch_size)
+            rows.append({"candidate": label, "fitness": value, "selection_ppl": ppl, "genome": genome})
+            bar.update(1)
+    chosen = min(rows, key=lambda r: r["selection_ppl"])
+    logger.info("Final choice on %d unseen calibration windows: %s (perplexity %.2f; search's best %.2f)",
+                len(run.data.selection), chosen["candidate"], chosen["selection_ppl"], rows[0]["selection_ppl"])
+    report = {"windows": len(run.data.selection), "seq_len": int(run.data.selection.shape[1]),
+              "chosen": chosen["candidate"],
+              "candidates": [{k: v for k, v in r.items() if k != "genome"} for r in rows]}
+    return chosen["genome"], report
 
 
 def selector_for(config: SubnetConfig, spec: SubnetSpec | None):
@@ -267,6 +361,7 @@ def search_space(shape, config: SubnetConfig, attention_scores, mlp_scores, atte
 
     s = config.search
     depth = s.depth_search == "on" or (s.depth_search == "auto" and config.target_ratio <= 0.7)
+    heads = s.kv_head_search == "on" or (s.kv_head_search == "auto" and config.target_ratio <= 0.6)
     return SearchSpace(
         shape, attention_scores, mlp_scores, config.target_ratio,
         attention_range=s.attention_range, mlp_range=s.mlp_range,
@@ -274,7 +369,7 @@ def search_space(shape, config: SubnetConfig, attention_scores, mlp_scores, atte
         depth_search=depth, min_depth=round(s.min_depth_ratio * shape.num_layers),
         tolerance=s.ratio_tolerance, mask_fill=s.mask_fill, mask_sharing=s.attention_mask_sharing,
         attention_allocation=attention_allocation, mlp_allocation=mlp_allocation, out_bias=config.reformation_bias,
-        ratio_of=config.ratio_of, attention_pruning=s.attention_pruning,
+        ratio_of=config.ratio_of, attention_pruning=s.attention_pruning, head_search=heads,
     )
 
 

@@ -2,7 +2,9 @@
 
 The engine knows nothing about models: it talks to a :class:`SearchSpace` (candidates, budget,
 mutation, crossover) and to a fitness callable (lower is better: perplexity), so it is tested
-without a model.
+without a model. The fitness (and the screening proxy) is called on a *list* of specs, all the new
+candidates of a generation at once (see Batches), and returns one value per spec: an implementation may
+spread them over devices. Each candidate's spec is built once and handed to both.
 
 * Generation 1: the initial subnet plus ``population_size - 1`` mutants of it (ratio mutation
   probability ``P_s0``, mask mutation probability ``P_m0``); keep the top ``k``.
@@ -20,10 +22,15 @@ This is one round of successive halving (Jamieson & Talwalkar 2016) and cuts the
 generation to about ``screening cost + screening_keep`` of a full one. With a proxy that ranks like
 the fitness and ``screening_keep * candidates >= top_k`` the search makes exactly the same choices.
 
-Batches: a fitness (or screening) callable with a ``many(specs) -> values`` method receives each
-generation's new candidates in one call, in order (a distributed fitness splits them across
-processes, an offloaded one streams the dense blocks once for several of them); the values are the
-ones the single calls would give, so the search makes the same choices either way.
+Fresh fitness windows (``fitness_refresh``): before each generation after the first the engine calls
+``refresh(generation)`` (the fitness then scores on other windows), forgets the cached values (they
+were measured on other windows) and scores the top ``k`` again, so a candidate stays in the top ``k``
+only while it does well on new text. Candidates met before are still never produced again.
+
+Batches: a fitness (or screening proxy) with a ``many(specs) -> values`` method is called through it
+(a distributed fitness splits a generation's candidates across processes, an offloaded one streams
+the dense blocks once for several of them); a plain callable is called on the list itself. Either
+way the values are the ones one-by-one scoring would give, so the search makes the same choices.
 
 Resuming: after every generation the engine hands ``state_dict()`` (completed generations, top-k,
 fitness cache, RNG state, counters, history; plain JSON) to the ``checkpoint`` callback. A new engine
@@ -49,14 +56,14 @@ from optimum_subnet.search.state import genome_from_json, genome_key, genome_to_
 
 logger = logging.getLogger(__name__)
 
-STATE_FORMAT_VERSION = 1
+STATE_FORMAT_VERSION = 2  # 2: content keys from per-layer digests, list fitness
 
 
 #: The engine's settings, read from :class:`~optimum_subnet.core.config.SearchConfig` (the one declaration
 #: of them); a checkpoint records these and refuses to resume with others.
 ENGINE_SETTINGS = ("population_size", "num_mutations", "num_crossovers", "top_k", "generations", "mask_overlap",
                    "max_tries", "initial_ratio_mutation_prob", "initial_mask_mutation_prob", "depth_mutation_prob",
-                   "ratio_mutation_prob", "mask_mutation_prob", "screening_keep")
+                   "ratio_mutation_prob", "mask_mutation_prob", "screening_keep", "fitness_refresh")
 
 
 def engine_settings(settings) -> dict[str, Any]:
@@ -75,27 +82,43 @@ class SearchResult:
     history: list[dict] = field(default_factory=list)
     screenings: int = 0
     screening_seconds: float = 0.0
+    #: the final top-k, best first, with their fitness values
+    top: list[Genome] = field(default_factory=list)
+    top_fitness: list[float] = field(default_factory=list)
 
     @property
     def seconds_per_evaluation(self) -> float:
         return self.evaluation_seconds / max(1, self.evaluations)
 
 
+def score_all(scorer, specs: list[SubnetSpec]) -> list[float]:
+    """``scorer.many(specs)`` where the scorer has it (a fitness object), else ``scorer(specs)``."""
+    many = getattr(scorer, "many", None)
+    return many(specs) if many is not None else scorer(specs)
+
+
 class EvolutionarySearch:
-    def __init__(self, space: SearchSpace, settings: SearchConfig, fitness: Callable[[SubnetSpec], float],
-                 seed: int = 0, progress: Callable[[int, int, float], None] | None = None,
+    def __init__(self, space: SearchSpace, settings: SearchConfig,
+                 fitness: Callable[[list[SubnetSpec]], list[float]], seed: int = 0,
+                 progress: Callable[[int, int, float], None] | None = None,
                  checkpoint: Callable[[dict[str, Any]], None] | None = None,
-                 screen: Callable[[SubnetSpec], float] | None = None):
-        """``fitness`` / ``screen`` score a candidate's :class:`SubnetSpec` (lower is better): the engine
-        hands specs out, never models."""
+                 screen: Callable[[list[SubnetSpec]], list[float]] | None = None,
+                 refresh: Callable[[int], None] | None = None):
+        """``fitness`` / ``screen`` score a list of candidate :class:`SubnetSpec` (one value each, lower
+        is better; through their ``many`` method where they have one): the engine hands specs out, never models. ``refresh(generation)`` switches the
+        fitness to that generation's windows (needed with ``settings.fitness_refresh``)."""
         if not 0 < settings.screening_keep <= 1:
             raise SubnetError(f"screening_keep must be in (0, 1], got {settings.screening_keep}")
         if settings.screening_keep < 1 and screen is None:
             raise SubnetError("screening_keep < 1 needs a screening function (a cheap proxy of the fitness)")
+        if settings.fitness_refresh and refresh is None:
+            raise SubnetError("fitness_refresh needs a refresh function (that switches the fitness windows)")
         self.space = space
         self.settings = settings
         self.fitness = fitness
         self.screen = screen
+        self.refresh = refresh if settings.fitness_refresh else None
+        self.retired: set[str] = set()  # keys evaluated on earlier fitness windows (fitness_refresh)
         self.screened_out: set[str] = set()  # keys of candidates dropped by the screening
         self.screenings = 0
         self.screening_seconds = 0.0
@@ -114,40 +137,22 @@ class EvolutionarySearch:
         self.history: list[dict] = []
         self.elapsed = 0.0  # search seconds spent before the current run() call (earlier processes)
 
-    def evaluate(self, genome: Genome, key: str | None = None) -> float:
-        key = key or genome_key(genome)
-        if key not in self.cache:
-            start = time.perf_counter()
-            value = float(self.fitness(self.space.to_spec(genome)))
-            self.evaluation_seconds += time.perf_counter() - start
-            self.evaluations += 1
-            self.cache[key] = value
-        return self.cache[key]
-
-    def _evaluate_batch(self, children: list[tuple[Genome, str]]) -> None:
-        """Fill the cache for ``children`` with one ``fitness.many`` call (when the fitness has one)."""
-        many = getattr(self.fitness, "many", None)
-        todo = [(genome, key) for genome, key in children if key not in self.cache]
-        if many is None or not todo:
+    def evaluate(self, candidates: list[tuple[Genome, str, SubnetSpec | None]]) -> None:
+        """Score the candidates not in the cache (one fitness call on their specs) into the cache."""
+        todo, keys = [], []
+        for genome, key, spec in candidates:
+            if key not in self.cache and key not in keys:
+                todo.append(spec if spec is not None else self.space.to_spec(genome, compact=True))
+                keys.append(key)
+        if not todo:
             return
         start = time.perf_counter()
-        values = many([self.space.to_spec(genome) for genome, _ in todo])
+        values = [float(v) for v in score_all(self.fitness, todo)]
         self.evaluation_seconds += time.perf_counter() - start
-        for (_, key), value in zip(todo, values, strict=True):
-            self.cache[key] = float(value)
-            self.evaluations += 1
-
-    def _screen_scores(self, children: list[tuple[Genome, str]]) -> list[float]:
-        """Screening proxy of each child (one ``screen.many`` call when the proxy has one)."""
-        many = getattr(self.screen, "many", None)
-        start = time.perf_counter()
-        if many is not None:
-            scores = [float(v) for v in many([self.space.to_spec(child) for child, _ in children])]
-        else:
-            scores = [float(self.screen(self.space.to_spec(child))) for child, _ in children]
-        self.screening_seconds += time.perf_counter() - start
-        self.screenings += len(children)
-        return [value if math.isfinite(value) else math.inf for value in scores]
+        if len(values) != len(todo):
+            raise SubnetError(f"the fitness returned {len(values)} values for {len(todo)} candidates")
+        self.evaluations += len(todo)
+        self.cache.update(zip(keys, values))
 
     # -------------------------------------------------------------------------------- producers
     def _initial_mutant(self, initial: Genome) -> Genome | None:
@@ -174,16 +179,23 @@ class EvolutionarySearch:
             child = produce(parents, initial)
             if child is not None:
                 key = genome_key(child)
-                if key not in self.cache and key not in taken and key not in self.screened_out:
+                if (key not in self.cache and key not in taken and key not in self.screened_out
+                        and key not in self.retired):
                     return child, key
         return None
 
-    def _screened(self, children: list[tuple[Genome, str]]) -> list[tuple[Genome, str]]:
+    def _screened(self, children: list[tuple[Genome, str, SubnetSpec]]) -> list[tuple[Genome, str, SubnetSpec]]:
         """The best ``screening_keep`` fraction of ``children`` by the screening proxy, in their order."""
         keep = max(1, math.ceil(self.settings.screening_keep * len(children)))
         if keep >= len(children):
             return children
-        scores = self._screen_scores(children)
+        start = time.perf_counter()
+        values = [float(v) for v in score_all(self.screen, [spec for _, _, spec in children])]
+        self.screening_seconds += time.perf_counter() - start
+        if len(values) != len(children):
+            raise SubnetError(f"the screening returned {len(values)} values for {len(children)} candidates")
+        self.screenings += len(children)
+        scores = [v if math.isfinite(v) else math.inf for v in values]
         order = sorted(range(len(children)), key=lambda i: (scores[i], i))
         for i in order[keep:]:
             self.screened_out.add(children[i][1])
@@ -196,42 +208,47 @@ class EvolutionarySearch:
         start = time.perf_counter() - self.elapsed
         if not self.top:
             self.initial_key = genome_key(initial)
-            self.initial_fitness = self.evaluate(initial, self.initial_key)
+            if self.refresh is not None:
+                self.refresh(0)
+            self.evaluate([(initial, self.initial_key, None)])
+            self.initial_fitness = self.cache[self.initial_key]
             self.top = [initial]
         elif genome_key(initial) != self.initial_key:
             raise CheckpointError("the loaded search state was started from another initial subnet")
         while self.generation < s.generations:
             generation = self.generation
+            if self.refresh is not None and generation > 0:  # new windows: the top-k is scored again
+                self.refresh(generation)
+                self.retired.update(self.cache)
+                self.cache = {}
+                self.evaluate([(genome, genome_key(genome), None) for genome in self.top])
             if generation == 0:
                 plan = [(lambda p, i: self._initial_mutant(i), s.population_size - 1)]
             else:
                 rest = max(0, s.population_size - s.num_mutations - s.num_crossovers)
                 plan = [(self._mutant, s.num_mutations), (self._crossover, s.num_crossovers),
                         (lambda p, i: self._initial_mutant(i), rest)]
-            children: list[tuple[Genome, str]] = []
+            children: list[tuple[Genome, str, SubnetSpec]] = []
             taken: set[str] = set()
             for produce, count in plan:
                 for _ in range(count):
                     fresh = self._fresh(produce, self.top, initial, taken)
-                    if fresh is not None:
-                        children.append(fresh)
+                    if fresh is not None:  # each candidate's spec is built once, for screening and fitness
+                        children.append((fresh[0], fresh[1], self.space.to_spec(fresh[0], compact=True)))
                         taken.add(fresh[1])
             produced = len(children)
             if self.settings.screening_keep < 1:
                 children = self._screened(children)
             top_keys = [genome_key(g) for g in self.top]
-            self._evaluate_batch(children)
-            for child, key in children:
-                self.evaluate(child, key)
-                if self.progress is not None:  # screened-out candidates count as handled
-                    self.progress(generation, self.evaluations + len(self.screened_out),
-                                  min(self.cache[k] for k in top_keys + [key]))
+            self.evaluate(children)
             pool: dict[str, Genome] = {}
-            for genome, key in list(zip(self.top, top_keys)) + children:
+            for genome, key in list(zip(self.top, top_keys)) + [(g, k) for g, k, _ in children]:
                 pool.setdefault(key, genome)
             ranked = sorted(pool.items(), key=lambda item: self.cache[item[0]])[: s.top_k]
             self.top = [genome for _, genome in ranked]
             best = self.cache[ranked[0][0]]
+            if self.progress is not None:  # screened-out candidates count as handled
+                self.progress(generation, self.evaluations + len(self.screened_out), best)
             self.generation += 1
             self.elapsed = time.perf_counter() - start
             self.best_per_generation.append(best)
@@ -249,10 +266,10 @@ class EvolutionarySearch:
             if self.checkpoint is not None:
                 self.checkpoint(self.state_dict())
         self.elapsed = time.perf_counter() - start
-        best_key = genome_key(self.top[0])
+        top_keys = [genome_key(g) for g in self.top]
         return SearchResult(
             best=self.top[0],
-            best_fitness=self.cache[best_key],
+            best_fitness=self.cache[top_keys[0]],
             initial_fitness=self.initial_fitness,
             best_fitness_per_generation=list(self.best_per_generation),
             evaluations=self.evaluations,
@@ -261,6 +278,8 @@ class EvolutionarySearch:
             history=list(self.history),
             screenings=self.screenings,
             screening_seconds=self.screening_seconds,
+            top=list(self.top),
+            top_fitness=[self.cache[k] for k in top_keys],
         )
 
     # ------------------------------------------------------------------------------ checkpoints
@@ -281,6 +300,7 @@ class EvolutionarySearch:
             "best_fitness_per_generation": list(self.best_per_generation),
             "history": [dict(entry) for entry in self.history],
             "screened_out": sorted(self.screened_out),
+            "retired": sorted(self.retired),
             "screenings": self.screenings,
             "screening_seconds": self.screening_seconds,
         }
@@ -288,8 +308,12 @@ class EvolutionarySearch:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from ``state`` (from :meth:`state_dict`); :class:`CheckpointError` if it does not fit."""
         try:
-            if state.get("format_version") != STATE_FORMAT_VERSION:
-                raise CheckpointError(f"unsupported search state format_version {state.get('format_version')!r}")
+            version = state.get("format_version")
+            if version != STATE_FORMAT_VERSION:
+                if isinstance(version, int) and 0 < version < STATE_FORMAT_VERSION:
+                    raise CheckpointError(f"the search state was written by an older optimum-subnet (format_version "
+                                          f"{version}); it cannot be resumed: start the search again")
+                raise CheckpointError(f"unsupported search state format_version {version!r}")
             # settings added since a state was written take their defaults (what that version did)
             saved = {**engine_settings(SearchConfig()), **state["settings"]}
             current = engine_settings(self.settings)
@@ -322,9 +346,9 @@ class EvolutionarySearch:
                 raise ValueError("history does not match the generation count")
             evaluations, evaluation_seconds, seconds = (int(state["evaluations"]), float(state["evaluation_seconds"]),
                                                         float(state["seconds"]))
-            screened_out = state.get("screened_out", [])
-            if not all(isinstance(key, str) for key in screened_out):
-                raise ValueError("screened_out holds genome keys")
+            screened_out, retired = state.get("screened_out", []), state.get("retired", [])
+            if not all(isinstance(key, str) for key in screened_out + retired):
+                raise ValueError("screened_out / retired hold genome keys")
             screenings, screening_seconds = int(state.get("screenings", 0)), float(state.get("screening_seconds", 0.0))
         except CheckpointError:
             raise
@@ -340,3 +364,4 @@ class EvolutionarySearch:
         self.best_per_generation, self.history = best, history
         self.evaluations, self.evaluation_seconds, self.elapsed = evaluations, evaluation_seconds, seconds
         self.screened_out, self.screenings, self.screening_seconds = set(screened_out), screenings, screening_seconds
+        self.retired = set(retired)

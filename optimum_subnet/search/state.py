@@ -1,8 +1,10 @@
 """JSON encodings that let a search be checkpointed and resumed exactly.
 
 * A genome (one ``LayerGene | None`` per dense layer) is a JSON list of ``null`` or
-  ``{"attention": [[unit, ...] per KV head], "mlp": [channel, ...]}``.
-* ``genome_key`` is the SHA-256 of that encoding (compact, key order fixed). The fitness cache is
+  ``{"attention": [[unit, ...] per kept KV head], "mlp": [channel, ...]}``, with ``"heads": [kv head, ...]``
+  when not every KV head is kept.
+* ``genome_key`` is the SHA-256 of the layers' content digests (:attr:`LayerGene.digest`, computed once
+  per gene: a child shares most genes with its parent, so keying it costs little). The fitness cache is
   keyed by it, so a checkpoint stores 64 characters per evaluated candidate instead of the candidate
   (a LLaMA-7B genome is ~350K integers; a paper-sized search evaluates 5000 of them).
 * ``random.Random`` state is ``[version, [625 integers], gauss_next]``.
@@ -13,15 +15,20 @@ Everything is plain JSON (no pickle), and floats survive the round trip exactly 
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
 
 from optimum_subnet.search.space import Genome, LayerGene
 
 
 def genome_to_json(genome: Genome) -> list[Any]:
-    return [None if gene is None else {"attention": [list(head) for head in gene.attention], "mlp": list(gene.mlp)}
-            for gene in genome]
+    return [None if gene is None else _gene_to_json(gene) for gene in genome]
+
+
+def _gene_to_json(gene: LayerGene) -> dict[str, Any]:
+    entry = {"attention": gene.attention.tolist(), "mlp": gene.mlp.tolist()}
+    if gene.heads is not None:
+        entry["heads"] = list(gene.heads)
+    return entry
 
 
 def genome_from_json(data: Any) -> Genome:
@@ -33,12 +40,18 @@ def genome_from_json(data: Any) -> Genome:
         if entry is None:
             genes.append(None)
             continue
-        if not isinstance(entry, dict) or set(entry) != {"attention", "mlp"}:
-            raise ValueError("a layer gene is null or {'attention': [...], 'mlp': [...]}")
+        if not isinstance(entry, dict) or not {"attention", "mlp"} <= set(entry) <= {"attention", "mlp", "heads"}:
+            raise ValueError("a layer gene is null or {'attention': [...], 'mlp': [...]} (and optionally 'heads')")
         attention = entry["attention"]
         if not isinstance(attention, list) or not attention:
             raise ValueError("a layer gene keeps at least one KV head")
-        genes.append(LayerGene(tuple(_ints(head) for head in attention), _ints(entry["mlp"])))
+        heads = _ints(entry["heads"]) if "heads" in entry else None
+        if heads is not None and len(heads) != len(attention):
+            raise ValueError("a layer gene needs one attention mask per kept KV head")
+        heads_units = [_ints(head) for head in attention]
+        if len({len(head) for head in heads_units}) != 1:
+            raise ValueError("every kept KV head of a layer keeps the same number of units")
+        genes.append(LayerGene(heads_units, _ints(entry["mlp"]), heads))
     return tuple(genes)
 
 
@@ -50,8 +63,10 @@ def _ints(values: Any) -> tuple[int, ...]:
 
 def genome_key(genome: Genome) -> str:
     """Content hash of a genome: equal genomes, and only those, share a key."""
-    payload = json.dumps(genome_to_json(genome), separators=(",", ":"))
-    return hashlib.sha256(payload.encode()).hexdigest()
+    h = hashlib.sha256()
+    for gene in genome:
+        h.update(b"\x00" * 32 if gene is None else gene.digest)
+    return h.hexdigest()
 
 
 def rng_state_to_json(state: tuple) -> list[Any]:

@@ -51,8 +51,8 @@ def test_search_space_and_baselines_meet_a_block_budget(ratio):
     assert abs(layout.block_params(allocation) / SHAPE.dense_block_params() - ratio) < 0.05
 
 
-def test_width_grid_is_never_coarser_than_an_eighth_of_a_head_or_a_sixteenth_of_the_mlp():
+def test_width_grid_is_never_coarser_than_a_quarter_of_a_head_or_a_sixteenth_of_the_mlp():
     grid = WidthGrid(SHAPE, head_dim_multiple=64, mlp_multiple=1024)
-    assert grid.head_dim_step == 2 and grid.attention_step == 1 and grid.mlp_step == 16
+    assert grid.head_dim_step == 4 and grid.attention_step == 2 and grid.mlp_step == 16
     assert allowed_widths(256, (0.5, 1.0), 16) == list(range(128, 257, 16))
-    assert grid.snap_mlp(100) == 96 and grid.snap_attention(0.2) == 1
+    assert grid.snap_mlp(100) == 96 and grid.snap_attention(0.2) == 2  # never below one step

@@ -23,7 +23,17 @@ def _space():
     return SearchSpace(SHAPE, attention, mlp, 0.7, mlp_multiple=16, tolerance=0.01)
 
 
+def batch(score):
+    """The engine scores lists of specs; ``score`` one spec."""
+    return lambda specs: [score(spec) for spec in specs]
+
+
 def _fitness(space):
+    """The engine's fitness on :func:`_landscape` (a list of specs in, one value each out)."""
+    return batch(_landscape(space))
+
+
+def _landscape(space):
     """A synthetic landscape: lower when MLP channels with a hidden 'true' importance are kept, and
     when late layers are wider. The search must find better than the importance initialization."""
     g = torch.Generator().manual_seed(42)
@@ -54,11 +64,13 @@ def test_same_seed_same_result_and_cache_avoids_repeats():
     space = _space()
     calls = []
 
+    landscape = _landscape(space)
+
     def fitness(spec):
         calls.append(space.from_spec(spec))
-        return _fitness(space)(spec)
+        return landscape(spec)
 
-    a = EvolutionarySearch(space, SETTINGS, fitness, seed=7).run(space.initial())
+    a = EvolutionarySearch(space, SETTINGS, batch(fitness), seed=7).run(space.initial())
     assert len(calls) == len(set(calls)) == a.evaluations
     b = EvolutionarySearch(space, SETTINGS, _fitness(space), seed=7).run(space.initial())
     c = EvolutionarySearch(space, SETTINGS, _fitness(space), seed=8).run(space.initial())
@@ -80,9 +92,9 @@ BASE = dict(population_size=12, num_mutations=6, num_crossovers=3, top_k=3, gene
 def test_a_proxy_that_ranks_like_the_fitness_gives_the_same_search_with_fewer_evaluations():
     space = _space()
     plain = EvolutionarySearch(space, SearchConfig(**BASE), _fitness(space), seed=3).run(space.initial())
-    fitness = _fitness(space)
-    screened = EvolutionarySearch(space, SearchConfig(**BASE, screening_keep=0.5), fitness, seed=3,
-                                  screen=lambda g: 2.0 * fitness(g) + 1.0).run(space.initial())
+    fitness = _landscape(space)
+    screened = EvolutionarySearch(space, SearchConfig(**BASE, screening_keep=0.5), batch(fitness), seed=3,
+                                  screen=batch(lambda g: 2.0 * fitness(g) + 1.0)).run(space.initial())
     assert screened.best == plain.best
     assert screened.best_fitness_per_generation == plain.best_fitness_per_generation
     # 1 initial + ceil(half) of each generation's new candidates, every candidate screened
@@ -94,7 +106,7 @@ def test_a_proxy_that_ranks_like_the_fitness_gives_the_same_search_with_fewer_ev
 
 def test_screened_out_candidates_are_never_evaluated_nor_produced_again():
     space = _space()
-    fitness = _fitness(space)
+    fitness = _landscape(space)
     evaluated, screened = [], []
 
     def full(spec):
@@ -106,7 +118,8 @@ def test_screened_out_candidates_are_never_evaluated_nor_produced_again():
         screened.append(key)
         return fitness(spec) + (hash(key) % 7)
 
-    search = EvolutionarySearch(space, SearchConfig(**BASE, screening_keep=0.25), full, seed=0, screen=screen)
+    search = EvolutionarySearch(space, SearchConfig(**BASE, screening_keep=0.25), batch(full), seed=0,
+                                screen=batch(screen))
     result = search.run(space.initial())
     assert len(screened) == len(set(screened))  # nothing produced twice
     dropped = set(screened) - set(evaluated)
@@ -117,15 +130,15 @@ def test_screened_out_candidates_are_never_evaluated_nor_produced_again():
 def test_a_screened_search_resumes_exactly():
     space = _space()
     settings = SearchConfig(**BASE, screening_keep=0.4)
-    fitness = _fitness(space)
+    fitness = _landscape(space)
 
     def screen(spec):
         return fitness(spec) + (hash(genome_key(space.from_spec(spec))) % 5)
 
     states = []
-    reference = EvolutionarySearch(space, settings, fitness, seed=2, screen=screen,
+    reference = EvolutionarySearch(space, settings, batch(fitness), seed=2, screen=batch(screen),
                                    checkpoint=lambda s: states.append(json.loads(json.dumps(s)))).run(space.initial())
-    resumed = EvolutionarySearch(space, settings, fitness, seed=99, screen=screen)
+    resumed = EvolutionarySearch(space, settings, batch(fitness), seed=99, screen=batch(screen))
     resumed.load_state_dict(states[2])
     result = resumed.run(space.initial())
     assert result.best == reference.best and result.evaluations == reference.evaluations
@@ -137,7 +150,7 @@ def test_screening_needs_a_proxy_and_a_valid_fraction():
     with pytest.raises(SubnetError, match="screening function"):
         EvolutionarySearch(space, SearchConfig(**BASE, screening_keep=0.5), _fitness(space))
     with pytest.raises(SubnetError, match="screening_keep"):
-        EvolutionarySearch(space, SearchConfig(**BASE, screening_keep=0.0), _fitness(space), screen=len)
+        EvolutionarySearch(space, SearchConfig(**BASE, screening_keep=0.0), _fitness(space), screen=batch(len))
     from optimum_subnet import SubnetConfig
 
     with pytest.raises(SubnetError, match="screening_keep"):

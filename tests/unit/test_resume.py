@@ -66,9 +66,9 @@ def test_resumed_engine_matches_uninterrupted_run(killed_after):
     def counting(name):
         fitness = _fitness(space)
 
-        def f(genome):
-            calls[name] += 1
-            return fitness(genome)
+        def f(specs):
+            calls[name] += len(specs)
+            return fitness(specs)
         return f
 
     reference = EvolutionarySearch(space, SETTINGS, counting("uninterrupted"), seed=5).run(space.initial())
