@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
@@ -23,6 +20,7 @@ from optimum_subnet.primal.save import save_primal
 from optimum_subnet.stages.surgery import extract_subnet
 from tests.conftest import char_tokenizer
 from tests.numerics import assert_close_to_scale
+from tests.plugin_free import run_without_plugin
 from tests.unit.families import test_contract as contract
 
 pytestmark = pytest.mark.unit
@@ -176,13 +174,7 @@ def test_saved_models_of_every_family_load_with_the_plugin_and_with_trust_remote
                 assert torch.equal(loaded(ids).logits, logits), folder.name
             expected[folder.name] = (type(model).__name__, logits)
     torch.save({"ids": ids, "expected": expected}, tmp_path / "expected.pt")
-    script = textwrap.dedent(f"""
-        import sys, importlib.abc
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path, target=None):
-                if name == "optimum_subnet" or name.startswith("optimum_subnet."):
-                    raise ImportError("plugin blocked for this test")
-        sys.meta_path.insert(0, Block())
+    script = f"""
         import torch
         from transformers import AutoModelForCausalLM
         data = torch.load({str(tmp_path / "expected.pt")!r})
@@ -197,10 +189,8 @@ def test_saved_models_of_every_family_load_with_the_plugin_and_with_trust_remote
             assert out.shape[1] == 12
             print("OK", name)
         assert "optimum_subnet" not in sys.modules
-    """)
-    # exact (the copied code is the plugin's, on the same weights) with the same thread count
-    env = {"HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PATH": "/usr/bin:/bin",
-           "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    """
+    # exact: the copied code is the plugin's, same weights, same thread count (tests/plugin_free.py)
+    out = run_without_plugin(script, tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.count("OK ") == 2 * len(FAMILY_TESTS), out.stdout

@@ -1,9 +1,6 @@
 """PrimalAttention in a model: causal, GQA-aware, the fixed-size decoding state equals the full
 forward, the calibration fit is the Eckart-Young optimum, save / load with and without the plugin."""
 
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
@@ -14,6 +11,7 @@ from optimum_subnet.primal.convert import convert_model, fit_layer
 from optimum_subnet.primal.modeling_primal import PrimalAttention, PrimalStateLayer
 from optimum_subnet.primal.save import save_primal
 from tests.conftest import char_tokenizer, tiny_llama
+from tests.plugin_free import run_without_plugin
 
 pytestmark = pytest.mark.unit
 VOCAB = len(char_tokenizer())
@@ -150,13 +148,7 @@ def test_save_and_load_with_plugin_and_with_trust_remote_code_without_it(tmp_pat
         expected = model(ids).logits
         assert torch.equal(loaded(ids).logits, expected)  # same code, same weights, same operations
     torch.save({"ids": ids, "logits": expected}, tmp_path / "expected.pt")
-    script = textwrap.dedent(f"""
-        import sys, importlib.abc
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path, target=None):
-                if name == "optimum_subnet" or name.startswith("optimum_subnet."):
-                    raise ImportError("plugin blocked for this test")
-        sys.meta_path.insert(0, Block())
+    script = f"""
         import torch
         from transformers import AutoModelForCausalLM
         model = AutoModelForCausalLM.from_pretrained({str(tmp_path)!r}, trust_remote_code=True,
@@ -168,28 +160,21 @@ def test_save_and_load_with_plugin_and_with_trust_remote_code_without_it(tmp_pat
             assert torch.equal(logits, data["logits"]), (logits - data["logits"]).abs().max()
             out = model.generate(data["ids"][:, :8], max_new_tokens=4, do_sample=False, pad_token_id=2)
         print("OK", type(model).__module__, out.shape[1])
-    """)
-    env = {"HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    """
+    # exact: the copied code is the plugin's, same weights, same thread count (tests/plugin_free.py)
+    out = run_without_plugin(script, tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "OK transformers_modules" in out.stdout and out.stdout.strip().endswith("12")
 
 
 def test_loading_without_the_plugin_or_trust_fails_instead_of_dropping_weights(tmp_path):
     save_primal(_primal_model(), char_tokenizer(), tmp_path)
-    script = textwrap.dedent(f"""
-        import sys, importlib.abc
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path, target=None):
-                if name == "optimum_subnet" or name.startswith("optimum_subnet."):
-                    raise ImportError("plugin blocked for this test")
-        sys.meta_path.insert(0, Block())
+    script = f"""
         from transformers import AutoModelForCausalLM
         try:
             AutoModelForCausalLM.from_pretrained({str(tmp_path)!r})
         except ValueError as e:
             print("REFUSED", "trust_remote_code" in str(e))
-    """)
-    env = {"HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    """
+    out = run_without_plugin(script, tmp_path)
     assert "REFUSED True" in out.stdout, out.stderr[-2000:]

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
@@ -23,6 +20,7 @@ from optimum_subnet.core.spec import SubnetSpec
 from optimum_subnet.families import get_adapter
 from optimum_subnet.stages.surgery import extract_subnet, masked_copy, save_subnet
 from tests.conftest import char_tokenizer
+from tests.plugin_free import run_without_plugin
 
 pytestmark = pytest.mark.unit
 
@@ -208,13 +206,7 @@ class FamilyContract:
         with torch.no_grad():
             expected = subnet(ids).logits
         torch.save({"ids": ids, "logits": expected}, tmp_path / "expected.pt")
-        script = textwrap.dedent(f"""
-            import sys, importlib.abc
-            class Block(importlib.abc.MetaPathFinder):
-                def find_spec(self, name, path, target=None):
-                    if name == "optimum_subnet" or name.startswith("optimum_subnet."):
-                        raise ImportError("plugin blocked for this test")
-            sys.meta_path.insert(0, Block())
+        script = f"""
             import torch
             from transformers import AutoModelForCausalLM
             model = AutoModelForCausalLM.from_pretrained({str(tmp_path)!r}, trust_remote_code=True,
@@ -225,12 +217,9 @@ class FamilyContract:
                 logits = model(data["ids"]).logits
             assert torch.equal(logits, data["logits"]), (logits - data["logits"]).abs().max()
             print("OK", type(model).__module__)
-        """)
-        # Exact (the copied code is the plugin's, on the same weights) with the same thread count: float
-        # reductions may split differently across threads
-        env = {"HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PATH": "/usr/bin:/bin",
-               "OMP_NUM_THREADS": str(torch.get_num_threads())}
-        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+        """
+        # exact: the copied code is the plugin's, same weights, same thread count (tests/plugin_free.py)
+        out = run_without_plugin(script, tmp_path, timeout=300)
         assert out.returncode == 0, out.stderr[-3000:]
         assert "OK transformers_modules" in out.stdout
 
