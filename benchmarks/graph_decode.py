@@ -1,7 +1,8 @@
 """Decode speed with a static KV cache and CUDA-graph replay (PyTorch), dense vs subnets, in one run.
 
-    PYTHONPATH=$PWD/src python benchmarks/graph_decode.py --output $OUT/graph_decode      # on the GPU machine
-    PYTHONPATH=$PWD/src python benchmarks/graph_decode.py --shape tiny --device cpu --dtype float32 --output /tmp/g
+    PYTHONPATH=$PWD python benchmarks/graph_decode.py --output $OUT/graph_decode      # on the GPU machine
+    PYTHONPATH=$PWD python benchmarks/graph_decode.py --shape tiny --device cpu --dtype float32 --ratios 0.8 0.6 \
+        --output /tmp/g   # (0.5 is below the tiny shape's smallest subnet)
 
 A LLaMA-7B-shaped model with random weights (fp16; timing depends on shapes, not values) and subnets
 cut from it at 0.8 and 0.5 of its parameters: uniform ones (every layer the same widths) and
@@ -27,28 +28,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 LOG = logging.getLogger("graph_decode")
-
-
-def copy_bandwidth(device, dtype, gib: float = 2.0) -> float | None:
-    """Bytes per second of a device-to-device copy (read + write counted once each: 2x the buffer)."""
-    import torch
-
-    if device.type != "cuda":
-        return None
-    n = int(gib * 2**30 // 2)
-    a = torch.empty(n, dtype=dtype, device=device)
-    b = torch.empty_like(a)
-    for _ in range(3):
-        b.copy_(a)
-    torch.cuda.synchronize()
-    samples = []
-    for _ in range(10):
-        start = time.perf_counter()
-        b.copy_(a)
-        torch.cuda.synchronize()
-        samples.append(time.perf_counter() - start)
-    del a, b
-    return 2 * n * 2 / statistics.median(samples)
 
 
 def models_to_measure(model, args):
@@ -104,7 +83,9 @@ def main(argv=None) -> int:
     dtype = getattr(torch, args.dtype)
     model = build(args.shape, args.device, dtype)
     device = next(model.parameters()).device
-    bandwidth = copy_bandwidth(device, dtype)
+    from ort_decode import copy_rate  # the same measurement as the ONNX Runtime decode benchmark
+
+    bandwidth = copy_rate(device)["bytes_per_s"]
     results = {"shape": args.shape, "dtype": args.dtype, "random_weights": True, "new_tokens": args.new_tokens,
                "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None, "torch": torch.__version__,
                "copy_bandwidth_bytes_per_s": bandwidth, "rows": []}
