@@ -51,6 +51,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -200,8 +201,37 @@ class MemoryPlan:
     def describe(self) -> dict:
         return {"plan": "offload" if self.offload else "resident", "device": self.estimate.device,
                 "estimated_peak_bytes": self.estimate.peak, "estimated_peak_stage": self.estimate.peak_stage,
+                "estimated_stage_bytes": {name: self.estimate.total(name) for name in self.estimate.stages},
                 "budget_bytes": self.budget, "budget_source": self.source, "resident_peak_bytes": self.resident_peak,
                 "candidate_group": self.candidate_group if self.offload else None, "reason": self.reason}
+
+
+class StagePeaks:
+    """Peak memory allocated on a CUDA device during each stage of a run, named as the estimate's
+    stages, so the report shows the estimate next to what the run really held (on other devices it
+    records nothing: their allocators keep no peak)."""
+
+    def __init__(self, device):
+        import torch
+
+        self.device = torch.device(device)
+        self.enabled = self.device.type == "cuda" and torch.cuda.is_available()
+        self.peaks: dict[str, int] = {}
+
+    @contextmanager
+    def stage(self, name: str):
+        if not self.enabled:
+            yield
+            return
+        import torch
+
+        torch.cuda.synchronize(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        try:
+            yield
+        finally:
+            torch.cuda.synchronize(self.device)
+            self.peaks[name] = max(self.peaks.get(name, 0), int(torch.cuda.max_memory_allocated(self.device)))
 
 
 def plan_memory(shape: ModelShape, config, dtype_bytes: int, device: str, budget: int, source: str,

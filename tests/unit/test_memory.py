@@ -140,3 +140,28 @@ def test_memory_mapped_weights_are_not_counted_as_already_resident(tiny_model_di
     copied, _ = load_model(str(tiny_model_dir), dtype="bfloat16")  # converted: a copy in process memory
     assert resident_weight_bytes(mapped) == 0
     assert resident_weight_bytes(copied) == sum(p.numel() * p.element_size() for p in copied.parameters())
+
+
+def test_stage_peaks_record_nothing_on_the_cpu():
+    from optimum_subnet.pipeline.memory import StagePeaks
+
+    peaks = StagePeaks("cpu")
+    with peaks.stage("importance"):
+        torch.ones(1000)
+    assert not peaks.enabled and peaks.peaks == {}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_stage_peaks_measure_each_stage_alone():
+    from optimum_subnet.pipeline.memory import StagePeaks
+
+    peaks = StagePeaks("cuda")
+    with peaks.stage("importance"):
+        big = torch.empty(64 * 2**20, dtype=torch.uint8, device="cuda")
+        del big
+    with peaks.stage("search"):
+        small = torch.empty(2**20, dtype=torch.uint8, device="cuda")
+        del small
+    assert peaks.peaks["importance"] >= 64 * 2**20
+    assert peaks.peaks["search"] < peaks.peaks["importance"]  # the big tensor's peak was not carried over
