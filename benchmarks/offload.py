@@ -49,14 +49,10 @@ import time
 import traceback
 from pathlib import Path
 
-SHAPES = {
-    "llama-7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-                     num_key_value_heads=32, head_dim=128, vocab_size=32000, max_position_embeddings=4096),
-    "llama-30b": dict(hidden_size=6656, intermediate_size=17920, num_hidden_layers=60, num_attention_heads=52,
-                      num_key_value_heads=52, head_dim=128, vocab_size=32000, max_position_embeddings=4096),
-    "tiny": dict(hidden_size=64, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
-                 num_key_value_heads=2, head_dim=16, vocab_size=1000, max_position_embeddings=2048),
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/shapes.py
+from shapes import LLAMA_7B, LLAMA_30B, TINY  # noqa: E402
+
+SHAPES = {"llama-7b": LLAMA_7B, "llama-30b": LLAMA_30B, "tiny": TINY}
 GIB = 2**30
 
 
