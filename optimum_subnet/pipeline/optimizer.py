@@ -184,7 +184,8 @@ class SubnetOptimizer:
             else:
                 resident = sum(p.numel() * p.element_size() for p in self.model.parameters())
             plan = plan_memory(shape, config, dtype.itemsize, device, *memory_budget(device, resident),
-                               search=searching)
+                               search=searching, widest_mlp=max(len(layer.mlp_channels) for layer in spec.layers)
+                               if spec is not None and spec.layers else None)
             if plan.offload and streamed_unsupported is not None:
                 raise SubnetError(f"the model does not fit on the device and is streamed block by block, but "
                                   f"{streamed_unsupported}; change that setting or use a device with more memory")
