@@ -19,7 +19,10 @@ Writes ``<output>.json`` (every entry, updated after each one: a cut run keeps w
 Method names: ``ours``, ``flap``, ``wanda-sp``, ``magnitude``, ``random``; ``NAME@pair`` prunes a
 baseline's attention by RoPE channel pairs inside heads (our search space) instead of whole KV heads;
 ``ours`` searches the family's default space (``search.attention_pruning = "auto"``), ``ours@pair`` prunes
-attention inside heads and ``ours@mlp`` leaves it whole (MLP widths and depth only).
+attention inside heads, ``ours@mlp`` leaves it whole (MLP widths and depth only) and ``ours@layer``
+shares one attention channel mask across a layer's KV heads (``search.attention_mask_sharing = "layer"``)
+instead of one per KV head: on ONNX Runtime CUDA that keeps rotary inside GroupQueryAttention, so it
+decodes faster (``benchmarks/results/ort_decode_h100.md``); this variant measures what it costs in quality.
 
 ``--checkpoints DIR`` keeps each search's checkpoints (``DIR/<method>_<ratio>.partial``) so that a run
 cut in the middle of a search continues it with ``--resume`` from its last generation.
@@ -37,6 +40,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LOG = logging.getLogger("quality")
+# ``ours@VARIANT``: our search with these config overrides
+OURS_VARIANTS = {
+    "mlp": {"search__attention_pruning": "none"},  # attention left whole: MLP widths and depth only
+    "pair": {"search__attention_pruning": "in_head"},  # attention pruned by RoPE pairs inside heads
+    "layer": {"search__attention_mask_sharing": "layer"},  # one attention channel mask per layer, not per KV head
+}
 
 
 def main(argv=None) -> int:
@@ -161,10 +170,11 @@ def main(argv=None) -> int:
             extra = dict(overrides)
             if method != "ours":
                 extra["baseline__attention_unit"] = unit or "head"
-            elif unit in ("mlp", "pair"):  # attention left whole (MLP widths and depth only) / pruned inside heads
-                extra["search__attention_pruning"] = {"mlp": "none", "pair": "in_head"}[unit]
+            elif unit in OURS_VARIANTS:
+                extra.update(OURS_VARIANTS[unit])
             elif unit:
-                raise SystemExit(f"unknown variant of ours: {name}")
+                raise SystemExit(f"unknown variant of ours: {name} (known: "
+                                 f"{', '.join('ours@' + v for v in OURS_VARIANTS)})")
             config = SubnetConfig.preset(args.preset, ratio, method=method, seed=args.seed, device=args.device,
                                          faithfulness__prompts=0, ratio_of=args.ratio_of, **extra)
             LOG.info("=== %s at %.2f", name, ratio)
@@ -263,7 +273,8 @@ def markdown(results: dict) -> str:
              "(evenly spaced, the same for every model; `wiki` is the held-out side of the Wikipedia extract, a "
              "WikiText-2 substitute, not WikiText-2). `@pair`: attention pruned by RoPE pairs inside heads instead "
              "of whole KV heads (`ours@pair`: our search in that attention space); `ours@mlp`: our search with "
-             "attention left whole (MLP widths and depth only). Baselines run as their papers define them (FLAP: "
+             "attention left whole (MLP widths and depth only); `ours@layer`: our search with one attention channel mask "
+             "per layer instead of one per KV head. Baselines run as their papers define them (FLAP: "
              "global standardized structure and bias compensation; the others uniform, no compensation); ours is "
              "search (the family's default attention space) + reformation."
              + (" Settings changed from the preset for every method: "
