@@ -90,6 +90,8 @@ def main(argv=None) -> int:
         sys.stdout.write(Path(args.output).with_suffix(".md").read_text())
         return 0
 
+    for name in args.methods:
+        method_overrides(name)  # an unknown variant fails here, not after the dense model's measurement
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     import torch
 
@@ -166,15 +168,8 @@ def main(argv=None) -> int:
         for name in args.methods:
             if (name, ratio) in done:
                 continue
-            method, _, unit = name.partition("@")
-            extra = dict(overrides)
-            if method != "ours":
-                extra["baseline__attention_unit"] = unit or "head"
-            elif unit in OURS_VARIANTS:
-                extra.update(OURS_VARIANTS[unit])
-            elif unit:
-                raise SystemExit(f"unknown variant of ours: {name} (known: "
-                                 f"{', '.join('ours@' + v for v in OURS_VARIANTS)})")
+            method = name.partition("@")[0]
+            extra = {**overrides, **method_overrides(name)}
             config = SubnetConfig.preset(args.preset, ratio, method=method, seed=args.seed, device=args.device,
                                          faithfulness__prompts=0, ratio_of=args.ratio_of, **extra)
             LOG.info("=== %s at %.2f", name, ratio)
@@ -219,6 +214,16 @@ def main(argv=None) -> int:
 
 
 # ---------------------------------------------------------------------------------- outputs
+def method_overrides(name: str) -> dict:
+    """The config overrides that method ``name`` (``METHOD[@VARIANT]``) runs with."""
+    method, _, unit = name.partition("@")
+    if method != "ours":
+        return {"baseline__attention_unit": unit or "head"}
+    if unit and unit not in OURS_VARIANTS:
+        raise SystemExit(f"unknown variant of ours: {name} (known: {', '.join('ours@' + v for v in OURS_VARIANTS)})")
+    return dict(OURS_VARIANTS.get(unit, {}))
+
+
 def merge(results: list[dict], renames: dict | None = None, notes=()) -> dict:
     """One result from runs with the same settings: every (method, ratio) once (the first run's entry;
     each run measured the dense model, the same windows give the same value). ``renames``: method names
