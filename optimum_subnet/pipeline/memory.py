@@ -13,7 +13,8 @@ stage, the large tensors the pass really allocates on its compute device (all of
   width^2, MLP width^2) plus the Cholesky inverse of the largest (4 matrices of that size);
 * **reformation statistics**: for one projection (W_down is the largest) the two-fold dense /
   cross / subnet second moments and their combination in float64 (``3 x (I^2 + I I_s + I_s^2)``,
-  ``I_s`` the average kept MLP width) plus the solver's copies (``3 x I_s^2``);
+  ``I_s`` the average kept MLP width) plus the solver's copies (:func:`solver_elements`: about
+  ``4 I_s^2 + I I_s + hidden (I + 3 I_s)``, more with an intercept);
 * **block activations**: one batch's intermediate tensors inside a block
   (``batch x seq x (2 hidden + attention + 2 kv + 3 mlp) x bytes``);
 * **logits**: perplexity is computed on 2048-token chunks: ``chunk x vocab x 4 bytes x 2`` (logits
@@ -51,6 +52,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -146,7 +148,8 @@ def estimate_peak_memory(shape: ModelShape, config, dtype_bytes: int, device: st
             "model weights": weights,
             "candidate weights": candidate,
             "calibration activations": 2 * stream,
-            "reformation statistics": 8 * (3 * (mlp * mlp + mlp * kept_mlp + kept_mlp * kept_mlp) + 3 * kept_mlp ** 2),
+            "reformation statistics": 8 * (3 * (mlp * mlp + mlp * kept_mlp + kept_mlp * kept_mlp)
+                                           + solver_elements(hidden, mlp, kept_mlp, config.reformation_bias)),
             "block activations": 2 * block(d.batch_size, d.seq_len),
         },
         "final evaluation": perplexity_stage(eval_batch, d.eval_seq_len, {"candidate weights": candidate}),
@@ -183,6 +186,17 @@ def estimate_peak_memory(shape: ModelShape, config, dtype_bytes: int, device: st
     return MemoryEstimate(device=device, stages=stages)
 
 
+def solver_elements(out_features: int, in_features: int, kept: int, bias: bool) -> int:
+    """Float64 elements the closed-form solve of one projection (``least_squares.closed_form``, or
+    ``closed_form_with_bias`` with an intercept) and its output error hold beside the moments: the means
+    of the cross (in x |S|) and kept (|S|^2) moments, the damped matrix and its Cholesky factor (with an
+    intercept the augmented copies of both: 7 |S|^2 and the cross twice), and the dense, prior,
+    right-hand-side and fitted weights (out x (in + 3 |S|)). Counted from the code; the 7B GPU run
+    measured more than the earlier count of 3 |S|^2 (issue 17)."""
+    squares, crosses = (7, 2) if bias else (4, 1)
+    return squares * kept * kept + crosses * in_features * kept + out_features * (in_features + 3 * kept)
+
+
 @dataclass
 class MemoryPlan:
     """Where the weights live during a run, and the estimate that chose it (see :func:`plan_memory`)."""
@@ -200,8 +214,37 @@ class MemoryPlan:
     def describe(self) -> dict:
         return {"plan": "offload" if self.offload else "resident", "device": self.estimate.device,
                 "estimated_peak_bytes": self.estimate.peak, "estimated_peak_stage": self.estimate.peak_stage,
+                "estimated_stage_bytes": {name: self.estimate.total(name) for name in self.estimate.stages},
                 "budget_bytes": self.budget, "budget_source": self.source, "resident_peak_bytes": self.resident_peak,
                 "candidate_group": self.candidate_group if self.offload else None, "reason": self.reason}
+
+
+class StagePeaks:
+    """Peak memory allocated on a CUDA device during each stage of a run, named as the estimate's
+    stages, so the report shows the estimate next to what the run really held (on other devices it
+    records nothing: their allocators keep no peak)."""
+
+    def __init__(self, device):
+        import torch
+
+        self.device = torch.device(device)
+        self.enabled = self.device.type == "cuda" and torch.cuda.is_available()
+        self.peaks: dict[str, int] = {}
+
+    @contextmanager
+    def stage(self, name: str):
+        if not self.enabled:
+            yield
+            return
+        import torch
+
+        torch.cuda.synchronize(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        try:
+            yield
+        finally:
+            torch.cuda.synchronize(self.device)
+            self.peaks[name] = max(self.peaks.get(name, 0), int(torch.cuda.max_memory_allocated(self.device)))
 
 
 def plan_memory(shape: ModelShape, config, dtype_bytes: int, device: str, budget: int, source: str,
