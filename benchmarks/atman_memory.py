@@ -45,6 +45,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/shapes.py
+from shapes import SMOLLM2_135M, TINYLLAMA_1B  # noqa: E402
+
 import torch
 
 logger = logging.getLogger("atman_memory")
@@ -52,12 +55,8 @@ logger = logging.getLogger("atman_memory")
 #: Architectures by name, built with random weights when no trained weights are at hand: time and
 #: memory depend on shapes, not on weight values.
 SHAPES = {
-    "smollm2-135m": dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                         num_attention_heads=9, num_key_value_heads=3, head_dim=64, tie_word_embeddings=True,
-                         max_position_embeddings=8192, rope_theta=100000.0, rms_norm_eps=1e-5),
-    "llama-1b": dict(vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
-                     num_attention_heads=32, num_key_value_heads=4, head_dim=64, tie_word_embeddings=False,
-                     max_position_embeddings=8192, rope_theta=10000.0, rms_norm_eps=1e-5),  # TinyLlama-1.1B
+    "smollm2-135m": SMOLLM2_135M,
+    "llama-1b": dict(TINYLLAMA_1B, max_position_embeddings=8192, tie_word_embeddings=False),
     "tiny": dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, head_dim=16, tie_word_embeddings=True, max_position_embeddings=8192),
 }

@@ -25,18 +25,14 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/shapes.py
+from shapes import LLAMA_7B, SMOLLM2_135M, TINY, model_shape_fields  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-SHAPES = {
-    "llama-7b": dict(model_type="llama", hidden_size=4096, num_layers=32, num_attention_heads=32, num_key_value_heads=32,
-                     head_dim=128, intermediate_size=11008, vocab_size=32000, tie_word_embeddings=False),
-    "smollm2-135m": dict(model_type="llama", hidden_size=576, num_layers=30, num_attention_heads=9,
-                         num_key_value_heads=3, head_dim=64, intermediate_size=1536, vocab_size=49152,
-                         tie_word_embeddings=True),
-    "tiny": dict(model_type="llama", hidden_size=64, num_layers=4, num_attention_heads=4, num_key_value_heads=2,
-                 head_dim=16, intermediate_size=256, vocab_size=1000, tie_word_embeddings=False),
-}
+SHAPES = {name: model_shape_fields(shape) for name, shape in
+          (("llama-7b", LLAMA_7B), ("smollm2-135m", SMOLLM2_135M), ("tiny", TINY))}
 
 
 def synthetic_fitness(shape, seed: int = 1):

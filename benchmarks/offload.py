@@ -49,14 +49,10 @@ import time
 import traceback
 from pathlib import Path
 
-SHAPES = {
-    "llama-7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-                     num_key_value_heads=32, head_dim=128, vocab_size=32000, max_position_embeddings=4096),
-    "llama-30b": dict(hidden_size=6656, intermediate_size=17920, num_hidden_layers=60, num_attention_heads=52,
-                      num_key_value_heads=52, head_dim=128, vocab_size=32000, max_position_embeddings=4096),
-    "tiny": dict(hidden_size=64, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
-                 num_key_value_heads=2, head_dim=16, vocab_size=1000, max_position_embeddings=2048),
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/shapes.py
+from shapes import LLAMA_7B, LLAMA_30B, TINY  # noqa: E402
+
+SHAPES = {"llama-7b": LLAMA_7B, "llama-30b": LLAMA_30B, "tiny": TINY}
 GIB = 2**30
 
 
@@ -285,9 +281,11 @@ def phase(name: str, args, optimizer, text: Path, ids) -> dict:
         "reformation_seconds": report["reformation"]["seconds"],
         "ppl": {k: report[k]["ppl"] for k in ("dense", "searched", "subnet")},
     })
-    if cuda:
-        entry["peak_allocated_bytes"] = torch.cuda.max_memory_allocated()
-        entry["peak_reserved_bytes"] = torch.cuda.max_memory_reserved()
+    if cuda:  # the pass resets the peak per stage (report["memory"]): the run's peak is the largest stage's
+        stage_peaks = (report.get("memory") or {}).get("measured_stage_peak_bytes") or {}
+        entry["stage_peak_bytes"] = stage_peaks
+        entry["peak_allocated_bytes"] = max([torch.cuda.max_memory_allocated(), *stage_peaks.values()])
+        entry["peak_reserved_bytes_last_stage"] = torch.cuda.max_memory_reserved()
     entry["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     del result
     # how much of the transfer the prefetch hides: one forward of the dense model, streamed
@@ -327,6 +325,17 @@ def markdown(results: dict) -> str:
                     f"{g(e.get('limit_bytes'))} | {g(e.get('peak_allocated_bytes'))} | {s(e['seconds'])} | "
                     f"{s(t.get('importance'))} | {s(e['search_seconds'])} ({e['seconds_per_evaluation']:.2f}) | "
                     f"{s(e['reformation_seconds'])} | {forward} |")
+    stage_rows = []
+    for e in results["phases"]:
+        estimated = (e.get("plan") or {}).get("estimated_stage_bytes") or {}
+        for stage, peak in (e.get("stage_peak_bytes") or {}).items():
+            est = estimated.get(stage)
+            stage_rows.append(f"| {e['phase']} | {stage} | {g(est)} | {g(peak)} | "
+                              f"{f'{peak / est:.2f}' if est else '-'} |")
+    if stage_rows:
+        rows += ["", "Per stage: the memory guard's estimate against the peak allocated on the GPU in that stage.",
+                 "", "| phase | stage | estimate GiB | measured GiB | measured / estimate |",
+                 "|---|---|---:|---:|---:|", *stage_rows]
     specs = {e["spec"] for e in results["phases"] if "spec" in e}
     lines = [f"# Offload benchmark: {results['shape']} ({results['layers']} layers, {results['dtype']}) on "
              f"{results['device_name']}", "", *rows, ""]

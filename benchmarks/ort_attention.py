@@ -28,17 +28,17 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/shapes.py
+from shapes import SMOLLM2_135M, TINYLLAMA_1B  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # run from a checkout without installing
 
 SHAPES = {
     "tiny": dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, head_dim=16, vocab_size=1000, max_position_embeddings=2048),
-    "smollm2": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-                    num_key_value_heads=3, head_dim=64, vocab_size=49152, max_position_embeddings=8192,
-                    rope_theta=100000.0, tie_word_embeddings=True),
-    "llama-1b": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
-                     num_key_value_heads=4, head_dim=64, vocab_size=32000, max_position_embeddings=4096),
+    "smollm2": SMOLLM2_135M,
+    "llama-1b": TINYLLAMA_1B,
 }
 
 

@@ -53,6 +53,9 @@ import time
 import traceback
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/shapes.py
+from shapes import LLAMA_7B, TINYLLAMA_1B  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -61,10 +64,8 @@ LOG = logging.getLogger("ort_decode")
 SHAPES = {
     "tiny": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
                  num_key_value_heads=2, head_dim=64, vocab_size=512, max_position_embeddings=512),
-    "tinyllama": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
-                      num_key_value_heads=4, head_dim=64, vocab_size=32000, max_position_embeddings=4096),
-    "llama7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-                    num_key_value_heads=32, head_dim=128, vocab_size=32000, max_position_embeddings=4096),
+    "tinyllama": TINYLLAMA_1B,
+    "llama7b": LLAMA_7B,
 }
 VARIANTS = ("dense", "genai", "0.5", "0.8", "0.5-layer", "0.8-layer")
 

@@ -1,7 +1,7 @@
 """Primal-Attention on a GPU (issue 16): memory and latency of one replaced layer against SDPA attention,
 of a whole random-weight model decoding at long context, and (``--package``) of the shipped code, in one run.
 
-    python3 benchmarks/primal_gpu.py --package --out "$OUT"    # one H100 / H200 (not yet run on a GPU)
+    python3 benchmarks/primal_gpu.py --package --out "$OUT"    # one H100 / H200 (results: benchmarks/results/primal_gpu_h100.md)
     python3 benchmarks/primal_gpu.py --device cpu --tiny --package --out /tmp/x   # CPU smoke test
 
 Parts 1 and 2 are plain PyTorch (no transformers, no optimum-subnet import), so they run with whatever

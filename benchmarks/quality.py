@@ -19,7 +19,10 @@ Writes ``<output>.json`` (every entry, updated after each one: a cut run keeps w
 Method names: ``ours``, ``flap``, ``wanda-sp``, ``magnitude``, ``random``; ``NAME@pair`` prunes a
 baseline's attention by RoPE channel pairs inside heads (our search space) instead of whole KV heads;
 ``ours`` searches the family's default space (``search.attention_pruning = "auto"``), ``ours@pair`` prunes
-attention inside heads and ``ours@mlp`` leaves it whole (MLP widths and depth only).
+attention inside heads, ``ours@mlp`` leaves it whole (MLP widths and depth only) and ``ours@layer``
+shares one attention channel mask across a layer's KV heads (``search.attention_mask_sharing = "layer"``)
+instead of one per KV head: on ONNX Runtime CUDA that keeps rotary inside GroupQueryAttention, so it
+decodes faster (``benchmarks/results/ort_decode_h100.md``); this variant measures what it costs in quality.
 
 ``--checkpoints DIR`` keeps each search's checkpoints (``DIR/<method>_<ratio>.partial``) so that a run
 cut in the middle of a search continues it with ``--resume`` from its last generation.
@@ -37,6 +40,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LOG = logging.getLogger("quality")
+# ``ours@VARIANT``: our search with these config overrides
+OURS_VARIANTS = {
+    "mlp": {"search__attention_pruning": "none"},  # attention left whole: MLP widths and depth only
+    "pair": {"search__attention_pruning": "in_head"},  # attention pruned by RoPE pairs inside heads
+    "layer": {"search__attention_mask_sharing": "layer"},  # one attention channel mask per layer, not per KV head
+}
 
 
 def main(argv=None) -> int:
@@ -81,6 +90,8 @@ def main(argv=None) -> int:
         sys.stdout.write(Path(args.output).with_suffix(".md").read_text())
         return 0
 
+    for name in args.methods:
+        method_overrides(name)  # an unknown variant fails here, not after the dense model's measurement
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     import torch
 
@@ -157,14 +168,8 @@ def main(argv=None) -> int:
         for name in args.methods:
             if (name, ratio) in done:
                 continue
-            method, _, unit = name.partition("@")
-            extra = dict(overrides)
-            if method != "ours":
-                extra["baseline__attention_unit"] = unit or "head"
-            elif unit in ("mlp", "pair"):  # attention left whole (MLP widths and depth only) / pruned inside heads
-                extra["search__attention_pruning"] = {"mlp": "none", "pair": "in_head"}[unit]
-            elif unit:
-                raise SystemExit(f"unknown variant of ours: {name}")
+            method = name.partition("@")[0]
+            extra = {**overrides, **method_overrides(name)}
             config = SubnetConfig.preset(args.preset, ratio, method=method, seed=args.seed, device=args.device,
                                          faithfulness__prompts=0, ratio_of=args.ratio_of, **extra)
             LOG.info("=== %s at %.2f", name, ratio)
@@ -209,6 +214,16 @@ def main(argv=None) -> int:
 
 
 # ---------------------------------------------------------------------------------- outputs
+def method_overrides(name: str) -> dict:
+    """The config overrides that method ``name`` (``METHOD[@VARIANT]``) runs with."""
+    method, _, unit = name.partition("@")
+    if method != "ours":
+        return {"baseline__attention_unit": unit or "head"}
+    if unit and unit not in OURS_VARIANTS:
+        raise SystemExit(f"unknown variant of ours: {name} (known: {', '.join('ours@' + v for v in OURS_VARIANTS)})")
+    return dict(OURS_VARIANTS.get(unit, {}))
+
+
 def merge(results: list[dict], renames: dict | None = None, notes=()) -> dict:
     """One result from runs with the same settings: every (method, ratio) once (the first run's entry;
     each run measured the dense model, the same windows give the same value). ``renames``: method names
@@ -263,7 +278,8 @@ def markdown(results: dict) -> str:
              "(evenly spaced, the same for every model; `wiki` is the held-out side of the Wikipedia extract, a "
              "WikiText-2 substitute, not WikiText-2). `@pair`: attention pruned by RoPE pairs inside heads instead "
              "of whole KV heads (`ours@pair`: our search in that attention space); `ours@mlp`: our search with "
-             "attention left whole (MLP widths and depth only). Baselines run as their papers define them (FLAP: "
+             "attention left whole (MLP widths and depth only); `ours@layer`: our search with one attention "
+             "channel mask per layer instead of one per KV head. Baselines run as their papers define them (FLAP: "
              "global standardized structure and bias compensation; the others uniform, no compensation); ours is "
              "search (the family's default attention space) + reformation."
              + (" Settings changed from the preset for every method: "

@@ -40,13 +40,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # reference_engine (python benchmarks/search_cost.py)
+from shapes import LLAMA_7B, TINY  # noqa: E402
 
-SHAPES = {
-    "llama-7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-                     num_key_value_heads=32, head_dim=128, vocab_size=32000, max_position_embeddings=4096),
-    "tiny": dict(hidden_size=64, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
-                 num_key_value_heads=2, head_dim=16, vocab_size=1000, max_position_embeddings=2048),
-}
+SHAPES = {"llama-7b": LLAMA_7B, "tiny": TINY}
 
 
 def build(shape: str, device: str, dtype):

@@ -323,12 +323,8 @@ def _validate(model, onnx_path: Path, config: OnnxExportConfig, seed: int, sessi
 
     input_names = {i.name for i in session.get_inputs()}
     shapes = {i.name: i.shape for i in session.get_inputs()}
-    np_dtype = np.float16 if config.dtype == "fp16" else np.float32
-    generator = torch.Generator().manual_seed(seed)
-    batch, length = config.validation_batch_size, config.validation_sequence_length
-    vocab = model.config.vocab_size
-    prompt = torch.randint(3, vocab, (batch, length), generator=generator)
-    next_token = torch.randint(3, vocab, (batch, 1), generator=generator)
+    np_dtype, prompt, next_token = validation_inputs(model, config, seed)
+    length = config.validation_sequence_length
     kv_names = sorted((n for n in input_names if n.startswith("past_key_values.")), key=_kv_order)
     use_past = bool(kv_names)
 
@@ -359,14 +355,30 @@ def _validate(model, onnx_path: Path, config: OnnxExportConfig, seed: int, sessi
             ref2 = model(next_token.to(model.device), past_key_values=ref.past_key_values, use_cache=True)
             out2 = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds(next_token, length, past))))
             steps.append(_compare("decode", ref2, out2, kv_names))
+    return validation_result(session, config, steps)
+
+
+def validation_inputs(model, config: OnnxExportConfig, seed: int):
+    """What every validation feeds both runtimes: ``(numpy KV dtype, prompt, next token)``, the
+    prompt ``validation_batch_size x validation_sequence_length`` random ids (above the special ids)
+    and one more token per row, drawn from ``seed``."""
+    import numpy as np
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    batch, length = config.validation_batch_size, config.validation_sequence_length
+    vocab = model.config.vocab_size
+    prompt = torch.randint(3, vocab, (batch, length), generator=generator)
+    next_token = torch.randint(3, vocab, (batch, 1), generator=generator)
+    return (np.float16 if config.dtype == "fp16" else np.float32), prompt, next_token
+
+
+def validation_result(session, config: OnnxExportConfig, steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ``validation.json`` record of compared ``steps`` (prefill, decode), logged; passed when the
+    worst difference is within ``config.tolerance``."""
     worst = max(step["max_abs_diff"] for step in steps)
-    result = {
-        "provider": session.get_providers()[0],
-        "atol": config.tolerance,
-        "max_abs_diff": worst,
-        "passed": bool(worst <= config.tolerance),
-        "steps": steps,
-    }
+    result = {"provider": session.get_providers()[0], "atol": config.tolerance, "max_abs_diff": worst,
+              "passed": bool(worst <= config.tolerance), "steps": steps}
     for step in steps:
         logger.info("validation %-7s max |logits diff| %.3g, max |KV diff| %.3g (atol %g) on %s", step["step"],
                     step["logits_max_abs_diff"], step.get("kv_max_abs_diff", 0.0), config.tolerance, result["provider"])

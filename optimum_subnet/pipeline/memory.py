@@ -13,7 +13,8 @@ stage, the large tensors the pass really allocates on its compute device (all of
   width^2, MLP width^2) plus the Cholesky inverse of the largest (4 matrices of that size);
 * **reformation statistics**: for one projection (W_down is the largest) the two-fold dense /
   cross / subnet second moments and their combination in float64 (``3 x (I^2 + I I_s + I_s^2)``,
-  ``I_s`` the average kept MLP width) plus the solver's copies (``3 x I_s^2``);
+  ``I_s`` the widest layer's kept MLP width: a given spec's, else the whole MLP, which a search may keep) plus the solver's copies (:func:`solver_elements`: about
+  ``5 I_s^2 + I I_s + hidden (I + 3 I_s)``, more with an intercept);
 * **block activations**: one batch's intermediate tensors inside a block
   (``batch x seq x (2 hidden + attention + 2 kv + 3 mlp) x bytes``);
 * **logits**: perplexity is computed on 2048-token chunks: ``chunk x vocab x 4 bytes x 2`` (logits
@@ -43,7 +44,8 @@ reformation) and the embeddings / LM head, which stay on the GPU, instead of the
 search evaluates its candidates in groups that share one stream of the dense blocks, and the group is
 as large as the candidates' hidden states (``fitness windows x seq x hidden`` each) allow. Everything
 else (calibration activations, statistics, logits) is the same as when resident. The statistics do not
-shrink with offloading: at LLaMA-7B shape the reformation's float64 W_down moments alone are 8.3 GiB.
+shrink with offloading: at LLaMA-7B shape the reformation's float64 W_down moments and solver copies
+for a layer that keeps its whole MLP are about 14 GiB.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,12 +111,17 @@ class MemoryEstimate:
 
 
 def estimate_peak_memory(shape: ModelShape, config, dtype_bytes: int, device: str = "cpu",
-                         search: bool = True, offload: bool = False, candidate_group: int = 1) -> MemoryEstimate:
+                         search: bool = True, offload: bool = False, candidate_group: int = 1,
+                         widest_mlp: int | None = None) -> MemoryEstimate:
     """Stage-by-stage estimate for ``config`` (a :class:`SubnetConfig`) on a model of ``shape``.
 
     ``search=False`` leaves out the importance pass and the search (a given spec is only reformed).
     ``offload``: the blocks are streamed (see the module docstring); ``candidate_group`` candidates
-    share one stream of the dense blocks during the search.
+    share one stream of the dense blocks during the search. ``widest_mlp``: the largest MLP width any
+    layer of the subnet keeps, which sizes the reformation's statistics (they are computed one layer at
+    a time, so the widest layer is the peak); unknown before a search, it defaults to the whole MLP: the
+    search may keep a layer whole (at LLaMA-7B shape, target 0.5, an estimate from the average kept width
+    was 4.1 GiB under the GPU's peak in both the resident and the offloaded run).
     """
     s, d = config.search, config.data
     b = dtype_bytes
@@ -123,7 +131,7 @@ def estimate_peak_memory(shape: ModelShape, config, dtype_bytes: int, device: st
     from optimum_subnet.algorithms.budget import Budget
 
     block_ratio = min(1.0, max(0.0, Budget(shape, config.target_ratio, config.ratio_of).block_target_ratio))
-    kept_mlp = math.ceil(mlp * block_ratio)
+    widest = mlp if widest_mlp is None else min(mlp, widest_mlp)
 
     weights = shape.dense_params() * b
     candidate = int(shape.dense_block_params() * block_ratio * b)
@@ -146,7 +154,8 @@ def estimate_peak_memory(shape: ModelShape, config, dtype_bytes: int, device: st
             "model weights": weights,
             "candidate weights": candidate,
             "calibration activations": 2 * stream,
-            "reformation statistics": 8 * (3 * (mlp * mlp + mlp * kept_mlp + kept_mlp * kept_mlp) + 3 * kept_mlp ** 2),
+            "reformation statistics": 8 * (3 * (mlp * mlp + mlp * widest + widest * widest)
+                                           + solver_elements(hidden, mlp, widest, config.reformation_bias)),
             "block activations": 2 * block(d.batch_size, d.seq_len),
         },
         "final evaluation": perplexity_stage(eval_batch, d.eval_seq_len, {"candidate weights": candidate}),
@@ -183,6 +192,17 @@ def estimate_peak_memory(shape: ModelShape, config, dtype_bytes: int, device: st
     return MemoryEstimate(device=device, stages=stages)
 
 
+def solver_elements(out_features: int, in_features: int, kept: int, bias: bool) -> int:
+    """Float64 elements the closed-form solve of one projection (``least_squares.closed_form``, or
+    ``closed_form_with_bias`` with an intercept) and its output error hold beside the moments: the means
+    of the cross (in x |S|) and kept (|S|^2) moments, the identity, the damped matrix, its Cholesky factor
+    and the copy of it that ``cholesky_solve`` makes (with an intercept the augmented copies: 8 |S|^2 and
+    the cross twice), and the dense, prior, right-hand-side and fitted weights (out x (in + 3 |S|)).
+    Counted from the code; on the GPU the 7B run ran out of memory allocating that last copy (issue 17)."""
+    squares, crosses = (8, 2) if bias else (5, 1)
+    return squares * kept * kept + crosses * in_features * kept + out_features * (in_features + 3 * kept)
+
+
 @dataclass
 class MemoryPlan:
     """Where the weights live during a run, and the estimate that chose it (see :func:`plan_memory`)."""
@@ -200,12 +220,41 @@ class MemoryPlan:
     def describe(self) -> dict:
         return {"plan": "offload" if self.offload else "resident", "device": self.estimate.device,
                 "estimated_peak_bytes": self.estimate.peak, "estimated_peak_stage": self.estimate.peak_stage,
+                "estimated_stage_bytes": {name: self.estimate.total(name) for name in self.estimate.stages},
                 "budget_bytes": self.budget, "budget_source": self.source, "resident_peak_bytes": self.resident_peak,
                 "candidate_group": self.candidate_group if self.offload else None, "reason": self.reason}
 
 
+class StagePeaks:
+    """Peak memory allocated on a CUDA device during each stage of a run, named as the estimate's
+    stages, so the report shows the estimate next to what the run really held (on other devices it
+    records nothing: their allocators keep no peak)."""
+
+    def __init__(self, device):
+        import torch
+
+        self.device = torch.device(device)
+        self.enabled = self.device.type == "cuda" and torch.cuda.is_available()
+        self.peaks: dict[str, int] = {}
+
+    @contextmanager
+    def stage(self, name: str):
+        if not self.enabled:
+            yield
+            return
+        import torch
+
+        torch.cuda.synchronize(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        try:
+            yield
+        finally:
+            torch.cuda.synchronize(self.device)
+            self.peaks[name] = max(self.peaks.get(name, 0), int(torch.cuda.max_memory_allocated(self.device)))
+
+
 def plan_memory(shape: ModelShape, config, dtype_bytes: int, device: str, budget: int, source: str,
-                search: bool = True, mode: str | None = None) -> MemoryPlan:
+                search: bool = True, mode: str | None = None, widest_mlp: int | None = None) -> MemoryPlan:
     """Resident if the whole run fits ``budget``; otherwise, on a GPU with ``mode`` (default
     ``config.offload``) ``"auto"``, offloaded (blocks streamed) if that fits; ``"on"`` always offloads
     (on the CPU the transfer is a no-op: the same code path, for tests), ``"off"`` never does.
@@ -213,7 +262,7 @@ def plan_memory(shape: ModelShape, config, dtype_bytes: int, device: str, budget
     mode = mode or getattr(config, "offload", "auto")
     if mode not in OFFLOAD_MODES:
         raise ResourceError(f"offload must be one of {', '.join(OFFLOAD_MODES)}, got {mode!r}")
-    resident = estimate_peak_memory(shape, config, dtype_bytes, device, search=search)
+    resident = estimate_peak_memory(shape, config, dtype_bytes, device, search=search, widest_mlp=widest_mlp)
     gpu = str(device).startswith("cuda")
     if mode == "off" or (mode == "auto" and (resident.peak <= budget or not gpu)):
         check_memory(resident, budget, source)
@@ -222,12 +271,12 @@ def plan_memory(shape: ModelShape, config, dtype_bytes: int, device: str, budget
     # offloaded: the largest candidate group whose hidden states fit (at most a generation's candidates)
     group = max(1, config.search.population_size)
     estimate = estimate_peak_memory(shape, config, dtype_bytes, device, search=search, offload=True,
-                                    candidate_group=group)
+                                    candidate_group=group, widest_mlp=widest_mlp)
     if search and estimate.peak > budget:
         per_candidate = config.search.fitness_windows * config.search.fitness_seq_len * shape.hidden_size * dtype_bytes
         group = max(1, min(group, group - math.ceil((estimate.peak - budget) / max(1, per_candidate))))
         estimate = estimate_peak_memory(shape, config, dtype_bytes, device, search=search, offload=True,
-                                        candidate_group=group)
+                                        candidate_group=group, widest_mlp=widest_mlp)
     if mode == "auto" and estimate.peak > budget:
         peak_stage = estimate.peak_stage
         parts = {k: v for k, v in estimate.stages[peak_stage].items() if k != "runtime overhead"}

@@ -31,6 +31,7 @@ from optimum_subnet.core.config import SubnetConfig
 from optimum_subnet.core.environment import environment, package_versions
 from optimum_subnet.core.errors import SubnetError
 from optimum_subnet.core.spec import SubnetSpec
+from optimum_subnet.pipeline.memory import StagePeaks
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +184,8 @@ class SubnetOptimizer:
             else:
                 resident = sum(p.numel() * p.element_size() for p in self.model.parameters())
             plan = plan_memory(shape, config, dtype.itemsize, device, *memory_budget(device, resident),
-                               search=searching)
+                               search=searching, widest_mlp=max(len(layer.mlp_channels) for layer in spec.layers)
+                               if spec is not None and spec.layers else None)
             if plan.offload and streamed_unsupported is not None:
                 raise SubnetError(f"the model does not fit on the device and is streamed block by block, but "
                                   f"{streamed_unsupported}; change that setting or use a device with more memory")
@@ -246,6 +248,7 @@ class SubnetOptimizer:
             spec.validate(shape)
         selector = stages.selector_for(config, spec)
         timings: dict[str, float] = {}
+        peaks = StagePeaks(device)
 
         t = time.perf_counter()
         data = stages.load_pass_data(config, self.tokenizer, getattr(model.config, "max_position_embeddings", None),
@@ -277,34 +280,41 @@ class SubnetOptimizer:
             dense_spec = SubnetSpec.dense(shape)
             run.report.update(model=self.model_name, target_ratio=config.target_ratio)
             t = time.perf_counter()
+            with peaks.stage("dense evaluation"):
+                dense_ppl = run.evaluate(model, "dense")
             run.report["dense"] = {"params": dense_spec.params(), "block_params": dense_spec.block_params(),
-                                   "ppl": run.evaluate(model, "dense")}
+                                   "ppl": dense_ppl}
             timings["evaluate_dense"] = time.perf_counter() - t
             if selector.needs_importance:
                 t = time.perf_counter()
                 # rank 0 computes them for every process: all must build the same search space
-                run.scores = context.on_main(lambda: stages.importance(model, adapter, config, data, device, streamer))
+                with peaks.stage("importance"):
+                    run.scores = context.on_main(
+                        lambda: stages.importance(model, adapter, config, data, device, streamer))
                 timings["importance"] = time.perf_counter() - t
             if work is not None and spec is not None:
                 work.save_pre_search(run.report, timings, run.scores)
         report = run.report
 
-        selection = selector.select(run)
+        with peaks.stage("search"):
+            selection = selector.select(run)
         if not context.is_main:  # the rest (reformation, evaluation, saving) is rank 0's
             return {"model": None, "spec": selection.spec, "report": {}}
         report.update(selection.report)
         timings.update(selection.timings)
         chosen = stages.with_reformation_biases(selection.spec) if config.reformation_bias else selection.spec
-        subnet = run.extract(chosen)
-        if selection.adjust is not None:
-            selection.adjust(subnet, adapter)
-        report.setdefault("method", config.method)
-        report["searched"] = {"params": chosen.params(), "inheriting_ratio": chosen.inheriting_ratio(),
-                              "ppl": run.evaluate(subnet, "searched")}
-
-        reformation = stages.reform(model, subnet, chosen, adapter, config, data, device, streamer)
+        with peaks.stage("reformation"):  # the extracted subnet lives from here on, beside the dense model
+            subnet = run.extract(chosen)
+            if selection.adjust is not None:
+                selection.adjust(subnet, adapter)
+            report.setdefault("method", config.method)
+            report["searched"] = {"params": chosen.params(), "inheriting_ratio": chosen.inheriting_ratio(),
+                                  "ppl": run.evaluate(subnet, "searched")}
+            reformation = stages.reform(model, subnet, chosen, adapter, config, data, device, streamer)
         # without a reformation nothing changed: the final subnet is the selected one
-        final_ppl = dict(report["searched"]["ppl"]) if reformation.method == "none" else run.evaluate(subnet, "final")
+        with peaks.stage("final evaluation"):
+            final_ppl = (dict(report["searched"]["ppl"]) if reformation.method == "none"
+                         else run.evaluate(subnet, "final"))
         final_spec = SubnetSpec(shape=shape, layers=chosen.layers,
                                 metadata={"target_ratio": config.target_ratio, "source_model": self.model_name,
                                           "seed": config.seed, "reformation": config.reformation.method,
@@ -322,6 +332,8 @@ class SubnetOptimizer:
         if plan is not None or streamer is not None:
             report["memory"] = {**(plan.describe() if plan is not None else {"plan": "offload", "reason": "offload requested"}),
                                 **({"streaming": streamer.describe()} if streamer is not None else {})}
+        if peaks.peaks:  # measured on a CUDA device: beside the estimate's stages (a resumed run lacks the early ones)
+            report.setdefault("memory", {})["measured_stage_peak_bytes"] = peaks.peaks
         return {"model": subnet, "spec": final_spec, "report": report}
 
 

@@ -69,12 +69,18 @@ def test_estimate_parts_equal_the_tensors_the_pass_allocates(model, monkeypatch)
         pairs = list(range(half * 3 // 4))
         layer.attention_channels = [pairs + [p + half for p in pairs] for _ in layer.kv_heads]
     ratio_config = _config().replace(target_ratio=spec.inheriting_ratio())
-    estimate = estimate_peak_memory(shape, ratio_config, dtype_bytes=4)
+    estimate = estimate_peak_memory(shape, ratio_config, dtype_bytes=4, widest_mlp=kept)
+    # before a search the widest layer is unknown: bounded by the whole MLP, which a search may keep
+    unknown = estimate_peak_memory(shape, ratio_config, dtype_bytes=4)
+    assert unknown.stages["reformation"]["reformation statistics"] == estimate_peak_memory(
+        shape, ratio_config, dtype_bytes=4, widest_mlp=shape.intermediate_size).stages["reformation"][
+        "reformation statistics"] > estimate.stages["reformation"]["reformation statistics"]
     folds = []
     monkeypatch.setattr(TwoFoldStatistics, "combined", _recording_combined(folds))
     reform(model, extract_subnet(model, spec, adapter), spec, adapter, windows, d.batch_size, "cpu")
     real = max(folds)
-    solver = 3 * kept * kept * 8
+    # the solver's copies, as listed in solver_elements' docstring (read from least_squares.closed_form)
+    solver = (5 * kept * kept + shape.intermediate_size * kept + shape.hidden_size * (shape.intermediate_size + 3 * kept)) * 8
     assert estimate.stages["reformation"]["reformation statistics"] == pytest.approx(real + solver, rel=0.02)
 
 
@@ -140,3 +146,28 @@ def test_memory_mapped_weights_are_not_counted_as_already_resident(tiny_model_di
     copied, _ = load_model(str(tiny_model_dir), dtype="bfloat16")  # converted: a copy in process memory
     assert resident_weight_bytes(mapped) == 0
     assert resident_weight_bytes(copied) == sum(p.numel() * p.element_size() for p in copied.parameters())
+
+
+def test_stage_peaks_record_nothing_on_the_cpu():
+    from optimum_subnet.pipeline.memory import StagePeaks
+
+    peaks = StagePeaks("cpu")
+    with peaks.stage("importance"):
+        torch.ones(1000)
+    assert not peaks.enabled and peaks.peaks == {}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_stage_peaks_measure_each_stage_alone():
+    from optimum_subnet.pipeline.memory import StagePeaks
+
+    peaks = StagePeaks("cuda")
+    with peaks.stage("importance"):
+        big = torch.empty(64 * 2**20, dtype=torch.uint8, device="cuda")
+        del big
+    with peaks.stage("search"):
+        small = torch.empty(2**20, dtype=torch.uint8, device="cuda")
+        del small
+    assert peaks.peaks["importance"] >= 64 * 2**20
+    assert peaks.peaks["search"] < peaks.peaks["importance"]  # the big tensor's peak was not carried over

@@ -222,7 +222,7 @@ def test_offload_estimate_counts_two_blocks_instead_of_the_model():
 def test_plan_offloads_on_a_gpu_when_the_model_does_not_fit_and_says_so(caplog):
     config = _paper()
     resident = estimate_peak_memory(LLAMA_7B, config, 2, "cuda")
-    budget = 16 * GIB
+    budget = 24 * GIB  # the reformation's float64 statistics alone take ~14 GiB (widest layer: the whole MLP)
     assert resident.peak > budget
     with caplog.at_level(logging.INFO, logger="optimum_subnet.pipeline.memory"):
         plan = plan_memory(LLAMA_7B, config, 2, "cuda", budget, "test")

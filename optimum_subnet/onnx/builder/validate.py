@@ -38,7 +38,7 @@ def validate_direct(model, onnx_path: Path, config, seed: int = 0) -> dict[str, 
     import torch
 
     from optimum_subnet.core.errors import SubnetError
-    from optimum_subnet.onnx.export import _layer_kv
+    from optimum_subnet.onnx.export import _layer_kv, validation_inputs, validation_result
 
     providers = [config.provider] + (["CPUExecutionProvider"] if config.provider != "CPUExecutionProvider" else [])
     try:
@@ -46,12 +46,8 @@ def validate_direct(model, onnx_path: Path, config, seed: int = 0) -> dict[str, 
     except Exception as e:  # noqa: BLE001 - onnxruntime's own exception types
         raise SubnetError(f"built graph {onnx_path.name} does not load in onnxruntime: {str(e).splitlines()[0]}") \
             from None
-    np_dtype = np.float16 if config.dtype == "fp16" else np.float32
-    generator = torch.Generator().manual_seed(seed)
+    np_dtype, prompt, next_token = validation_inputs(model, config, seed)
     batch, length = config.validation_batch_size, config.validation_sequence_length
-    vocab = model.config.vocab_size
-    prompt = torch.randint(3, vocab, (batch, length), generator=generator)
-    next_token = torch.randint(3, vocab, (batch, 1), generator=generator)
     capacity = length + 1
     shapes = kv_shapes(session)
     past = {name: np.zeros((batch, heads, capacity, dim), np_dtype) for name, (heads, dim) in shapes.items()}
@@ -67,13 +63,7 @@ def validate_direct(model, onnx_path: Path, config, seed: int = 0) -> dict[str, 
         out2 = run_direct(session, next_token.numpy(), np.full((batch, 1), length), capacity,
                           np.arange(batch).reshape(batch, 1), past)
         steps.append(_compare("decode", ref2.logits, ref2.past_key_values, out2, capacity, _layer_kv))
-    worst = max(step["max_abs_diff"] for step in steps)
-    result = {"provider": session.get_providers()[0], "atol": config.tolerance, "max_abs_diff": worst,
-              "passed": bool(worst <= config.tolerance), "steps": steps}
-    for step in steps:
-        logger.info("validation %-7s max |logits diff| %.3g, max |KV diff| %.3g (atol %g) on %s", step["step"],
-                    step["logits_max_abs_diff"], step["kv_max_abs_diff"], config.tolerance, result["provider"])
-    return result
+    return validation_result(session, config, steps)
 
 
 def _compare(step: str, logits, cache, out: dict, filled: int, layer_kv) -> dict[str, Any]:
