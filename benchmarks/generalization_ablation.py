@@ -16,7 +16,12 @@ versions. Per variant, one search from that same initial subnet with other fitne
   windows, instead of perplexity;
 * ``reformed``: perplexity after a cheap reformation of the candidate (closed form on 4 calibration
   windows), screened as ``more_windows`` on un-reformed perplexity;
-* combinations, when asked for (``distill_more``: distillation on the 16 x 512 windows with screening).
+* combinations, when asked for (``distill_more``: distillation on the 16 x 512 windows with screening);
+* ``no_head_search``: the default with whole-KV-head mutations off (the default turns them on at ratios
+  <= 0.6, ``search.kv_head_search = "auto"``);
+* ``reference_engine``: the default fitness searched by the engine of main at 58474c2, before issue 15's
+  vectorized engine (``benchmarks/reference_engine``, run from the repository root): is today's engine
+  as good a search as the one it replaced?
 
 For every variant the final top-k is scored on 16 x 512-token *selection* windows of the calibration
 side that overlap no calibration or fitness window of any variant, and "selected" is the best of the
@@ -34,10 +39,12 @@ import json
 import logging
 import math
 import statistics
+import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # reference_engine
 logger = logging.getLogger("benchmarks.generalization_ablation")
 
 #: name -> (description, search overrides, cheap-reformation calibration windows or 0)
@@ -56,7 +63,13 @@ VARIANTS = {
                       "screening_keep": 0.25, "screening_windows": 1, "screening_seq_len": 256}, 0),
     "distill_fresh": ("distillation, fresh 4 x 256 windows every generation",
                       {"fitness_metric": "distillation", "fitness_refresh": True}, 0),
+    "no_head_search": ("perplexity, 4 x 256 windows, no whole-KV-head mutations (kv_head_search=off)",
+                       {"kv_head_search": "off"}, 0),
+    "reference_engine": ("perplexity, 4 x 256 windows, searched by the engine before issue 15 "
+                         "(benchmarks/reference_engine: no whole-KV-head mutations)", {"engine": "reference"}, 0),
 }
+#: overrides that are not search settings: which engine runs the search
+ENGINES = ("current", "reference")
 SELECTION = (16, 512)
 
 
@@ -125,7 +138,26 @@ class Context:
         self.prefix = self._prefix()
 
     def variant_config(self, overrides: dict):
-        return self.config.replace(**{f"search__{k}": v for k, v in overrides.items()})
+        return self.config.replace(**{f"search__{k}": v for k, v in overrides.items() if k != "engine"})
+
+    def variant_space(self, config, engine: str):
+        """The search space of a variant: the shared one unless its settings change the space."""
+        from optimum_subnet.pipeline import stages
+
+        if engine == "reference":
+            from reference_engine import SearchSpace
+
+            s = config.search
+            return SearchSpace(
+                self.shape, self.attention, self.mlp, config.target_ratio, attention_range=s.attention_range,
+                mlp_range=s.mlp_range, head_dim_multiple=s.head_dim_multiple, mlp_multiple=s.mlp_multiple,
+                depth_search=s.depth_search == "on" or (s.depth_search == "auto" and config.target_ratio <= 0.7),
+                min_depth=round(s.min_depth_ratio * self.shape.num_layers), tolerance=s.ratio_tolerance,
+                mask_fill=s.mask_fill, mask_sharing=s.attention_mask_sharing, attention_allocation=self.att_alloc,
+                mlp_allocation=self.mlp_alloc, out_bias=config.reformation_bias, ratio_of=config.ratio_of)
+        if config.search == self.config.search:
+            return self.space
+        return stages.search_space(self.shape, config, self.attention, self.mlp, self.att_alloc, self.mlp_alloc)
 
     def _prefix(self) -> dict:
         import torch
@@ -141,8 +173,10 @@ class Context:
         else:
             self.scores = stages.importance(self.model, self.adapter, self.config, self.data, "cpu")
             torch.save(self.scores.to_tensors(), scores_path)
-        attention, mlp, att_alloc, mlp_alloc = self.scores.for_search(self.config.search.importance, self.shape)
-        self.space = stages.search_space(self.shape, self.config, attention, mlp, att_alloc, mlp_alloc)
+        self.attention, self.mlp, self.att_alloc, self.mlp_alloc = self.scores.for_search(
+            self.config.search.importance, self.shape)
+        self.space = stages.search_space(self.shape, self.config, self.attention, self.mlp, self.att_alloc,
+                                         self.mlp_alloc)
         self.initial = {"uniform": self.space.initial(), "global": self.space.global_initial()}
         if path.exists():
             return json.loads(path.read_text())
@@ -173,12 +207,19 @@ class Context:
 def run_variant(ctx: Context, name: str) -> dict:
     from optimum_subnet.pipeline import stages
     from optimum_subnet.pipeline.fitness import DistillationFitness, PerplexityFitness
-    from optimum_subnet.search import EvolutionarySearch
-    from optimum_subnet.search.state import genome_from_json, genome_to_json
     from optimum_subnet.stages.surgery import extract_subnet
 
     description, overrides, reform_windows = VARIANTS[name]
+    engine = overrides.get("engine", "current")
+    if engine == "reference":
+        from reference_engine import EvolutionarySearch
+        from reference_engine.state import genome_key
+        from reference_engine.state import genome_from_json, genome_to_json
+    else:
+        from optimum_subnet.search import EvolutionarySearch
+        from optimum_subnet.search.state import genome_from_json, genome_to_json
     config = ctx.variant_config(overrides)
+    space = ctx.variant_space(config, engine)
     s = config.search
     data = stages.load_pass_data(config, ctx.tokenizer, ctx.model.config.max_position_embeddings)
     screening = data.fitness[: s.screening_windows, : s.screening_seq_len] if s.screening_keep < 1 else None
@@ -189,7 +230,10 @@ def run_variant(ctx: Context, name: str) -> dict:
                                   s.fitness_batch_size, screening, **options)
     else:
         fitness = kind(ctx.model, ctx.adapter, data.fitness, s.fitness_batch_size, screening, **options)
-    initial = ctx.initial[ctx.prefix["chosen"]]
+    chosen = ctx.prefix["chosen"]
+    initial = space.initial() if chosen == "uniform" else space.global_initial()
+    if space.to_spec(initial).params() != ctx.space.to_spec(ctx.initial[chosen]).params():
+        raise RuntimeError(f"{name}: its initial {chosen} subnet differs from the shared one")
     # staged: the search checkpoints every generation and each later measurement is saved as it ends, so a
     # killed run resumes where it stopped (``<name>.stages.json``, ``<name>.search_state.json``)
     stages_path, state_path = ctx.work / f"{name}.stages.json", ctx.work / f"{name}.search_state.json"
@@ -200,27 +244,34 @@ def run_variant(ctx: Context, name: str) -> dict:
         stages_path.write_text(json.dumps(done))
 
     if "search" not in done:
-        search = EvolutionarySearch(ctx.space, s, fitness, seed=config.seed,
-                                    screen=fitness.screen_many if screening is not None else None,
-                                    refresh=fitness.refresh if s.fitness_refresh else None,
-                                    checkpoint=lambda state: state_path.write_text(json.dumps(state)))
+        checkpoint = lambda state: state_path.write_text(json.dumps(state))  # noqa: E731
+        if engine == "reference":  # one spec per call, no screening, no fresh windows
+            search = EvolutionarySearch(space, s, fitness.score, seed=config.seed, checkpoint=checkpoint)
+        else:
+            search = EvolutionarySearch(space, s, fitness, seed=config.seed,
+                                        screen=fitness.screen_many if screening is not None else None,
+                                        refresh=fitness.refresh if s.fitness_refresh else None, checkpoint=checkpoint)
         if state_path.exists():
             search.load_state_dict(json.loads(state_path.read_text()))
             logger.info("%s: search resumed after generation %d", name, search.generation)
         result = search.run(initial)
+        if engine == "reference":
+            top, top_fitness = search.top, [search.cache[genome_key(g)] for g in search.top]
+        else:
+            top, top_fitness = result.top, result.top_fitness
         save("search", {"seconds": result.seconds, "evaluations": result.evaluations,
                         "screenings": result.screenings, "initial_fitness": result.initial_fitness,
-                        "best_fitness": result.best_fitness, "top": [genome_to_json(g) for g in result.top],
-                        "top_fitness": result.top_fitness})
+                        "best_fitness": result.best_fitness, "top": [genome_to_json(g) for g in top],
+                        "top_fitness": top_fitness})
     found = done["search"]
     genomes = [genome_from_json(g) for g in found["top"]]
     # held-out perplexity of the search's best first (the number the issue's first bar asks for)
     if "best_nll" not in done:
-        save("best_nll", window_nll(extract_subnet(ctx.model, ctx.space.to_spec(genomes[0]), ctx.adapter),
+        save("best_nll", window_nll(extract_subnet(ctx.model, space.to_spec(genomes[0]), ctx.adapter),
                                     ctx.data.evaluation))
         logger.info("%s: searched subnet, held-out %.2f", name, ppl(done["best_nll"]))
     if "selection_ppl" not in done:
-        save("selection_ppl", [ppl(window_nll(extract_subnet(ctx.model, ctx.space.to_spec(g), ctx.adapter),
+        save("selection_ppl", [ppl(window_nll(extract_subnet(ctx.model, space.to_spec(g), ctx.adapter),
                                               ctx.selection)) for g in genomes])
     top = [{"rank": rank, "fitness": value, "selection_ppl": sel, "genome": genome}
            for rank, (genome, value, sel) in enumerate(zip(genomes, found["top_fitness"], done["selection_ppl"]), 1)]
@@ -231,11 +282,11 @@ def run_variant(ctx: Context, name: str) -> dict:
     # held-out perplexity of the selected one too (the CPU is shared and slow: not of the whole top-k)
     if selected.startswith("top-") and selected != "top-1":
         if "selected_nll" not in done:
-            save("selected_nll", window_nll(extract_subnet(ctx.model, ctx.space.to_spec(
+            save("selected_nll", window_nll(extract_subnet(ctx.model, space.to_spec(
                 top[int(selected[4:]) - 1]["genome"]), ctx.adapter), ctx.data.evaluation))
         top[int(selected[4:]) - 1]["nll"] = done["selected_nll"]
     if "reformed_best_nll" not in done:
-        save("reformed_best_nll", ctx.reformed_nll(ctx.space.to_spec(genomes[0])))
+        save("reformed_best_nll", ctx.reformed_nll(space.to_spec(genomes[0])))
     row = {"variant": name, "description": description, "overrides": overrides, "reform_windows": reform_windows,
            "search_seconds": found["seconds"], "evaluations": found["evaluations"],
            "screenings": found["screenings"], "initial_fitness": found["initial_fitness"],
@@ -245,7 +296,7 @@ def run_variant(ctx: Context, name: str) -> dict:
            "reformed_best_nll": done["reformed_best_nll"]}
     if selected.startswith("top-") and selected != "top-1":
         if "reformed_selected_nll" not in done:
-            save("reformed_selected_nll", ctx.reformed_nll(ctx.space.to_spec(top[int(selected[4:]) - 1]["genome"])))
+            save("reformed_selected_nll", ctx.reformed_nll(space.to_spec(top[int(selected[4:]) - 1]["genome"])))
         row["reformed_selected_nll"] = done["reformed_selected_nll"]
     return row
 
