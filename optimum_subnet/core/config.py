@@ -12,13 +12,11 @@
 
 from __future__ import annotations
 
-import dataclasses
-import os
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from optimum_subnet.core.errors import SubnetError
+from optimum_subnet.core.jsonconfig import JsonConfig
 
 #: How our search prunes attention (``SearchConfig.attention_pruning``): "in_head" (RoPE pairs inside the heads,
 #: the paper's space), "none" (left whole: MLP widths and depth only), "auto" (the family's default,
@@ -196,7 +194,12 @@ class FaithfulnessConfig:
 
 
 @dataclass
-class SubnetConfig:
+class SubnetConfig(JsonConfig):
+    CONFIG_NAME: ClassVar[str] = CONFIG_NAME
+    SECTIONS: ClassVar[dict[str, type]] = {"search": SearchConfig, "data": DataConfig, "reformation": ReformationConfig,
+                                           "faithfulness": FaithfulnessConfig, "baseline": BaselineConfig}
+    DESCRIPTION: ClassVar[str] = "subnet configuration"
+
     target_ratio: float = 0.8
     #: what the ratio is a fraction of: "all" parameters (the paper; embeddings and LM head included) or the
     #: decoder "blocks" (for models whose embeddings are most of the parameters, e.g. Gemma3-270M)
@@ -326,65 +329,3 @@ class SubnetConfig:
         else:
             raise SubnetError(f"unknown preset {name!r}; use fast, paper or auto")
         return config.replace(**overrides)
-
-    def replace(self, **overrides: Any) -> "SubnetConfig":
-        """Copy with overrides; nested fields as ``search__generations=3`` or dicts."""
-        data = self.to_dict()
-        for key, value in overrides.items():
-            if value is None:
-                continue
-            if "__" in key:
-                section, name = key.split("__", 1)
-                data[section][name] = value
-            elif isinstance(value, dict):
-                data[key].update(value)
-            else:
-                data[key] = value
-        return type(self).from_dict(data)
-
-    # ---------------------------------------------------------------------------- persistence
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SubnetConfig":
-        if not isinstance(data, dict):
-            raise SubnetError(f"a subnet configuration is a JSON object, got {type(data).__name__}")
-        data = dict(data)
-        sections = {"search": SearchConfig, "data": DataConfig, "reformation": ReformationConfig,
-                    "faithfulness": FaithfulnessConfig, "baseline": BaselineConfig}
-        try:
-            for name, section_cls in sections.items():
-                if name in data and not isinstance(data[name], section_cls):
-                    data[name] = section_cls(**_known(section_cls, data[name], name))
-            return cls(**_known(cls, data, "config"))
-        except TypeError as e:
-            raise SubnetError(f"invalid subnet configuration: {e}") from None
-
-    def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
-        from optimum_subnet.core.files import write_json
-
-        path = Path(save_directory)
-        path.mkdir(parents=True, exist_ok=True)
-        write_json(path / CONFIG_NAME, self.to_dict())
-        return path / CONFIG_NAME
-
-    @classmethod
-    def from_pretrained(cls, path: str | os.PathLike) -> "SubnetConfig":
-        from optimum_subnet.core.files import read_json
-
-        path = Path(path)
-        if path.is_dir():
-            path = path / CONFIG_NAME
-        data = read_json(path)
-        if not isinstance(data, dict):
-            raise SubnetError(f"{path} is not a subnet configuration (a JSON object), got a JSON {type(data).__name__}")
-        return cls.from_dict(data)
-
-
-def _known(section_cls, values: dict, where: str) -> dict:
-    names = {f.name for f in dataclasses.fields(section_cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise SubnetError(f"unknown {where} option(s): {', '.join(unknown)}")
-    return values

@@ -11,14 +11,12 @@ minute; a 200-step fine-tune of two layers in a few minutes). Layer selectors (`
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import re
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 from optimum_subnet.core.errors import SubnetError
+from optimum_subnet.core.jsonconfig import JsonConfig
 
 CONFIG_NAME = "primal_config.json"
 
@@ -74,7 +72,13 @@ class DiagnoseConfig:
 
 
 @dataclass
-class PrimalConfig:
+class PrimalConfig(JsonConfig):
+    CONFIG_NAME: ClassVar[str] = CONFIG_NAME
+    SECTIONS: ClassVar[dict[str, type]] = {"data": PrimalDataConfig, "fine_tune": FineTuneConfig,
+                                           "diagnose": DiagnoseConfig}
+    DESCRIPTION: ClassVar[str] = "Primal-Attention configuration"
+    OPTION_PREFIX: ClassVar[str] = "Primal-Attention "
+
     layers: str = "last:2"
     #: s, the number of singular directions kept per head (1..head_dim)
     rank: int = 16
@@ -117,64 +121,6 @@ class PrimalConfig:
             if not ok:
                 raise SubnetError(message)
         return self
-
-    def replace(self, **overrides: Any) -> "PrimalConfig":
-        """Copy with overrides (``None`` keeps a value); nested fields as ``fine_tune__steps=200``."""
-        data = self.to_dict()
-        for key, value in overrides.items():
-            if value is None:
-                continue
-            if "__" in key:
-                section, name = key.split("__", 1)
-                data[section][name] = value
-            else:
-                data[key] = value
-        return type(self).from_dict(data)
-
-    # ---------------------------------------------------------------------------- persistence
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "PrimalConfig":
-        if not isinstance(data, dict):
-            raise SubnetError("invalid Primal-Attention configuration: not a JSON object")
-        data = dict(data)
-        sections = {"data": PrimalDataConfig, "fine_tune": FineTuneConfig, "diagnose": DiagnoseConfig}
-        try:
-            for name, section_cls in sections.items():
-                if name in data and not isinstance(data[name], section_cls):
-                    data[name] = section_cls(**_known(section_cls, data[name], name))
-            return cls(**_known(cls, data, "config"))
-        except TypeError as e:
-            raise SubnetError(f"invalid Primal-Attention configuration: {e}") from None
-
-    def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
-        from optimum_subnet.core.files import write_json
-
-        path = Path(save_directory)
-        path.mkdir(parents=True, exist_ok=True)
-        write_json(path / CONFIG_NAME, self.to_dict())
-        return path / CONFIG_NAME
-
-    @classmethod
-    def from_pretrained(cls, path: str | os.PathLike) -> "PrimalConfig":
-        from optimum_subnet.core.files import read_json
-
-        path = Path(path)
-        if path.is_dir():
-            path = path / CONFIG_NAME
-        return cls.from_dict(read_json(path))
-
-
-def _known(section_cls, values, where: str) -> dict:
-    if not isinstance(values, dict):
-        raise SubnetError(f"invalid Primal-Attention configuration: {where} must be an object")
-    names = {f.name for f in dataclasses.fields(section_cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise SubnetError(f"unknown Primal-Attention {where} option(s): {', '.join(unknown)}")
-    return values
 
 
 # --------------------------------------------------------------------------------- selectors
