@@ -58,3 +58,23 @@ def test_unknown_option_in_json(tmp_path):
     (tmp_path / "subnet_optimization.json").write_text(json.dumps({"target_ratio": 0.8, "search": {"bogus": 1}}))
     with pytest.raises(SubnetError, match="unknown search option"):
         SubnetConfig.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("config_cls", ["subnet", "primal"])
+def test_both_pass_configs_share_the_json_rules(config_cls, tmp_path):
+    from optimum_subnet.primal.config import PrimalConfig
+
+    cls, section, field, what = {
+        "subnet": (SubnetConfig, "search", "generations", "subnet configuration"),
+        "primal": (PrimalConfig, "fine_tune", "steps", "Primal-Attention configuration")}[config_cls]
+    config = cls()
+    assert cls.from_pretrained(config.save_pretrained(tmp_path)) == config
+    (tmp_path / cls.CONFIG_NAME).write_text("[1]")
+    with pytest.raises(SubnetError, match=f"is not a {what} \\(a JSON object\\), got a JSON list"):
+        cls.from_pretrained(tmp_path)
+    with pytest.raises(SubnetError, match=f"invalid {what}: {section} must be a JSON object, got list"):
+        cls.from_dict({section: [1]})
+    # a section given as a dict updates only the fields it names
+    replaced = config.replace(**{section: {field: 7}})
+    assert replaced.to_dict()[section] == {**config.to_dict()[section], field: 7}
+    assert replaced.to_dict() == config.replace(**{f"{section}__{field}": 7}).to_dict()
