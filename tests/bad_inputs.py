@@ -772,7 +772,7 @@ EXPECT = {
     "primal-unknown-selector": "unknown layer selector 'middle'",
     "primal-unsupported-family": "Primal-Attention does not support the 'gpt2' architecture",
     "primal-diagnose-with-layers": "--diagnose only measures the attention spectrum",
-    "primal-interrupted-run-present": "continue it with --resume or start over with --overwrite",
+    "primal-interrupted-run-present": "pass --resume to continue it or --overwrite to start over",
     "primal-already-converted": "model already has Primal-Attention layers (primal_llama)",
     "primal-export-fused-attention": "not available for models with Primal-Attention layers",
     "primal-export-direct-builder": "direct ONNX builder does not write Primal-Attention layers",

@@ -70,6 +70,21 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
         raise
 
 
+def write_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    """Write tensors as safetensors atomically (temporary file + rename), as :func:`write_json`."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(OSError):
+            tmp.unlink()
+        raise
+
+
 def read_json(path: str | os.PathLike) -> Any:
     path = Path(path)
     try:

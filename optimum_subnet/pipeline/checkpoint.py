@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from optimum_subnet.core.errors import CheckpointError, SubnetError
-from optimum_subnet.core.files import read_json, write_json, writing
+from optimum_subnet.core.files import read_json, write_json, write_safetensors, writing
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +82,11 @@ def has_progress(output: str | os.PathLike) -> bool:
 class RunDirectory:
     """``<output>.partial``: the checkpoints of one run (see the module docstring)."""
 
+    #: what the folder holds, in messages ("an interrupted search")
+    WHAT = "search"
+    #: the files a resumed run keeps (everything else in the folder is an earlier process's leftovers)
+    CHECKPOINTS = frozenset({FINGERPRINT, PRE_SEARCH, IMPORTANCE, SEARCH_STATE})
+
     def __init__(self, output: str | os.PathLike):
         self.output = Path(output)
         self.path = work_dir_for(output)
@@ -97,7 +102,7 @@ class RunDirectory:
             raise SubnetError(f"{self.path} exists and is not a folder; remove it or choose another output folder")
         has_run = (self.path / FINGERPRINT).is_file()
         if has_run and not resume and not overwrite:
-            raise SubnetError(f"{self.path} holds an interrupted search; pass resume=True to continue it "
+            raise SubnetError(f"{self.path} holds an interrupted {self.WHAT}; pass resume=True to continue it "
                               "or overwrite=True to start over")
         self._created = [p for p in [self.path, *self.path.parents] if not p.exists()]  # removed again on failure
         with writing(self.path):
@@ -105,11 +110,11 @@ class RunDirectory:
         self._lock()
         self.resumed = resume and has_run
         if has_run and not resume:
-            logger.info("Discarding the interrupted search in %s (overwrite)", self.path)
+            logger.info("Discarding the interrupted %s in %s (overwrite)", self.WHAT, self.path)
         elif resume and not has_run:
-            logger.warning("Nothing to resume in %s; starting a new search", self.path)
+            logger.warning("Nothing to resume in %s; starting a new %s", self.path, self.WHAT)
         elif self.resumed:
-            logger.info("Resuming the interrupted search in %s", self.path)
+            logger.info("Resuming the interrupted %s in %s", self.WHAT, self.path)
         self._clear(keep_checkpoints=self.resumed)
         return self
 
@@ -130,7 +135,7 @@ class RunDirectory:
     def _clear(self, keep_checkpoints: bool) -> None:
         """Remove what an earlier process left (a half-staged output folder, temporary files), and
         its checkpoints unless they are being resumed."""
-        keep = {"lock"} | ({FINGERPRINT, PRE_SEARCH, IMPORTANCE, SEARCH_STATE} if keep_checkpoints else set())
+        keep = {"lock"} | (self.CHECKPOINTS if keep_checkpoints else set())
         for child in self.path.iterdir():
             if child.name in keep:
                 continue
@@ -170,7 +175,7 @@ class RunDirectory:
         differs = sorted(key for key in set(old) | set(new) if old.get(key) != new.get(key))
         if differs:
             raise CheckpointError(
-                f"cannot resume: the interrupted search in {self.path} used other inputs "
+                f"cannot resume: the interrupted {self.WHAT} in {self.path} used other inputs "
                 f"(differs in: {', '.join(differs)}); rerun with the same arguments, or pass overwrite=True to start over"
             )
 
@@ -185,18 +190,8 @@ class RunDirectory:
         """Report entries and importance scores computed before the search (weights first, so the
         JSON, written last, marks the stage as complete)."""
         if scores is not None:
-            from safetensors.torch import save_file
-
-            tensors = scores.to_tensors()
-            target = self.path / IMPORTANCE
-            tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-            with writing(target, "rerun with resume=True once there is space"):
-                try:
-                    save_file(tensors, str(tmp))
-                    os.replace(tmp, target)
-                except BaseException:
-                    tmp.unlink(missing_ok=True)
-                    raise
+            with writing(self.path / IMPORTANCE, "rerun with resume=True once there is space"):
+                write_safetensors(self.path / IMPORTANCE, scores.to_tensors())
         with writing(self.path / PRE_SEARCH, "rerun with resume=True once there is space"):
             write_json(self.path / PRE_SEARCH, {"report": report, "timings": timings, "importance": scores is not None})
 

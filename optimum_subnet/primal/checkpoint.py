@@ -14,19 +14,14 @@ Everything is JSON or safetensors (never pickle); the folder is deleted once OUT
 
 from __future__ import annotations
 
-import logging
 import os
-import shutil
-from pathlib import Path
-from typing import Any
 
 import torch
 
-from optimum_subnet.core.errors import CheckpointError, SubnetError
-from optimum_subnet.core.files import read_json, write_json, writing
-from optimum_subnet.pipeline.checkpoint import FINGERPRINT, FORMAT_VERSION, RunDirectory, _flatten, work_dir_for
+from optimum_subnet.core.errors import CheckpointError
+from optimum_subnet.core.files import write_safetensors, writing
+from optimum_subnet.pipeline.checkpoint import FINGERPRINT, RunDirectory, work_dir_for
 
-logger = logging.getLogger(__name__)
 
 FIT, FINETUNE = "fit.safetensors", "finetune.safetensors"
 _CHECKPOINTS = {FINGERPRINT, FIT, FINETUNE}
@@ -38,74 +33,22 @@ def has_progress(output: str | os.PathLike) -> bool:
 
 
 class PrimalRunDirectory(RunDirectory):
-    """``<output>.partial`` of a Primal-Attention run (locking and clean-up as the search's)."""
+    """``<output>.partial`` of a Primal-Attention run (opening, locking, fingerprint and clean-up as the
+    search's)."""
 
-    def open(self, resume: bool = False, overwrite: bool = False) -> "PrimalRunDirectory":
-        if self.path.is_symlink() or (self.path.exists() and not self.path.is_dir()):
-            raise SubnetError(f"{self.path} exists and is not a folder; remove it or choose another output folder")
-        has_run = (self.path / FINGERPRINT).is_file()
-        if has_run and not resume and not overwrite:
-            raise SubnetError(f"{self.path} holds an interrupted Primal-Attention run; continue it with "
-                              "resume=True or start over with overwrite=True")
-        self._created = [p for p in [self.path, *self.path.parents] if not p.exists()]
-        with writing(self.path):
-            self.path.mkdir(parents=True, exist_ok=True)
-        self._lock()
-        self.resumed = resume and has_run
-        if resume and not has_run:
-            logger.warning("Nothing to resume in %s; starting a new run", self.path)
-        elif self.resumed:
-            logger.info("Resuming the interrupted run in %s", self.path)
-        keep = {"lock"} | (_CHECKPOINTS if self.resumed else set())
-        for child in self.path.iterdir():
-            if child.name in keep:
-                continue
-            if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child)
-            else:
-                child.unlink()
-        return self
+    WHAT = "Primal-Attention run"
+    CHECKPOINTS = frozenset(_CHECKPOINTS)
 
     def has_progress(self) -> bool:
         return has_progress(self.output)
-
-    def check_fingerprint(self, fingerprint: dict[str, Any]) -> None:
-        path = self.path / FINGERPRINT
-        if not self.resumed:
-            with writing(path):
-                write_json(path, {"format_version": FORMAT_VERSION, **fingerprint})
-            return
-        saved = self._read(path)
-        saved.pop("format_version", None)
-        old, new = _flatten(saved), _flatten(fingerprint)
-        differs = sorted(key for key in set(old) | set(new) if old.get(key) != new.get(key))
-        if differs:
-            raise CheckpointError(f"cannot resume: the interrupted run in {self.path} used other inputs (differs "
-                                  f"in: {', '.join(differs)}); rerun with the same inputs, or start over with "
-                                  "overwrite=True")
-
-    def _read(self, path: Path) -> Any:
-        try:
-            return read_json(path)
-        except SubnetError as e:
-            raise CheckpointError(f"cannot resume: {e}; start over with overwrite=True") from None
 
     # ---------------------------------------------------------------------------------- stages
     def _save(self, name: str, tensors: dict[str, torch.Tensor], data: dict) -> None:
         import json
 
-        from safetensors.torch import save_file
-
         target = self.path / name
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
         with writing(target, "the previous checkpoint is intact: resume once there is space"):
-            try:
-                save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp),
-                          metadata={"data": json.dumps(data)})
-                os.replace(tmp, target)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+            write_safetensors(target, tensors, metadata={"data": json.dumps(data)})
 
     def _load(self, name: str):
         """``(tensors, data)`` of a checkpoint file, or None when there is none to resume."""
