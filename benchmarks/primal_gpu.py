@@ -3,6 +3,10 @@ of a whole random-weight model decoding at long context, and (``--package``) of 
 
     python3 benchmarks/primal_gpu.py --package --out "$OUT"    # one H100 / H200 (results: benchmarks/results/primal_gpu_h100.md)
     python3 benchmarks/primal_gpu.py --device cpu --tiny --package --out /tmp/x   # CPU smoke test
+    # why the unconverted model (K=0) decodes 2.7x slower than converted ones on CUDA: one profiled decode
+    # step per K, and K=0 measured again after the others (an order effect)
+    python3 benchmarks/primal_gpu.py --package --package-profile --package-counts 0 2 0 --seq-lens 1024 \
+        --primal-counts 0 --package-contexts 2048 --out "$OUT"
 
 Parts 1 and 2 are plain PyTorch (no transformers, no optimum-subnet import), so they run with whatever
 torch the GPU machine has; part 3 (``--package``) imports transformers and ``optimum_subnet`` (the
@@ -393,7 +397,7 @@ def package_rows(a, device, dtype, timer) -> dict:
               "shape": {**{k: v for k, v in p.items() if k != "contexts"}, "head_dim": head_dim, "rank": a.rank},
               "rows": [], "incremental_check": []}
     with torch.no_grad():
-        for count in p["counts"]:  # the incremental step against the full forward, float32, on this device
+        for count in dict.fromkeys(p["counts"]):  # the incremental step against the full forward, float32
             model = build(count)
             ids = torch.randint(3, p["vocab"], (2, 40), device=device)
             full = model(ids).logits[:, 32:]
@@ -431,9 +435,13 @@ def package_rows(a, device, dtype, timer) -> dict:
                         ms, step = timer.once_with_result(lambda: model(token, past_key_values=cache, use_cache=True))
                         times.append(ms)
                         token = step.logits[:, -1:].argmax(-1)
-                    return {"prefill_ms": prefill_ms, "prefill_peak_allocated_bytes": prefill_peak,
-                            "decode_ms_per_token": statistics.median(times), "kv_cache_bytes": kv,
-                            "state_bytes": state, "decode_peak_allocated_bytes": peak()}
+                    entry = {"prefill_ms": prefill_ms, "prefill_peak_allocated_bytes": prefill_peak,
+                             "decode_ms_per_token": statistics.median(times), "kv_cache_bytes": kv,
+                             "state_bytes": state, "decode_peak_allocated_bytes": peak()}
+                    if a.package_profile and n == p["contexts"][0]:
+                        entry["decode_profile"] = profile_step(
+                            device, lambda: model(token, past_key_values=cache, use_cache=True))
+                    return entry
 
                 row.update(guarded(run))
                 result["rows"].append(row)
@@ -442,6 +450,49 @@ def package_rows(a, device, dtype, timer) -> dict:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     return result
+
+
+SYNC_EVENTS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpyAsync",
+               "aten::_local_scalar_dense")
+
+
+def profile_step(device: torch.device, step, top: int = 15) -> dict:
+    """One call of ``step`` under torch.profiler (after one unprofiled call): host wall time, host-side
+    operator count, GPU kernels launched and their total time, host synchronizations, and the
+    operators with the most host time. For a step whose time is not explained by its kernels (issue
+    16: the unconverted model decoding 2.7x slower than converted ones on CUDA)."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    step()
+    if cuda:
+        torch.cuda.synchronize()
+    with profile(activities=activities) as prof:
+        start = time.perf_counter()
+        step()
+        if cuda:
+            torch.cuda.synchronize()
+        wall = time.perf_counter() - start
+    events = prof.events()
+    kernels = [e for e in events if e.device_type == DeviceType.CUDA]
+
+    def device_us(e) -> float:
+        return float(getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0.0)) or 0.0)
+
+    averages = prof.key_averages()
+    return {
+        "wall_ms": wall * 1e3,
+        "host_ops": sum(1 for e in events if e.device_type == DeviceType.CPU and e.name.startswith("aten::")),
+        "kernels": len(kernels),
+        "kernel_ms": sum(e.device_time_total if hasattr(e, "device_time_total") else e.cuda_time_total
+                         for e in kernels) / 1e3 if kernels else 0.0,
+        "syncs": {k.key: k.count for k in averages if k.key in SYNC_EVENTS},
+        "top_host": [{"name": k.key, "count": k.count, "self_host_ms": k.self_cpu_time_total / 1e3,
+                      "self_device_ms": device_us(k) / 1e3}
+                     for k in sorted(averages, key=lambda k: -k.self_cpu_time_total)[:top]],
+    }
 
 
 def environment(device: torch.device, dtype: str) -> dict:
@@ -509,6 +560,13 @@ def table(data: dict) -> str:
             lines.append(f"| {r['primal_layers']} | {r['context']} | {ms(r['prefill_ms'])} | "
                          f"{ms(r['decode_ms_per_token'])} | {size(r['kv_cache_bytes'])} | {size(r['state_bytes'])} | "
                          f"{size(r['decode_peak_allocated_bytes'])} |")
+        for r in package["rows"]:
+            prof = r.get("decode_profile")
+            if prof:
+                top = ", ".join(f"{t['name']} x{t['count']} {t['self_host_ms']:.2f} ms" for t in prof["top_host"][:5])
+                lines.append(f"Profiled decode step, K={r['primal_layers']} N={r['context']}: wall {prof['wall_ms']:.2f} ms, "
+                             f"{prof['kernels']} kernels ({prof['kernel_ms']:.2f} ms on the GPU), {prof['host_ops']} host "
+                             f"operators, synchronizations {prof['syncs'] or 'none'}; most host time: {top}")
         checks = ", ".join(f"K={c['primal_layers']}: {c['max_diff_relative_to_max_logit']:.1e}"
                            for c in package["incremental_check"])
         lines.append(f"Incremental step vs full forward (fp32, max |diff| / max |logit|): {checks}")
@@ -539,7 +597,11 @@ def parse_args(argv=None):
                    help="part 3: the shipped code (needs transformers and optimum_subnet importable)")
     p.add_argument("--package-contexts", type=int, nargs="+", default=[2048, 8192, 32768])
     p.add_argument("--package-batch", type=int, default=4)
-    p.add_argument("--package-counts", type=int, nargs="+", default=[0, 2, 4, 8, 30])
+    p.add_argument("--package-counts", type=int, nargs="+", default=[0, 2, 4, 8, 30],
+                   help="K values in the order measured; a repeated K (e.g. 0 2 0) checks for an order effect")
+    p.add_argument("--package-profile", action="store_true",
+                   help="also profile one decode step per K at the first context (torch.profiler: kernels, "
+                        "host operators, synchronizations)")
     p.add_argument("--decode-steps", type=int, default=16)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--reps", type=int, default=5)
