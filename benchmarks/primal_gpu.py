@@ -6,7 +6,7 @@ of a whole random-weight model decoding at long context, and (``--package``) of 
     # why the unconverted model (K=0) decodes 2.7x slower than converted ones on CUDA: one profiled decode
     # step per K, and K=0 measured again after the others (an order effect)
     python3 benchmarks/primal_gpu.py --package --package-profile --package-counts 0 2 0 --seq-lens 1024 \
-        --primal-counts 0 --package-contexts 2048 --out "$OUT"
+        --primal-counts 0 --model-context 2048 --package-contexts 2048 --out "$OUT"
 
 Parts 1 and 2 are plain PyTorch (no transformers, no optimum-subnet import), so they run with whatever
 torch the GPU machine has; part 3 (``--package``) imports transformers and ``optimum_subnet`` (the

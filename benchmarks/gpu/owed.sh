@@ -15,7 +15,7 @@ nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader
 case "${1:-}" in
   primal-profile)
     timeout 560 python3 benchmarks/primal_gpu.py --package --package-profile --package-counts 0 2 0 \
-        --seq-lens 1024 --primal-counts 0 --package-contexts 2048 --out "$OUT/primal_profile" ;;
+        --seq-lens 1024 --primal-counts 0 --model-context 2048 --package-contexts 2048 --out "$OUT/primal_profile" ;;
   offload-auto)  # --limit-gib auto is the default: the guard's estimate + 25%
     timeout 560 python3 benchmarks/offload.py --output "$OUT/offload_7b_auto" ;;
   offload-30b)
