@@ -12,6 +12,18 @@ import torch.nn.functional as F
 from optimum_subnet.core.errors import NonFiniteError, SubnetError
 
 
+def summed_nll(hidden: torch.Tensor, targets: torch.Tensor, logits_of, token_chunk: int = 2048) -> float:
+    """Sum of the NLL of ``targets`` given the final ``hidden`` states (same leading shape), the logits
+    computed by ``logits_of`` ``token_chunk`` tokens at a time."""
+    flat_hidden = hidden.reshape(-1, hidden.shape[-1])
+    flat_targets = targets.reshape(-1)
+    total = 0.0
+    for start in range(0, flat_targets.numel(), token_chunk):
+        logits = logits_of(flat_hidden[start : start + token_chunk]).float()
+        total += F.cross_entropy(logits, flat_targets[start : start + token_chunk], reduction="sum").item()
+    return total
+
+
 @torch.no_grad()
 def negative_log_likelihood(model, windows: torch.Tensor, batch_size: int = 4, token_chunk: int = 2048,
                             progress=None) -> tuple[float, int]:
@@ -24,13 +36,8 @@ def negative_log_likelihood(model, windows: torch.Tensor, batch_size: int = 4, t
     for batch in windows.split(max(1, batch_size)):
         batch = batch.to(device)
         hidden = adapter.final_hidden_states(model, batch)[:, :-1]
-        targets = batch[:, 1:]
-        flat_hidden = hidden.reshape(-1, hidden.shape[-1])
-        flat_targets = targets.reshape(-1)
-        for start in range(0, flat_targets.numel(), token_chunk):
-            logits = adapter.logits(model, flat_hidden[start : start + token_chunk]).float()
-            total += F.cross_entropy(logits, flat_targets[start : start + token_chunk], reduction="sum").item()
-        count += flat_targets.numel()
+        total += summed_nll(hidden, batch[:, 1:], lambda h: adapter.logits(model, h), token_chunk)
+        count += batch[:, 1:].numel()
         if progress is not None:
             progress.update(batch.shape[0])
     if not math.isfinite(total):

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from optimum_subnet.algorithms.primal import (
@@ -30,6 +29,7 @@ from optimum_subnet.algorithms.primal import (
 )
 from optimum_subnet.calibration.driver import BlockwiseRunner
 from optimum_subnet.core.errors import NonFiniteError, SubnetError, UnsupportedModelError
+from optimum_subnet.evaluation.perplexity import summed_nll
 from optimum_subnet.primal.config import resolve_layers
 from optimum_subnet.primal.modeling_primal import (
     CONFIG_KEY,
@@ -123,23 +123,19 @@ class SuffixRunner:
         context = self.context(hidden)
         for layer in (list(self.layers)[self.start:] if layers is None else layers):
             hidden = self.adapter.run_layer(layer, hidden, context)
-        return self.model.model.norm(hidden)
+        return self.adapter.final_norm(self.model, hidden)
 
     @torch.no_grad()
     def nll(self, states: list[torch.Tensor], windows: torch.Tensor, layers=None, token_chunk: int = 2048,
             progress=None) -> tuple[float, int]:
         """Summed next-token NLL of ``windows`` (whose prefix states are ``states``) and the token count."""
-        head = self.model.get_output_embeddings()
         total, count, offset = 0.0, 0, 0
         for hidden in states:
             batch = windows[offset: offset + hidden.shape[0]].to(hidden.device)
             offset += hidden.shape[0]
-            out = self.run(hidden, layers)[:, :-1].reshape(-1, hidden.shape[-1])
-            targets = batch[:, 1:].reshape(-1)
-            for s in range(0, targets.numel(), token_chunk):
-                logits = head(out[s: s + token_chunk]).float()
-                total += F.cross_entropy(logits, targets[s: s + token_chunk], reduction="sum").item()
-            count += targets.numel()
+            out = self.run(hidden, layers)[:, :-1]
+            total += summed_nll(out, batch[:, 1:], lambda h: self.adapter.logits(self.model, h), token_chunk)
+            count += batch[:, 1:].numel()
             if progress is not None:
                 progress.update(hidden.shape[0])
         if not math.isfinite(total):
