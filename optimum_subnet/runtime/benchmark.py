@@ -190,17 +190,23 @@ def _measure_generator(model, device, vocab: int, batch: int, prompt: int, confi
     ids = torch.randint(3, vocab, (batch, prompt), generator=generator_).to(device)
     steps = config.new_tokens + 1  # the first token comes from the prefill
     generator = model.generator(batch, prompt + steps)
+    timings = _timed_runs(lambda: generator.generate(ids, max_new_tokens=steps), generator, batch, config)
+    return {**timings, "engine": "ORTGenerator", "cuda_graph": generator.cuda_graph}
+
+
+def _timed_runs(generate, timed, batch: int, config: BenchmarkConfig) -> dict[str, Any]:
+    """Medians over ``config.repeats`` calls of ``generate`` after ``config.warmup`` ones, read from the
+    engine's own synchronized timers (``timed.timing``: prefill_s, decode_s, decode_steps)."""
     prefill, per_step = [], []
     for run in range(config.warmup + config.repeats):
-        generator.generate(ids, max_new_tokens=steps)
+        generate()
         if run >= config.warmup:
-            prefill.append(generator.timing["prefill_s"])
-            per_step.append(generator.timing["decode_s"] / generator.timing["decode_steps"])
+            prefill.append(timed.timing["prefill_s"])
+            per_step.append(timed.timing["decode_s"] / timed.timing["decode_steps"])
     step = statistics.median(per_step)
     return {"prefill_ms": 1000 * statistics.median(prefill), "decode_ms_per_step": 1000 * step,
             "decode_tokens_per_s": batch / step, "prefill_ms_all": [1000 * t for t in prefill],
-            "decode_s_all": [s * config.new_tokens for s in per_step], "engine": "ORTGenerator",
-            "cuda_graph": generator.cuda_graph}
+            "decode_s_all": [s * config.new_tokens for s in per_step]}
 
 
 def _measure_static(model, device, vocab: int, batch: int, prompt: int, config: BenchmarkConfig) -> dict[str, Any]:
@@ -215,16 +221,8 @@ def _measure_static(model, device, vocab: int, batch: int, prompt: int, config: 
     # + the token from the prefill and the untimed warm-up steps: config.new_tokens timed steps on CUDA
     new_tokens = config.new_tokens + 1 + DEFAULT_WARMUP_STEPS
     decoder = GreedyStaticDecoder(model, prompt + new_tokens)
-    prefill, per_step = [], []
-    for run in range(config.warmup + config.repeats):
-        decoder.generate(ids, new_tokens)
-        if run >= config.warmup:
-            prefill.append(decoder.timing["prefill_s"])
-            per_step.append(decoder.timing["decode_s"] / decoder.timing["decode_steps"])
-    step = statistics.median(per_step)
-    return {"prefill_ms": 1000 * statistics.median(prefill), "decode_ms_per_step": 1000 * step,
-            "decode_tokens_per_s": batch / step, "prefill_ms_all": [1000 * t for t in prefill],
-            "decode_s_all": [s * config.new_tokens for s in per_step], "cuda_graph": decoder.graph is not None}
+    timings = _timed_runs(lambda: decoder.generate(ids, new_tokens), decoder, batch, config)
+    return {**timings, "cuda_graph": decoder.graph is not None}
 
 
 class _Memory:
