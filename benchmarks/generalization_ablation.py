@@ -179,7 +179,13 @@ class Context:
                                          self.mlp_alloc)
         self.initial = {"uniform": self.space.initial(), "global": self.space.global_initial()}
         if path.exists():
-            return json.loads(path.read_text())
+            prefix = json.loads(path.read_text())
+            for name, genome in self.initial.items():  # (prefixes written before the after-reformation selection)
+                if "reformed_selection_ppl" not in prefix[name]:
+                    prefix[name]["reformed_nll"], prefix[name]["reformed_selection_ppl"] = self.reformed(
+                        self.space.to_spec(genome))
+                    path.write_text(json.dumps(prefix))
+            return prefix
         prefix = {"dense": {"nll": window_nll(self.model, self.data.evaluation)}}
         fitness = PerplexityFitness(self.model, self.adapter, self.data.fitness, self.config.search.fitness_batch_size)
         for name, genome in self.initial.items():
@@ -188,20 +194,21 @@ class Context:
             entry = {"fitness_ppl": fitness.score(spec), "params": spec.params(),
                      "inheriting_ratio": spec.inheriting_ratio(), "nll": window_nll(subnet, self.data.evaluation),
                      "selection_ppl": ppl(window_nll(subnet, self.selection))}
-            entry["reformed_nll"] = self.reformed_nll(spec)
+            entry["reformed_nll"], entry["reformed_selection_ppl"] = self.reformed(spec)
             prefix[name] = entry
             logger.info("initial %s: held-out %.2f, reformed %.2f", name, ppl(entry["nll"]), ppl(entry["reformed_nll"]))
         prefix["chosen"] = min(("uniform", "global"), key=lambda n: prefix[n]["fitness_ppl"])
         path.write_text(json.dumps(prefix))
         return prefix
 
-    def reformed_nll(self, spec) -> list[float]:
+    def reformed(self, spec) -> tuple[list[float], float]:
+        """Held-out window NLLs and selection-window perplexity of ``spec`` after the pass's reformation."""
         from optimum_subnet.pipeline import stages
         from optimum_subnet.stages.surgery import extract_subnet
 
         subnet = extract_subnet(self.model, spec, self.adapter)
         stages.reform(self.model, subnet, spec, self.adapter, self.config, self.data, "cpu")
-        return window_nll(subnet, self.data.evaluation)
+        return window_nll(subnet, self.data.evaluation), ppl(window_nll(subnet, self.selection))
 
 
 def run_variant(ctx: Context, name: str) -> dict:
@@ -285,18 +292,21 @@ def run_variant(ctx: Context, name: str) -> dict:
             save("selected_nll", window_nll(extract_subnet(ctx.model, space.to_spec(
                 top[int(selected[4:]) - 1]["genome"]), ctx.adapter), ctx.data.evaluation))
         top[int(selected[4:]) - 1]["nll"] = done["selected_nll"]
-    if "reformed_best_nll" not in done:
-        save("reformed_best_nll", ctx.reformed_nll(space.to_spec(genomes[0])))
+    if "reformed_best_selection_ppl" not in done:  # (one reformation gives both)
+        held_out, selection = ctx.reformed(space.to_spec(genomes[0]))
+        save("reformed_best_nll", held_out)
+        save("reformed_best_selection_ppl", selection)
     row = {"variant": name, "description": description, "overrides": overrides, "reform_windows": reform_windows,
            "search_seconds": found["seconds"], "evaluations": found["evaluations"],
            "screenings": found["screenings"], "initial_fitness": found["initial_fitness"],
            "best_fitness": found["best_fitness"], "metric": fitness.metric,
            "fitness_windows": data.seen.get("fitness"),
            "top": [{k: v for k, v in t.items() if k != "genome"} for t in top], "selected": selected,
-           "reformed_best_nll": done["reformed_best_nll"]}
+           "reformed_best_nll": done["reformed_best_nll"],
+           "reformed_best_selection_ppl": done["reformed_best_selection_ppl"]}
     if selected.startswith("top-") and selected != "top-1":
         if "reformed_selected_nll" not in done:
-            save("reformed_selected_nll", ctx.reformed_nll(space.to_spec(top[int(selected[4:]) - 1]["genome"])))
+            save("reformed_selected_nll", ctx.reformed(space.to_spec(top[int(selected[4:]) - 1]["genome"]))[0])
         row["reformed_selected_nll"] = done["reformed_selected_nll"]
     return row
 
@@ -345,7 +355,18 @@ def summarize(ratio_runs: dict) -> list[dict]:
             else:
                 name = selected[len("initial ("):-1]
                 sel_nll, sel_reformed = prefix[name]["nll"], prefix[name]["reformed_nll"]
+            # after reformation: the reformed top-1 or a reformed initial subnet, whichever is best on the
+            # selection windows (one more reformation than the pass runs)
+            pool = {"final (top-1)": (variant.get("reformed_best_selection_ppl"), variant["reformed_best_nll"])}
+            pool.update({f"initial ({n})": (prefix[n].get("reformed_selection_ppl"), prefix[n]["reformed_nll"])
+                         for n in ("uniform", "global")})
+            after = (min(pool, key=lambda k: pool[k][0]) if all(v[0] is not None for v in pool.values()) else None)
             rows.append({
+                "after_reformation_selected": after,
+                "after_reformation_ppl": None if after is None else ppl(pool[after][1]),
+                "after_reformation_vs_reformed_initial": None if after is None else paired(pool[after][1],
+                                                                                             reformed_base),
+                "reformed_selection_ppl": {k: v[0] for k, v in pool.items()},
                 "ratio": float(ratio), "variant": variant["variant"], "description": variant["description"],
                 "dense": ppl(prefix["dense"]["nll"]), "seed": prefix["chosen"], "seed_ppl": ppl(seed["nll"]),
                 "better_initial_ppl": ppl(base_nll), "reformed_initial_ppl": ppl(reformed_base),
@@ -375,7 +396,9 @@ def markdown(meta: dict, rows: list[dict]) -> str:
         "windows). Δ: mean per-window difference of log-perplexity to the better initial subnet (or to the better "
         "reformed initial subnet for the final columns) ± its standard error over the 64 windows; negative is "
         "better. Selected: the best of the top-k and both initial subnets on 16 x 512-token calibration windows that "
-        "overlap no calibration or fitness window of any variant (the `search.selection_windows` option).",
+        "overlap no calibration or fitness window of any variant (the `search.selection_windows` option). "
+        "Selected after reformation: the reformed searched subnet (top-1) or a reformed initial subnet, whichever "
+        "has the lowest perplexity on those selection windows (costs one reformation more than the pass).",
         "",
         "Windows each stage saw: importance and reformation: 32 x 256 calibration windows (random offsets, seed 0); "
         "search fitness: the variant's windows (random offsets on the calibration articles, seed 1, fresh ones "
@@ -383,16 +406,20 @@ def markdown(meta: dict, rows: list[dict]) -> str:
         "the evaluation articles only.",
         "",
         "| ratio | variant | initial (better) | searched | Δ searched | selected | Δ selected | reformed initial | "
-        "final (searched+reformed) | Δ final | final of selected | Δ final selected | evals | search s |",
-        "|---:|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "final (searched+reformed) | Δ final | final of selected | Δ final selected | selected after reformation | "
+        "Δ after reformation | evals | search s |",
+        "|---:|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['ratio']:.1f} | {r['variant']} | {r['better_initial_ppl']:.2f} | {r['searched_ppl']:.2f} | "
             f"{d(r['searched_vs_initial'])} | {r['selected']}: {r['selected_ppl']:.2f} | {d(r['selected_vs_initial'])} | "
             f"{r['reformed_initial_ppl']:.2f} | {r['final_ppl']:.2f} | {d(r['final_vs_reformed_initial'])} | "
-            f"{r['final_selected_ppl']:.2f} | {d(r['final_selected_vs_reformed_initial'])} | {r['evaluations']} | "
-            f"{r['search_seconds']:.0f} |")
+            f"{r['final_selected_ppl']:.2f} | {d(r['final_selected_vs_reformed_initial'])} | "
+            + ("not measured | - | " if r["after_reformation_selected"] is None else
+               f"{r['after_reformation_selected']}: {r['after_reformation_ppl']:.2f} | "
+               f"{d(r['after_reformation_vs_reformed_initial'])} | ")
+            + f"{r['evaluations']} | {r['search_seconds']:.0f} |")
     lines += ["", "Variants:", ""]
     seen = set()
     for r in rows:
@@ -482,7 +509,7 @@ def main(argv=None) -> int:
         run["prefix"] = ctx.prefix
         for name in args.variants.split(","):
             path = work / f"r{ratio}" / f"{name}.json"
-            if path.exists():
+            if path.exists() and "reformed_best_selection_ppl" in json.loads(path.read_text()):
                 row = json.loads(path.read_text())
             else:
                 logger.info("ratio %s, variant %s", ratio, name)
