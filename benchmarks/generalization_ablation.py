@@ -17,8 +17,8 @@ versions. Per variant, one search from that same initial subnet with other fitne
 * ``reformed``: perplexity after a cheap reformation of the candidate (closed form on 4 calibration
   windows), screened as ``more_windows`` on un-reformed perplexity;
 * combinations, when asked for (``distill_more``: distillation on the 16 x 512 windows with screening);
-* ``no_head_search``: the default with whole-KV-head mutations off (the default turns them on at ratios
-  <= 0.6, ``search.kv_head_search = "auto"``);
+* ``head_search``: the default with whole-KV-head mutations on (``search.kv_head_search = "on"``; off by
+  default);
 * ``reference_engine``: the default fitness searched by the engine of main at 58474c2, before issue 15's
   vectorized engine (``benchmarks/reference_engine``, run from the repository root): is today's engine
   as good a search as the one it replaced?
@@ -63,8 +63,8 @@ VARIANTS = {
                       "screening_keep": 0.25, "screening_windows": 1, "screening_seq_len": 256}, 0),
     "distill_fresh": ("distillation, fresh 4 x 256 windows every generation",
                       {"fitness_metric": "distillation", "fitness_refresh": True}, 0),
-    "no_head_search": ("perplexity, 4 x 256 windows, no whole-KV-head mutations (kv_head_search=off)",
-                       {"kv_head_search": "off"}, 0),
+    "head_search": ("perplexity, 4 x 256 windows, with whole-KV-head mutations (kv_head_search=on)",
+                    {"kv_head_search": "on"}, 0),
     "reference_engine": ("perplexity, 4 x 256 windows, searched by the engine before issue 15 "
                          "(benchmarks/reference_engine: no whole-KV-head mutations)", {"engine": "reference"}, 0),
 }
