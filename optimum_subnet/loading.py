@@ -226,11 +226,34 @@ def _reassemble_gguf(model: BuiltinModel) -> tuple[Path, str]:
     return folder, model.gguf_file
 
 
+def _is_converted(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+
+
+def _publish(tmp: Path, target: Path) -> None:
+    """Move a finished conversion into place; another process may have published the same model meanwhile.
+
+    A complete folder already there is kept (two jobs started together convert twice but neither reads a
+    folder that is being replaced); only an incomplete leftover is removed.
+    """
+    if _is_converted(target):
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    if target.exists():
+        shutil.rmtree(target, ignore_errors=True)
+    try:
+        os.replace(tmp, target)
+    except OSError:
+        if not _is_converted(target):  # not a concurrent publish: a real failure
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def builtin_model_dir(alias: str) -> Path:
     """Cached safetensors folder of a built-in model, converted from its GGUF on first use."""
     model = BUILTIN_MODELS[alias]
     target = cache_dir() / "models" / alias
-    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+    if _is_converted(target):
         return target
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -259,9 +282,7 @@ def builtin_model_dir(alias: str) -> Path:
             setattr(lm.config, key, value)
         lm.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        _publish(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -154,3 +154,58 @@ def test_tokenizer_refuses_other_special_ids(tmp_path):
     vocab["bos_token_id"] = 4
     with pytest.raises(ValueError, match="pad/eos/bos ids"):
         gemma_tokenizer(vocab, tmp_path)
+
+
+def _converted(folder, marker: str):
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(marker)
+    (folder / "model.safetensors").write_text(marker)
+    return folder
+
+
+def test_publish_keeps_a_model_another_process_converted_first(tmp_path):
+    """Two jobs that convert the same built-in model at once: the second keeps the first one's folder (which
+    the first job may already be reading) and drops its own copy."""
+    target = _converted(tmp_path / "models" / "fake", "first")
+    tmp = _converted(tmp_path / "models" / ".fake.tmp-1", "second")
+    loading._publish(tmp, target)
+    assert (target / "config.json").read_text() == "first"
+    assert not tmp.exists()
+
+
+def test_publish_replaces_an_incomplete_folder(tmp_path):
+    target = tmp_path / "models" / "fake"
+    target.mkdir(parents=True)
+    (target / "config.json").write_text("left over")
+    tmp = _converted(tmp_path / "models" / ".fake.tmp-1", "new")
+    loading._publish(tmp, target)
+    assert (target / "model.safetensors").read_text() == "new"
+    assert not tmp.exists()
+
+
+def test_publish_loses_a_race_gracefully(tmp_path, monkeypatch):
+    """The other job publishes between our check and our rename: the rename fails, its folder stays."""
+    target = tmp_path / "models" / "fake"
+    tmp = _converted(tmp_path / "models" / ".fake.tmp-1", "ours")
+    real_replace = loading.os.replace
+
+    def racing_replace(src, dst):
+        _converted(target, "theirs")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(loading.os, "replace", racing_replace)
+    loading._publish(tmp, target)
+    assert (target / "config.json").read_text() == "theirs"
+    assert not tmp.exists()
+
+
+def test_publish_reraises_a_real_failure(tmp_path, monkeypatch):
+    target = tmp_path / "models" / "fake"
+    tmp = _converted(tmp_path / "models" / ".fake.tmp-1", "ours")
+
+    def failing_replace(src, dst):
+        raise PermissionError("read-only cache")
+
+    monkeypatch.setattr(loading.os, "replace", failing_replace)
+    with pytest.raises(PermissionError):
+        loading._publish(tmp, target)
