@@ -62,6 +62,11 @@ class BaselineResult:
                 target.copy_(bias.to(target.dtype))
 
 
+def _standardized(layer_scores) -> list[torch.Tensor]:
+    """Each layer's scores standardized on their own, so one global threshold compares layers (FLAP's rule)."""
+    return [structured.standardize(s) for s in layer_scores]
+
+
 class StructuredBaseline(ABC):
     name: ClassVar[str]
     reference: ClassVar[str]
@@ -197,9 +202,7 @@ class FLAP(StructuredBaseline):
 
     def transform(self, o_scores, down_scores):
         # FLAP's code squares the attention metric, then standardizes each layer's scores per module
-        o = [structured.standardize(s.pow(2)) for s in o_scores]
-        down = [structured.standardize(s) for s in down_scores]
-        return o, down
+        return _standardized(s.pow(2) for s in o_scores), _standardized(down_scores)
 
 
 class WandaSP(StructuredBaseline):
@@ -215,7 +218,7 @@ class WandaSP(StructuredBaseline):
         return o, down
 
     def transform(self, o_scores, down_scores):
-        return ([structured.standardize(s) for s in o_scores], [structured.standardize(s) for s in down_scores])
+        return _standardized(o_scores), _standardized(down_scores)
 
 
 class MagnitudeSP(StructuredBaseline):
@@ -229,7 +232,7 @@ class MagnitudeSP(StructuredBaseline):
                 structured.magnitude_scores(linears["down"].weight.detach()))
 
     def transform(self, o_scores, down_scores):
-        return ([structured.standardize(s) for s in o_scores], [structured.standardize(s) for s in down_scores])
+        return _standardized(o_scores), _standardized(down_scores)
 
 
 class RandomSP(StructuredBaseline):
