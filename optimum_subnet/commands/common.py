@@ -155,6 +155,21 @@ def add_common_model_args(parser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
+def add_data_args(parser, *, num_samples_default: int | None = None, seq_len_default: int | None = None) -> None:
+    """The calibration / held-out data options shared by ``subnet search`` and ``subnet primal``."""
+    def default(value):
+        return f" (default {value})" if value is not None else ""
+
+    parser.add_argument("--calibration-dataset", help="enwiki-extract (built in), a .txt/.jsonl file or folder, "
+                                                      "or an HF dataset name")
+    parser.add_argument("--eval-dataset", help="held-out data (default: the other side of the calibration set)")
+    parser.add_argument("--text-column", help="column holding the text in .jsonl / HF datasets")
+    parser.add_argument("--num-samples", type=int, help="calibration windows" + default(num_samples_default))
+    parser.add_argument("--seq-len", type=int, help="tokens per calibration window" + default(seq_len_default))
+    parser.add_argument("--eval-seq-len", type=int)
+    parser.add_argument("--eval-max-windows", type=int)
+
+
 def register_for_stock_onnxruntime_commands() -> None:
     """Let ``optimum-cli onnxruntime optimize|quantize`` load subnet exports (config + model type)."""
     try:

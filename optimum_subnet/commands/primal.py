@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from optimum.commands.base import BaseOptimumCLICommand
 
-from optimum.commands.subnet.common import add_common_model_args, setup_logging, user_errors
+from optimum.commands.subnet.common import add_common_model_args, add_data_args, setup_logging, user_errors
 
 class SubnetPrimalCommand(BaseOptimumCLICommand):
     @staticmethod
@@ -31,14 +31,7 @@ class SubnetPrimalCommand(BaseOptimumCLICommand):
         parser.add_argument("--ridge", type=float, help="relative ridge of the output projection fit (default: chosen per layer on held-out "
                                  "calibration windows)")
         parser.add_argument("--config", help="a primal_config.json to start from")
-        parser.add_argument("--calibration-dataset", help="enwiki-extract (built in), a .txt/.jsonl file or folder, "
-                                                          "or an HF dataset name")
-        parser.add_argument("--eval-dataset", help="held-out data (default: the other side of the calibration set)")
-        parser.add_argument("--text-column", help="column holding the text in .jsonl / HF datasets")
-        parser.add_argument("--num-samples", type=int, help="calibration windows (default 32)")
-        parser.add_argument("--seq-len", type=int, help="tokens per calibration window (default 256)")
-        parser.add_argument("--eval-seq-len", type=int)
-        parser.add_argument("--eval-max-windows", type=int)
+        add_data_args(parser, num_samples_default=32, seq_len_default=256)
         parser.add_argument("--seed", type=int)
         parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder (and discard "
                                                                      "an interrupted run unless --resume)")

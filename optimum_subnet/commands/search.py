@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from optimum.commands.base import BaseOptimumCLICommand
 
-from optimum.commands.subnet.common import (add_common_model_args, check_numbers, fraction, non_negative, positive, setup_logging,
+from optimum.commands.subnet.common import (add_common_model_args, add_data_args, check_numbers, fraction, non_negative, positive, setup_logging,
                      user_errors)
 
 
@@ -42,14 +42,7 @@ class SubnetSearchCommand(BaseOptimumCLICommand):
         parser.add_argument("--screening-keep", type=float, metavar="FRACTION",
                             help="rank each generation's candidates on one short window first and give only this "
                                  "fraction the full fitness (successive halving; default 1: off, the paper)")
-        parser.add_argument("--calibration-dataset", help="enwiki-extract (built in), a .txt/.jsonl file or folder, "
-                                                          "or an HF dataset name")
-        parser.add_argument("--eval-dataset", help="held-out data (default: the other side of the calibration set)")
-        parser.add_argument("--text-column", help="column holding the text in .jsonl / HF datasets")
-        parser.add_argument("--num-samples", type=int, help="calibration windows")
-        parser.add_argument("--seq-len", type=int, help="tokens per calibration window")
-        parser.add_argument("--eval-seq-len", type=int)
-        parser.add_argument("--eval-max-windows", type=int)
+        add_data_args(parser)
         parser.add_argument("--reformation", choices=["closed_form", "admm", "none"])
         parser.add_argument("--attention-pruning", choices=["auto", "in_head", "none"],
                             help="ours: prune attention by RoPE pairs inside heads (in_head), leave it whole (none: "
