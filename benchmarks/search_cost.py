@@ -40,16 +40,16 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # reference_engine (python benchmarks/search_cost.py)
-from shapes import LLAMA_7B, TINY  # noqa: E402
+from shapes import LLAMA_7B, SMOLLM2_135M, TINY  # noqa: E402
 
-SHAPES = {"llama-7b": LLAMA_7B, "tiny": TINY}
+SHAPES = {"llama-7b": LLAMA_7B, "smollm2": SMOLLM2_135M, "tiny": TINY}
 
 
 def build(shape: str, device: str, dtype):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(**SHAPES[shape], tie_word_embeddings=False)
+    config = LlamaConfig(**{"tie_word_embeddings": False, **SHAPES[shape]})
     config._attn_implementation = "sdpa"
     with torch.device(device):
         model = LlamaForCausalLM(config).to(dtype)
@@ -60,7 +60,8 @@ def build(shape: str, device: str, dtype):
     return model.eval()
 
 
-def measure_search(model, args, generations: int, screening_keep: float, engine: str = "current") -> dict:
+def measure_search(model, args, generations: int, screening_keep: float, engine: str = "current",
+                   screening_method: str = "subnet") -> dict:
     import torch
 
     from optimum_subnet import SubnetConfig
@@ -74,7 +75,7 @@ def measure_search(model, args, generations: int, screening_keep: float, engine:
     s = config.search.__class__(**{**config.search.__dict__, "population_size": args.population,
                                    "num_mutations": args.population // 2, "num_crossovers": 3 * args.population // 10,
                                    "top_k": max(2, args.population // 10), "generations": generations,
-                                   "screening_keep": screening_keep})
+                                   "screening_keep": screening_keep, "screening_method": screening_method})
     config = config.replace(search=s.__dict__)
     generator = torch.Generator().manual_seed(0)
     scores_a = [torch.rand(shape.num_key_value_heads, shape.head_dim, generator=generator) for _ in range(shape.num_layers)]
@@ -101,7 +102,8 @@ def measure_search(model, args, generations: int, screening_keep: float, engine:
         from optimum_subnet.search import EvolutionarySearch
 
         space = search_space(shape, config, scores_a, scores_m)
-        fitness = PerplexityFitness(model, adapter, windows, args.fitness_batch_size, screening)
+        fitness = PerplexityFitness(model, adapter, windows, args.fitness_batch_size, screening,
+                                    masked_screening=screening_method == "masked")
         search = EvolutionarySearch(space, settings, fitness, seed=0, progress=on_progress,
                                     screen=fitness.screen_many if screening is not None else None)
     start = time.perf_counter()
@@ -114,6 +116,7 @@ def measure_search(model, args, generations: int, screening_keep: float, engine:
     return {
         "engine": engine,
         "screening_keep": screening_keep,
+        "screening_method": screening_method,
         "screening": None if screening is None else {"windows": int(screening.shape[0]),
                                                      "seq_len": int(screening.shape[1]),
                                                      "screenings": result.screenings,
@@ -303,6 +306,9 @@ def main(argv=None) -> int:
                              "benchmarks/reference_engine); each is measured in turn on the same model")
     parser.add_argument("--screening-keep", type=float, default=1.0,
                         help="successive halving: fraction of each generation fully evaluated (1: the paper)")
+    parser.add_argument("--screening-methods", default="subnet",
+                        help="comma-separated, today's engine with --screening-keep < 1: subnet (each candidate "
+                             "built) and/or masked (the dense model under channel masks, search.screening_method)")
     parser.add_argument("--screening-windows", type=int, default=1)
     parser.add_argument("--screening-seq-len", type=int, default=512)
     parser.add_argument("--plain-generations", type=int, default=0,
@@ -336,8 +342,11 @@ def main(argv=None) -> int:
             if args.screening_keep < 1 and args.plain_generations > 0:
                 results["search_plain" + suffix] = measure_search(model, args, args.plain_generations, 1.0, engine)
                 output.with_suffix(".json").write_text(json.dumps(results, indent=2))
-            results["search" + suffix] = measure_search(model, args, args.generations, args.screening_keep, engine)
-            output.with_suffix(".json").write_text(json.dumps(results, indent=2))
+            methods = args.screening_methods.split(",") if engine == "current" and args.screening_keep < 1 else ["subnet"]
+            for method in methods:
+                key = "search" + suffix + ("" if method == "subnet" else f"_{method}")
+                results[key] = measure_search(model, args, args.generations, args.screening_keep, engine, method)
+                output.with_suffix(".json").write_text(json.dumps(results, indent=2))
     if args.reform_layers > 0:
         del model
         if args.device.startswith("cuda"):
@@ -360,14 +369,15 @@ def markdown(results: dict) -> str:
         lines.append(f"| {row.get('model', 'dense' if row['ratio'] == 1.0 else 'subnet')} | {row['inheriting_ratio']:.3f} | "
                      f"{row['weight_bytes'] / 2**30:.2f} | {row['decode_tokens_per_s']:.1f} | {row['speedup']:.2f}x | "
                      f"{row['ideal_speedup']:.2f}x |")
-    for key in ("search_plain_reference", "search_reference", "search_plain", "search"):
+    for key in ("search_plain_reference", "search_reference", "search_plain", "search", "search_masked"):
         search = results.get(key)
         if not search:
             continue
         screening = search.get("screening")
         how = ("no screening (the paper)" if not screening else
                f"screening: every candidate ranked on {screening['windows']} x {screening['seq_len']} tokens "
-               f"({screening['screenings']} screenings, {screening['seconds']:.1f} s), the best "
+               f"({screening['screenings']} screenings, {screening['seconds']:.1f} s, "
+               f"{'under channel masks' if search.get('screening_method') == 'masked' else 'each built'}), the best "
                f"{search['screening_keep']:.0%} fully evaluated")
         engine = {"reference": "engine of main at 58474c2", "current": "today's engine"}[search.get("engine", "current")]
         split = (f" Outside the fitness and screening calls (producing candidates): "

@@ -5,6 +5,7 @@
 #   bash benchmarks/gpu/owed.sh primal-profile   # issue 16: why K=0 decodes 2.7x slower than K=2..8 (~2 min)
 #   bash benchmarks/gpu/owed.sh offload-auto     # issue 17 (a) again with the cap the guard picks (~4 min)
 #   bash benchmarks/gpu/owed.sh offload-30b      # issue 17 (b): 30B shape, 40 layers, memory-mapped (not timed yet)
+#   bash benchmarks/gpu/owed.sh screening        # issue 15: built vs masked screening at 7B paper settings (~5 min)
 #
 # Issue 13's ONNX Runtime CUDA runs need the onnxruntime-gpu wheels (shared/docs/GPU.md), see
 # benchmarks/ort_decode.py; issue 17 (c) needs two GPUs (benchmarks/distributed_search.py under torchrun).
@@ -21,6 +22,9 @@ case "${1:-}" in
   offload-30b)
     timeout 580 python3 benchmarks/offload.py --shape llama-30b --layers 40 --phases offload --generations 0 \
         --forward-repeats 1 --memory-map /tmp/llama30b --output "$OUT/offload_30b" ;;
+  screening)  # does screening under channel masks (no subnet built) bring a generation near 12 s?
+    timeout 560 python3 benchmarks/search_cost.py --output "$OUT/screening_methods" --engines current \
+        --generations 2 --screening-keep 0.25 --screening-methods subnet,masked --skip-decode --reform-layers 0 ;;
   *)
-    echo "usage: bash benchmarks/gpu/owed.sh primal-profile|offload-auto|offload-30b" >&2; exit 2 ;;
+    echo "usage: bash benchmarks/gpu/owed.sh primal-profile|offload-auto|offload-30b|screening" >&2; exit 2 ;;
 esac

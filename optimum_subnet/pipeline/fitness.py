@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from optimum_subnet.evaluation.perplexity import perplexity
-from optimum_subnet.stages.surgery import extract_subnet
+from optimum_subnet.stages.surgery import extract_subnet, masked_as
 
 METRICS = ("perplexity", "distillation")
 
@@ -34,6 +34,10 @@ class PerplexityFitness:
     within ``keep_built_bytes`` of their weights, and the full evaluation of the same spec object
     reuses them instead of cutting them again (``builds`` / ``reused`` count both).
 
+    Masked screening (``masked_screening``): the screening round runs the dense model with each candidate's
+    pruned channels zeroed (:func:`~optimum_subnet.stages.surgery.masked_as`) instead of building it; nothing
+    is kept for the full evaluation then.
+
     Fresh windows: with ``window_sets`` (``generation -> windows``) :meth:`refresh` switches to another
     draw of fitness windows (the screening windows are cut from them as before).
     """
@@ -43,7 +47,8 @@ class PerplexityFitness:
     def __init__(self, model, adapter, windows: torch.Tensor, batch_size: int,
                  screening_windows: torch.Tensor | None = None, *,
                  window_sets: Callable[[int], torch.Tensor] | None = None,
-                 keep_built_bytes: int | None = None, on_scored: Callable[[], None] | None = None):
+                 keep_built_bytes: int | None = None, on_scored: Callable[[], None] | None = None,
+                 masked_screening: bool = False):
         self.model = model
         self.adapter = adapter
         self.windows = windows
@@ -52,6 +57,7 @@ class PerplexityFitness:
         self.window_sets = window_sets
         self.keep_built_bytes = default_keep_bytes(model) if keep_built_bytes is None else keep_built_bytes
         self.on_scored = on_scored
+        self.masked_screening = masked_screening
         self.builds = 0
         self.reused = 0
         self._held: dict[int, tuple] = {}  # id(spec) -> (spec, subnet, screening score, bytes)
@@ -102,6 +108,9 @@ class PerplexityFitness:
         """One candidate's screening proxy (its subnet is not kept)."""
         if self.screening_windows is None:
             raise ValueError("this fitness was built without screening windows")
+        if self.masked_screening:
+            with masked_as(self.model, spec, self.adapter):
+                return self.measure(self.model, self.screening_windows)
         return self.measure(self.subnet(spec), self.screening_windows)
 
     @torch.no_grad()
@@ -109,6 +118,8 @@ class PerplexityFitness:
         """Cheap proxy for the search's screening round: the metric on the short screening windows."""
         if self.screening_windows is None:
             raise ValueError("this fitness was built without screening windows")
+        if self.masked_screening:
+            return [self.screen(spec) for spec in specs]
         values = []
         for spec in specs:
             subnet = self.subnet(spec)

@@ -393,4 +393,7 @@ def streamed_search_refusal(config: SubnetConfig) -> str | None:
                 "candidate's and does not run with streamed blocks")
     if s.fitness_refresh:
         return "search.fitness_refresh (fresh fitness windows per generation) does not run with streamed blocks"
+    if s.screening_method == "masked" and s.screening_keep < 1:
+        return ('search.screening_method="masked" runs the whole dense model per candidate and does not run with '
+                "streamed blocks")
     return None

@@ -209,7 +209,8 @@ class SearchSelector:
         attention, mlp, attention_allocation, mlp_allocation = run.scores.for_search(s.importance, run.shape)
         space = search_space(run.shape, config, attention, mlp, attention_allocation, mlp_allocation)
         screening = run.data.fitness[: s.screening_windows, : s.screening_seq_len] if s.screening_keep < 1 else None
-        options = {"window_sets": run.data.fitness_sets.__getitem__ if s.fitness_refresh else None}
+        options = {"window_sets": run.data.fitness_sets.__getitem__ if s.fitness_refresh else None,
+                   "masked_screening": s.screening_method == "masked"}
         if fa.min_spearman is not None:
             from optimum_subnet.evaluation.faithfulness import FaithfulnessScorer
 
@@ -297,7 +298,8 @@ class SearchSelector:
             "windows_seen": run.data.seen,
         }
         if screening is not None:
-            entry["screening"] = {"keep": s.screening_keep, "windows": int(screening.shape[0]),
+            entry["screening"] = {"keep": s.screening_keep, "method": s.screening_method,
+                                  "windows": int(screening.shape[0]),
                                   "seq_len": int(screening.shape[1]), "screenings": result.screenings,
                                   "seconds": result.screening_seconds}
         if fa.min_spearman is not None:

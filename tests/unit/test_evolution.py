@@ -166,10 +166,12 @@ def test_the_pass_reports_its_screening(tmp_path, model, tokenizer, text_files):
                                  data__eval_max_windows=4, faithfulness__prompts=0, search__generations=2,
                                  search__population_size=8, search__num_mutations=4, search__num_crossovers=2,
                                  search__top_k=2, search__fitness_seq_len=32, search__fitness_windows=2,
-                                 search__screening_keep=0.5, search__screening_seq_len=16)
+                                 search__screening_keep=0.5, search__screening_seq_len=16,
+                                 search__screening_method="masked")
     report = SubnetOptimizer(model, tokenizer).run(config)["report"]
     screening = report["search"]["screening"]
     assert screening["keep"] == 0.5 and screening["windows"] == 1 and screening["seq_len"] == 16
+    assert screening["method"] == "masked"
     produced = sum(h["candidates"] for h in report["search"]["history"])
     assert screening["screenings"] == produced
     assert report["search"]["evaluations"] < produced + 1

@@ -186,6 +186,37 @@ def test_screened_subnets_are_built_once(model):
     assert nothing_kept.reused == 0 and nothing_kept.builds == len(specs) + 2
 
 
+def test_masked_screening_scores_what_the_built_subnet_scores(model):
+    """search.screening_method="masked": the dense model under the candidate's channel masks, no subnet built
+    and nothing kept; the same screening values as the built subnets (up to summation order)."""
+    from optimum_subnet.pipeline.fitness import PerplexityFitness
+
+    adapter, space, windows = _fitness_setup(model)
+    rng = random.Random(1)
+    genomes = [space.mutate(space.initial(), rng, depth_prob=0.5, ratio_prob=0.3, mask_prob=0.5, overlap=0.8)
+               for _ in range(4)]
+    specs = [space.to_spec(g, compact=True) for g in genomes if g is not None]
+    built = PerplexityFitness(model, adapter, windows, 2, windows[:1, :8]).screen_many(specs)
+    masked_fitness = PerplexityFitness(model, adapter, windows, 2, windows[:1, :8], masked_screening=True)
+    masked = masked_fitness.screen_many(specs)
+    assert masked == pytest.approx(built, rel=1e-5)
+    assert masked_fitness.builds == 0 and not masked_fitness._held
+    assert masked_fitness.screen(specs[0]) == pytest.approx(built[0], rel=1e-5)
+
+
+def test_masked_screening_is_validated_and_refused_with_streamed_blocks():
+    from optimum_subnet import SubnetConfig
+    from optimum_subnet.core.errors import SubnetError
+    from optimum_subnet.pipeline.optimizer import streamed_search_refusal
+
+    with pytest.raises(SubnetError, match="screening_method must be subnet or masked"):
+        SubnetConfig.preset("fast", 0.8, search__screening_method="mask")
+    config = SubnetConfig.preset("fast", 0.8, search__screening_method="masked", search__screening_keep=0.25)
+    assert "screening_method" in streamed_search_refusal(config)
+    assert SubnetConfig.from_dict(config.to_dict()).search.screening_method == "masked"
+    assert streamed_search_refusal(config.replace(search={"screening_method": "subnet"})) is None
+
+
 # --------------------------------------------------------------------------- the pass: selection
 def test_the_pass_chooses_on_unseen_windows_and_reports_what_each_stage_saw(model, tokenizer, text_files):
     from optimum_subnet import SubnetConfig, SubnetOptimizer

@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM
 
 from optimum_subnet.core.spec import SubnetSpec
 from optimum_subnet.families import get_adapter
-from optimum_subnet.stages.surgery import extract_subnet, masked_copy, save_subnet
+from optimum_subnet.stages.surgery import extract_subnet, masked_as, masked_copy, save_subnet
 from tests.conftest import char_tokenizer
 from tests.plugin_free import run_without_plugin
 
@@ -138,6 +138,26 @@ class FamilyContract:
             # the masked dense model sums zeros the subnet does not have: equal up to summation order
             assert _close(actual, expected), (actual - expected).abs().max()
             assert not _close(actual, model(ids).logits, 1e-3)  # the pruning really changed something
+
+    @pytest.mark.parametrize("attn", ["eager", "sdpa"])
+    def test_masked_dense_model_computes_the_subnet(self, model, attn):
+        """``masked_as`` (the screening's subnet without building it) equals the extracted subnet, dropped
+        layer included, and leaves the dense model as it was."""
+        model.config._attn_implementation = attn
+        adapter = get_adapter(model.config)
+        specs = [self.spec(model, heads=True)]
+        if adapter.traits.in_head_pruning_exact:
+            specs.append(self.spec(model, seed=3))
+        ids = torch.randint(3, VOCAB, (2, 40), generator=torch.Generator().manual_seed(2))
+        with torch.no_grad():
+            dense = model(ids).logits
+            for spec in specs:
+                expected = extract_subnet(model, spec)(ids).logits
+                with masked_as(model, spec, adapter):
+                    actual = model(ids).logits
+                assert _close(actual, expected), (actual - expected).abs().max()
+                assert not _close(actual, dense, 1e-3)
+            assert torch.equal(model(ids).logits, dense)  # hooks and bypasses removed
 
     def test_in_head_pruning_runs_and_is_physically_smaller(self, model):
         spec = self.spec(model)
