@@ -311,6 +311,15 @@ class SubnetOptimizer:
             report["searched"] = {"params": chosen.params(), "inheriting_ratio": chosen.inheriting_ratio(),
                                   "ppl": run.evaluate(subnet, "searched")}
             reformation = stages.reform(model, subnet, chosen, adapter, config, data, device, streamer)
+            if selection.alternatives:  # search.selection_after_reformation
+                t = time.perf_counter()
+                (label, chosen, subnet, reformation), report["search"]["selection_after_reformation"] = (
+                    stages.reformed_choice(run, selection, subnet, reformation, device))
+                timings["selection_after_reformation"] = time.perf_counter() - t
+                if label != "search":  # the searched entry describes the subnet that is kept
+                    report["searched"] = {"params": chosen.params(), "inheriting_ratio": chosen.inheriting_ratio(),
+                                          "ppl": run.evaluate(lambda: run.extract(chosen), f"{label}, before reformation"),
+                                          "chosen_after_reformation": label}
         # without a reformation nothing changed: the final subnet is the selected one
         with peaks.stage("final evaluation"):
             final_ppl = (dict(report["searched"]["ppl"]) if reformation.method == "none"

@@ -155,6 +155,9 @@ class Selection:
     report: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     adjust: Any = None  # callable(subnet, adapter) or None
+    #: other subnets to reform and compare with ``spec`` on the selection windows (label -> spec;
+    #: ``search.selection_after_reformation``), empty: ``spec`` is final
+    alternatives: dict[str, SubnetSpec] = field(default_factory=dict)
 
 
 class GivenSpec:
@@ -313,11 +316,18 @@ class SearchSelector:
         if run.streamer is not None:
             entry["offload"] = {"candidate_group": local_fitness.group_size}
         best = result.best
-        if run.data.selection is not None:
+        alternatives: dict[str, SubnetSpec] = {}
+        if s.selection_after_reformation:  # every initial subnet is reformed too and competes after reformation
+            from optimum_subnet.search.state import genome_key
+
+            alternatives = {f"initial ({name})": space.to_spec(genome) for name, genome in candidates.items()
+                            if genome_key(genome) != genome_key(best)}
+        elif run.data.selection is not None:
             t = time.perf_counter()
             best, entry["selection"] = select_final(run, space, result, candidates)
             timings["selection"] = time.perf_counter() - t
-        return Selection(spec=space.to_spec(best), report={"search": entry}, timings=timings)
+        return Selection(spec=space.to_spec(best), report={"search": entry}, timings=timings,
+                         alternatives=alternatives)
 
 
 def select_final(run: "RunContext", space, result, initial: dict[str, Any]):
@@ -373,6 +383,36 @@ def search_space(shape, config: SubnetConfig, attention_scores, mlp_scores, atte
         attention_allocation=attention_allocation, mlp_allocation=mlp_allocation, out_bias=config.reformation_bias,
         ratio_of=config.ratio_of, attention_pruning=s.attention_pruning, head_search=heads,
     )
+
+
+def reformed_choice(run: "RunContext", selection: Selection, subnet, reformation, device: str):
+    """``search.selection_after_reformation``: the reformed ``subnet`` of ``selection.spec`` against each
+    reformed alternative on the selection windows; returns the winner's ``(label, spec, subnet,
+    reformation)`` and the report entry. The losers are dropped as soon as they lose."""
+    from optimum_subnet.evaluation.perplexity import perplexity
+
+    config = run.config
+
+    def selection_ppl(model) -> float:
+        with run.forward(model):
+            return perplexity(model, run.data.selection, config.search.fitness_batch_size)
+
+    best = ("search", selection.spec, subnet, reformation, selection_ppl(subnet))
+    rows = [{"candidate": "search", "selection_ppl": best[4]}]
+    for label, spec in selection.alternatives.items():
+        chosen = with_reformation_biases(spec) if config.reformation_bias else spec
+        other = run.extract(chosen)
+        result = reform(run.model, other, chosen, run.adapter, config, run.data, device, run.streamer)
+        ppl = selection_ppl(other)
+        rows.append({"candidate": label, "selection_ppl": ppl})
+        if ppl < best[4]:
+            best = (label, chosen, other, result, ppl)
+        del other
+    logger.info("Choice after reformation on %d unseen calibration windows: %s (perplexity %.2f; the search's "
+                "%.2f)", len(run.data.selection), best[0], best[4], rows[0]["selection_ppl"])
+    report = {"windows": len(run.data.selection), "seq_len": int(run.data.selection.shape[1]),
+              "chosen": best[0], "candidates": rows}
+    return best[:4], report
 
 
 # ---------------------------------------------------------------------------------- after selection

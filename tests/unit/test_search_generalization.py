@@ -242,6 +242,38 @@ def test_the_pass_chooses_on_unseen_windows_and_reports_what_each_stage_saw(mode
     assert seen["fitness"]["sets"] == 2 and search["fitness"]["metric"] == "distillation"
 
 
+def test_the_pass_chooses_after_reformation(model, tokenizer, text_files):
+    """search.selection_after_reformation: the searched subnet and both initial subnets are reformed; the best
+    on the selection windows is the final subnet, and the report says which and why."""
+    import math
+
+    from optimum_subnet import SubnetConfig, SubnetOptimizer
+    from optimum_subnet.core.errors import SubnetError
+    from optimum_subnet.evaluation.perplexity import perplexity
+
+    cal, ev = text_files
+    config = SubnetConfig.preset("fast", 0.7, device="cpu", data__dataset=str(cal), data__eval_dataset=str(ev),
+                                 data__seq_len=32, data__num_samples=4, data__eval_seq_len=32,
+                                 data__eval_max_windows=4, faithfulness__prompts=0, search__generations=1,
+                                 search__population_size=4, search__num_mutations=2, search__num_crossovers=1,
+                                 search__top_k=2, search__fitness_seq_len=32, search__fitness_windows=2,
+                                 search__selection_windows=3, search__selection_seq_len=24,
+                                 search__selection_after_reformation=True)
+    out = SubnetOptimizer(model, tokenizer).run(config)
+    report = out["report"]
+    choice = report["search"]["selection_after_reformation"]
+    assert "selection" not in report["search"]  # chosen after reformation, not before
+    labels = [c["candidate"] for c in choice["candidates"]]
+    assert labels[0] == "search" and {"initial (uniform)", "initial (global)"} & set(labels)
+    best = min(choice["candidates"], key=lambda c: c["selection_ppl"])
+    assert choice["chosen"] == best["candidate"] and choice["windows"] == 3
+    assert all(math.isfinite(c["selection_ppl"]) for c in choice["candidates"])
+    assert report["searched"].get("chosen_after_reformation", "search") == choice["chosen"]
+    assert out["spec"].params() == report["subnet"]["params"] == sum(p.numel() for p in out["model"].parameters())
+    with pytest.raises(SubnetError, match="set selection_windows > 0"):
+        SubnetConfig.preset("fast", 0.7, search__selection_after_reformation=True)
+
+
 def test_selection_windows_overlap_no_other_stage_window():
     from optimum_subnet.data import calibration_starts, disjoint_starts
 
