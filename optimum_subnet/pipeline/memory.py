@@ -162,6 +162,8 @@ def estimate_peak_memory(shape: ModelShape, config, dtype_bytes: int, device: st
     }
     if config.reformation.method == "none":
         stages["reformation"]["reformation statistics"] = 0
+    if search and s.selection_after_reformation:  # the best reformed subnet is kept while the next is reformed
+        stages["reformation"]["candidate weights"] = 2 * candidate
     if search:
         largest = max(hidden, attention, mlp)
         stages["importance"] = {

@@ -112,6 +112,15 @@ def test_refusal_names_the_largest_part_and_what_to_reduce():
     assert bf16.stages["search"]["model weights"] * 2 == estimate.stages["search"]["model weights"]
 
 
+def test_selection_after_reformation_holds_two_subnets():
+    """The best reformed subnet is kept while the next one is reformed: the stage counts two candidates."""
+    base = SubnetConfig.preset("fast", 0.5, search__selection_windows=4)
+    plain = estimate_peak_memory(SMOLLM2, base, dtype_bytes=4)
+    both = estimate_peak_memory(SMOLLM2, base.replace(search__selection_after_reformation=True), dtype_bytes=4)
+    assert both.stages["reformation"]["candidate weights"] == 2 * plain.stages["reformation"]["candidate weights"] > 0
+    assert both.stages["search"] == plain.stages["search"]
+
+
 def test_memory_budget_sources(monkeypatch):
     monkeypatch.setenv(MEMORY_LIMIT_ENV_VAR, "3GiB")
     assert memory_budget("cpu", resident=10**9) == (3 * 2**30, f"${MEMORY_LIMIT_ENV_VAR}")
