@@ -44,3 +44,25 @@ def test_offload_benchmark_memory_mapped(tmp_path):
     assert results["memory_map"]["files"] == 4 and results["layers"] == 3
     assert results["phases"][0]["plan"]["plan"] == "offload"
     assert sorted(p.name for p in (tmp_path / "weights").iterdir())[-1] == "config.json"
+
+
+def _script(name: str, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the scripts import their neighbours (shapes, reference_engine)
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_search_cost_times_built_and_masked_screening(tmp_path, monkeypatch):
+    """``owed.sh screening``'s command on the tiny shape: both screening methods measured in one run."""
+    _script("search_cost", monkeypatch).main(["--shape", "tiny", "--device", "cpu", "--dtype", "float32", "--ratio", "0.6",
+                                 "--population", "4", "--generations", "2", "--fitness-windows", "2",
+                                 "--fitness-seq-len", "32", "--screening-keep", "0.5", "--screening-seq-len", "16",
+                                 "--screening-methods", "subnet,masked", "--skip-decode", "--reform-layers", "0",
+                                 "--output", str(tmp_path / "sc")])
+    results = json.loads((tmp_path / "sc.json").read_text())
+    built, masked = results["search"], results["search_masked"]
+    assert built["screening_method"] == "subnet" and masked["screening_method"] == "masked"
+    assert masked["subnets_reused"] == 0 and built["screening"]["screenings"] > 0
+    assert "under channel masks" in (tmp_path / "sc.md").read_text()
