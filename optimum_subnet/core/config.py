@@ -107,7 +107,7 @@ class SearchConfig:
     #: chosen subnet and the initial subnets are each reformed, and the best reformed one on the selection
     #: windows is kept, so the pass never returns a subnet whose reformed version is worse there than a
     #: reformed initial one (one reformation per initial subnet more). Measured at 0.5 on SmolLM2, where the
-    #: searched subnet reformed worse than the reformed uniform start in one of two seeds
+    #: searched subnet reformed no better than the reformed uniform start in three of three seeds
     #: (benchmarks/results/generalization_ablation_05.md).
     selection_after_reformation: bool = False
 
