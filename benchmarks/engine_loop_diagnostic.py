@@ -14,7 +14,7 @@ from optimum_subnet.core.spec import ModelShape
 from optimum_subnet.stages.importance import ImportanceScores
 from optimum_subnet.pipeline import stages
 from optimum_subnet.search import EvolutionarySearch
-from reference_engine import SearchSpace as RefSpace, EvolutionarySearch as RefSearch
+from reference_engine import EvolutionarySearch as RefSearch, search_space as reference_search_space
 from shapes import SMOLLM2_135M, model_shape_fields
 
 shape = ModelShape(**model_shape_fields(SMOLLM2_135M))
@@ -33,11 +33,7 @@ for seed in range(4):
     s = config.search
     att, mlp, aa, ma = scores.for_search(s.importance, shape)
     cur = stages.search_space(shape, config, att, mlp, aa, ma)
-    ref = RefSpace(shape, att, mlp, config.target_ratio, attention_range=s.attention_range, mlp_range=s.mlp_range,
-                   head_dim_multiple=s.head_dim_multiple, mlp_multiple=s.mlp_multiple, depth_search=True,
-                   min_depth=round(s.min_depth_ratio * shape.num_layers), tolerance=s.ratio_tolerance,
-                   mask_fill=s.mask_fill, mask_sharing=s.attention_mask_sharing, attention_allocation=aa,
-                   mlp_allocation=ma, out_bias=config.reformation_bias, ratio_of=config.ratio_of)
+    ref = reference_search_space(shape, config, att, mlp, aa, ma)
     r1 = EvolutionarySearch(cur, s, Many(), seed=seed).run(cur.initial())
     r2 = RefSearch(ref, s, stub, seed=seed).run(ref.initial())
     w = lambda g: g[0].mlp_width if g[0] is not None else 0

@@ -14,7 +14,7 @@ from optimum_subnet import SubnetConfig
 from optimum_subnet.core.spec import ModelShape
 from optimum_subnet.stages.importance import ImportanceScores
 from optimum_subnet.pipeline import stages
-from reference_engine import SearchSpace as RefSpace
+from reference_engine import search_space as reference_search_space
 from shapes import SMOLLM2_135M, model_shape_fields
 
 shape = ModelShape(**model_shape_fields(SMOLLM2_135M))
@@ -23,11 +23,7 @@ s = config.search
 scores = ImportanceScores.from_tensors(torch.load(sys.argv[1]))
 att, mlp, aa, ma = scores.for_search(s.importance, shape)
 cur = stages.search_space(shape, config, att, mlp, aa, ma)
-ref = RefSpace(shape, att, mlp, config.target_ratio, attention_range=s.attention_range, mlp_range=s.mlp_range,
-               head_dim_multiple=s.head_dim_multiple, mlp_multiple=s.mlp_multiple, depth_search=True,
-               min_depth=round(s.min_depth_ratio * shape.num_layers), tolerance=s.ratio_tolerance,
-               mask_fill=s.mask_fill, mask_sharing=s.attention_mask_sharing, attention_allocation=aa,
-               mlp_allocation=ma, out_bias=config.reformation_bias, ratio_of=config.ratio_of)
+ref = reference_search_space(shape, config, att, mlp, aa, ma)
 print("grids equal:", cur.mlp_widths == ref.mlp_widths, cur.attention_widths == ref.attention_widths)
 print("mlp grid", cur.mlp_widths, "\natt grid", cur.attention_widths, ref.attention_widths)
 N = int(sys.argv[2]) if len(sys.argv) > 2 else 300

@@ -145,16 +145,9 @@ class Context:
         from optimum_subnet.pipeline import stages
 
         if engine == "reference":
-            from reference_engine import SearchSpace
+            from reference_engine import search_space
 
-            s = config.search
-            return SearchSpace(
-                self.shape, self.attention, self.mlp, config.target_ratio, attention_range=s.attention_range,
-                mlp_range=s.mlp_range, head_dim_multiple=s.head_dim_multiple, mlp_multiple=s.mlp_multiple,
-                depth_search=s.depth_search == "on" or (s.depth_search == "auto" and config.target_ratio <= 0.7),
-                min_depth=round(s.min_depth_ratio * self.shape.num_layers), tolerance=s.ratio_tolerance,
-                mask_fill=s.mask_fill, mask_sharing=s.attention_mask_sharing, attention_allocation=self.att_alloc,
-                mlp_allocation=self.mlp_alloc, out_bias=config.reformation_bias, ratio_of=config.ratio_of)
+            return search_space(self.shape, config, self.attention, self.mlp, self.att_alloc, self.mlp_alloc)
         if config.search == self.config.search:
             return self.space
         return stages.search_space(self.shape, config, self.attention, self.mlp, self.att_alloc, self.mlp_alloc)

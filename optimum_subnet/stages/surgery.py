@@ -160,7 +160,8 @@ def masked_as(model: "PreTrainedModel", spec: "SubnetSpec", adapter=None):
                 if role in COLUMN_ROLES:  # their pruned inputs are already zero
                     continue
                 module = projection.module if isinstance(projection, Projection) else projection
-                offset = projection.rows.start if isinstance(projection, Projection) and projection.rows else 0
+                fused = isinstance(projection, Projection) and projection.rows is not None
+                offset = projection.rows.start if fused else 0
                 weight = module.weight
                 mask = masks.setdefault(module, torch.zeros(weight.shape[0], dtype=weight.dtype,
                                                             device=weight.device))
