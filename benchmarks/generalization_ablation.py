@@ -81,9 +81,11 @@ def window_nll(model, windows, batch_size: int = 4) -> list[float]:
     from optimum_subnet.families import get_adapter_for_subnet
 
     adapter = get_adapter_for_subnet(model.config)
+    device = next(model.parameters()).device
     out = []
     with torch.no_grad():
         for batch in windows.split(batch_size):
+            batch = batch.to(device)
             hidden = adapter.final_hidden_states(model, batch)[:, :-1]
             logits = adapter.logits(model, hidden).float()
             nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="none")
@@ -115,11 +117,12 @@ class Context:
 
         self.args, self.ratio, self.work = args, ratio, work
         work.mkdir(parents=True, exist_ok=True)
+        self.device = getattr(args, "device", "cpu")
         self.model, self.tokenizer = load_model(args.model)
-        self.model.eval()
+        self.model.to(self.device).eval()
         self.adapter = get_adapter(self.model.config)
         self.shape = self.adapter.shape(self.model.config)
-        self.config = SubnetConfig.preset("fast", ratio, seed=args.seed, device="cpu",
+        self.config = SubnetConfig.preset("fast", ratio, seed=args.seed, device=self.device,
                                           data__eval_max_windows=args.eval_windows, faithfulness__prompts=0)
         positions = self.model.config.max_position_embeddings
         self.data = stages.load_pass_data(self.config, self.tokenizer, positions)
@@ -164,7 +167,7 @@ class Context:
         if scores_path.exists():
             self.scores = ImportanceScores.from_tensors(torch.load(scores_path))
         else:
-            self.scores = stages.importance(self.model, self.adapter, self.config, self.data, "cpu")
+            self.scores = stages.importance(self.model, self.adapter, self.config, self.data, self.device)
             torch.save(self.scores.to_tensors(), scores_path)
         self.attention, self.mlp, self.att_alloc, self.mlp_alloc = self.scores.for_search(
             self.config.search.importance, self.shape)
@@ -200,7 +203,7 @@ class Context:
         from optimum_subnet.stages.surgery import extract_subnet
 
         subnet = extract_subnet(self.model, spec, self.adapter)
-        stages.reform(self.model, subnet, spec, self.adapter, self.config, self.data, "cpu")
+        stages.reform(self.model, subnet, spec, self.adapter, self.config, self.data, self.device)
         return window_nll(subnet, self.data.evaluation), ppl(window_nll(subnet, self.selection))
 
 
@@ -320,7 +323,7 @@ class ReformedFitness:
         from optimum_subnet.stages.reformation import reform
 
         subnet = self.inner.subnet(spec)
-        reform(self.ctx.model, subnet, spec, self.ctx.adapter, self.calibration, 8, "cpu", method="closed_form",
+        reform(self.ctx.model, subnet, spec, self.ctx.adapter, self.calibration, 8, self.ctx.device, method="closed_form",
                damp=0.01)
         return self.inner.measure(subnet, self.inner.windows)
 
@@ -471,6 +474,7 @@ def main(argv=None) -> int:
     parser.add_argument("--variants", default="baseline,distill,fresh,more_windows,reformed")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-windows", type=int, default=64)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (the GPU machine: minutes per seed)")
     parser.add_argument("--work", default="/tmp/generalization-ablation")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "generalization_ablation"))
     parser.add_argument("--redraw", action="store_true", help="only rewrite <output>.md from <output>.json")
@@ -493,7 +497,9 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)
     work = Path(args.work)
-    meta = {"seed": args.seed, "threads": torch.get_num_threads(), "model": args.model}
+    meta = {"seed": args.seed, "threads": torch.get_num_threads(), "model": args.model, "device": args.device}
+    if args.device != "cpu":
+        meta["device_name"] = torch.cuda.get_device_name(0)
     results = json.loads(output.with_suffix(".json").read_text()) if output.with_suffix(".json").exists() else {}
     runs = results.get("runs", {})
     for ratio in args.ratios:

@@ -39,7 +39,7 @@ def load_texts(source: str, split: str, text_column: str = "text") -> list[str]:
     if source == lambada.NAME:
         texts = lambada.load_split(split)
     elif source in BUILTIN_ALIASES:
-        texts = list(wikipedia.load_split(split)["text"])
+        texts = [article["text"] for article in wikipedia.load_split(split)]
     else:
         path = Path(source).expanduser()
         if path.exists():

@@ -32,8 +32,8 @@ def test_wikipedia_extract_split():
 
     cal, ev = wikipedia.load_split("calibration"), wikipedia.load_split("evaluation")
     assert len(cal) + len(ev) == 106
-    assert not set(cal["title"]) & set(ev["title"])
-    assert 2_000_000 < sum(map(len, cal["text"])) + sum(map(len, ev["text"])) < 4_000_000
+    assert not {a["title"] for a in cal} & {a["title"] for a in ev}
+    assert 2_000_000 < sum(len(a["text"]) for a in cal + ev) < 4_000_000
     assert 0.1 < len(ev) / 106 < 0.3
 
 
