@@ -422,7 +422,16 @@ def package_rows(a, device, dtype, timer) -> dict:
                     if device.type == "cuda":
                         torch.cuda.empty_cache()
                         torch.cuda.reset_peak_memory_stats()
-                    out = model(ids, use_cache=True, logits_to_keep=1)  # the prompt's cache (and a warm-up)
+                    # warm-up: the same decode steps once untimed. cuDNN's attention builds a plan per new shape
+                    # (each step's KV length), which cost the first model measured in a process 2x its decode
+                    # time (benchmarks/results/primal_profile_h200.md): the timed steps must find the plans built.
+                    warm = model(ids, use_cache=True, logits_to_keep=1)
+                    warm_cache, warm_token = warm.past_key_values, warm.logits[:, -1:].argmax(-1)
+                    for _ in range(a.decode_steps):
+                        warm_token = model(warm_token, past_key_values=warm_cache,
+                                           use_cache=True).logits[:, -1:].argmax(-1)
+                    del warm, warm_cache
+                    out = model(ids, use_cache=True, logits_to_keep=1)  # the prompt's cache
                     prefill_peak = peak()
                     prefill_ms = timer.once(lambda: model(ids, use_cache=True, logits_to_keep=1))
                     cache, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
@@ -460,7 +469,8 @@ def profile_step(device: torch.device, step, top: int = 15) -> dict:
     """One call of ``step`` under torch.profiler (after one unprofiled call): host wall time, host-side
     operator count, GPU kernels launched and their total time, host synchronizations, and the
     operators with the most host time. For a step whose time is not explained by its kernels (issue
-    16: the unconverted model decoding 2.7x slower than converted ones on CUDA)."""
+    16: the unconverted model decoding 2.7x slower than converted ones on CUDA, which this profile traced to
+    cuDNN building attention plans for the first model measured in the process)."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 

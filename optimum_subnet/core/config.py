@@ -25,6 +25,20 @@ ATTENTION_PRUNING = ("auto", "in_head", "none")
 ATTENTION_WHOLE_TAKES_NO_RANGE = ('search.attention_pruning = "none" leaves attention whole: it takes no '
                                   "search.attention_range")
 
+#: How the search screens a candidate (``SearchConfig.screening_method``).
+SCREENING_METHODS = ("auto", "subnet", "masked")
+
+
+def resolve_screening_method(method: str, device: str, streamed: bool = False, masks_approximate: bool = False) -> str:
+    """``method`` with "auto" resolved: "masked" on a GPU (the dense forward under masks is cheaper there than
+    building each candidate), "subnet" on the CPU, with streamed blocks (an offloaded run, where masked
+    screening cannot run), or where masks only approximate the subnet (in-head pruning under q/k norms)."""
+    if method != "auto":
+        return method
+    on_gpu = str(device).startswith("cuda")
+    return "masked" if on_gpu and not streamed and not masks_approximate else "subnet"
+
+
 CONFIG_NAME = "subnet_optimization.json"
 #: "ours" and the baselines of :mod:`optimum_subnet.stages.baselines` (kept here so configs validate without torch)
 METHODS = ("ours", "flap", "wanda-sp", "magnitude", "random")
@@ -89,8 +103,10 @@ class SearchConfig:
     #: How a candidate is screened: "subnet" (its subnet is built, and kept for its full evaluation) or
     #: "masked" (the dense model runs with the candidate's pruned channels zeroed by hooks: no construction,
     #: which costs ~0.1 s of Python per 32-layer candidate, but the dense model's forward). The same values
-    #: up to summation order except inside heads of q/k-norm families, where masking approximates.
-    screening_method: str = "subnet"
+    #: up to summation order except inside heads of q/k-norm families, where masking approximates. "auto"
+    #: (:func:`resolve_screening_method`): masked on a GPU, where it screens 2.1x faster at LLaMA-7B shape,
+    #: subnet on the CPU, where it is 1.4x slower (benchmarks/results/screening_methods_*.md).
+    screening_method: str = "auto"
     #: Fresh fitness windows every generation (not in the paper): generation g scores on its own random
     #: draw of ``fitness_windows`` calibration windows, and the top-k is scored again on them.
     fitness_refresh: bool = False
@@ -272,8 +288,9 @@ class SubnetConfig(JsonConfig):
             (0 < s.screening_keep <= 1, f"screening_keep must be in (0, 1], got {s.screening_keep}"),
             (1 <= s.screening_windows <= s.fitness_windows and s.screening_seq_len >= 2,
              "screening needs 1..fitness_windows windows of >= 2 tokens"),
-            (s.screening_method in ("subnet", "masked"),
-             f"screening_method must be subnet or masked, got {s.screening_method!r}"),
+            (s.screening_method in SCREENING_METHODS,
+             f"screening_method must be {', '.join(SCREENING_METHODS[:-1])} or {SCREENING_METHODS[-1]}, "
+             f"got {s.screening_method!r}"),
             (s.fitness_metric in ("perplexity", "distillation"),
              f"fitness_metric must be perplexity or distillation, got {s.fitness_metric!r}"),
             (s.selection_windows >= 0 and s.selection_seq_len >= 2,

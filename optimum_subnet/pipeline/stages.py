@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from optimum_subnet.core.config import SubnetConfig
+from optimum_subnet.core.config import SubnetConfig, resolve_screening_method
 from optimum_subnet.core.errors import DataError
 from optimum_subnet.core.progress import progress_bar
 from optimum_subnet.core.spec import SubnetSpec
@@ -212,8 +212,11 @@ class SearchSelector:
         attention, mlp, attention_allocation, mlp_allocation = run.scores.for_search(s.importance, run.shape)
         space = search_space(run.shape, config, attention, mlp, attention_allocation, mlp_allocation)
         screening = run.data.fitness[: s.screening_windows, : s.screening_seq_len] if s.screening_keep < 1 else None
+        screening_method = resolve_screening_method(
+            s.screening_method, run.device, streamed=run.streamer is not None,
+            masks_approximate=run.shape.qk_norm and space.attention_pruning == "in_head")
         options = {"window_sets": run.data.fitness_sets.__getitem__ if s.fitness_refresh else None,
-                   "masked_screening": s.screening_method == "masked"}
+                   "masked_screening": screening_method == "masked"}
         if fa.min_spearman is not None:
             from optimum_subnet.evaluation.faithfulness import FaithfulnessScorer
 
@@ -301,7 +304,8 @@ class SearchSelector:
             "windows_seen": run.data.seen,
         }
         if screening is not None:
-            entry["screening"] = {"keep": s.screening_keep, "method": s.screening_method,
+            entry["screening"] = {"keep": s.screening_keep, "method": screening_method,
+                                  "method_requested": s.screening_method,
                                   "windows": int(screening.shape[0]),
                                   "seq_len": int(screening.shape[1]), "screenings": result.screenings,
                                   "seconds": result.screening_seconds}

@@ -171,7 +171,7 @@ def test_the_pass_reports_its_screening(tmp_path, model, tokenizer, text_files):
     report = SubnetOptimizer(model, tokenizer).run(config)["report"]
     screening = report["search"]["screening"]
     assert screening["keep"] == 0.5 and screening["windows"] == 1 and screening["seq_len"] == 16
-    assert screening["method"] == "masked"
+    assert screening["method"] == "masked" == screening["method_requested"]
     produced = sum(h["candidates"] for h in report["search"]["history"])
     assert screening["screenings"] == produced
     assert report["search"]["evaluations"] < produced + 1

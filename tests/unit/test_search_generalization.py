@@ -209,12 +209,29 @@ def test_masked_screening_is_validated_and_refused_with_streamed_blocks():
     from optimum_subnet.core.errors import SubnetError
     from optimum_subnet.pipeline.optimizer import streamed_search_refusal
 
-    with pytest.raises(SubnetError, match="screening_method must be subnet or masked"):
+    with pytest.raises(SubnetError, match="screening_method must be auto, subnet or masked"):
         SubnetConfig.preset("fast", 0.8, search__screening_method="mask")
     config = SubnetConfig.preset("fast", 0.8, search__screening_method="masked", search__screening_keep=0.25)
     assert "screening_method" in streamed_search_refusal(config)
     assert SubnetConfig.from_dict(config.to_dict()).search.screening_method == "masked"
     assert streamed_search_refusal(config.replace(search={"screening_method": "subnet"})) is None
+    assert streamed_search_refusal(config.replace(search={"screening_method": "auto"})) is None  # resolves to subnet
+
+
+def test_auto_screening_masks_on_gpus_only_where_masks_are_exact():
+    """The default ("auto"): masked on a GPU; built subnets on the CPU, with streamed blocks (masked screening
+    cannot stream) and for in-head pruning under q/k norms (masks only approximate the subnet there)."""
+    from optimum_subnet import SubnetConfig
+    from optimum_subnet.core.config import resolve_screening_method
+
+    assert SubnetConfig().search.screening_method == "auto"
+    assert resolve_screening_method("auto", "cuda") == "masked"
+    assert resolve_screening_method("auto", "cuda:1") == "masked"
+    assert resolve_screening_method("auto", "cpu") == "subnet"
+    assert resolve_screening_method("auto", "cuda", streamed=True) == "subnet"
+    assert resolve_screening_method("auto", "cuda", masks_approximate=True) == "subnet"
+    for explicit in ("subnet", "masked"):
+        assert resolve_screening_method(explicit, "cpu") == explicit == resolve_screening_method(explicit, "cuda")
 
 
 # --------------------------------------------------------------------------- the pass: selection
