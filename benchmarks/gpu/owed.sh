@@ -5,13 +5,25 @@
 #   bash benchmarks/gpu/owed.sh primal-profile   # issue 16: why K=0 decodes 2.7x slower than K=2..8 (~2 min)
 #   bash benchmarks/gpu/owed.sh offload-auto     # issue 17 (a) again with the cap the guard picks (~4 min)
 #   bash benchmarks/gpu/owed.sh offload-30b      # issue 17 (b): 30B shape, 40 layers, memory-mapped (not timed yet)
-#   bash benchmarks/gpu/owed.sh screening        # issue 15: built vs masked screening at 7B paper settings (~5 min)
+#   bash benchmarks/gpu/owed.sh ort-decode       # issue 13's second run, per-layer masks at batch 8/32 too (~6 min)
+#
+# Run on one H200 on 2026-12-07 (results committed): primal-profile, offload-auto, offload-30b, screening.
+# ort-decode needs onnxruntime-gpu and onnxruntime-genai first: `bash ../shared/tools/gpu-wheels.sh
+# onnxruntime-genai-cuda==0.18.0` here, then one device call per part (shared/docs/GPU.md), the last one
+# running `bash .gpuwheels/install.sh && bash benchmarks/gpu/owed.sh ort-decode` (it carries no .whl).
 #
 # Issue 13's ONNX Runtime CUDA runs need the onnxruntime-gpu wheels (shared/docs/GPU.md), see
 # benchmarks/ort_decode.py; issue 17 (c) needs two GPUs (benchmarks/distributed_search.py under torchrun).
 set -uo pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 OPTIMUM_SUBNET_NO_PROGRESS=1 HF_HUB_OFFLINE=1
+if [ "${1:-}" = ort-decode ]; then  # the stack comes from the wheel parts (.gpuwheels/install.sh: $HOME/site)
+  python3 -m pip install -q --no-index --no-deps --target "$HOME/site2" "$HOME"/gpuwheels/onnxruntime_gpu-*.whl \
+      "$HOME"/gpuwheels/onnxruntime_genai_cuda-*.whl || exit 1
+  export PYTHONPATH=$HOME/site:$PWD
+else
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+export PYTHONUNBUFFERED=1 OPTIMUM_SUBNET_NO_PROGRESS=1 HF_HUB_OFFLINE=1
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader
 case "${1:-}" in
   primal-profile)
@@ -25,6 +37,11 @@ case "${1:-}" in
   screening)  # does screening under channel masks (no subnet built) bring a generation near 12 s?
     timeout 560 python3 benchmarks/search_cost.py --output "$OUT/screening_methods" --engines current \
         --generations 2 --screening-keep 0.25 --screening-methods subnet,masked --skip-decode --reform-layers 0 ;;
+  ort-decode)  # the stop-19 run again (two runs: the "stable within 5%" bar), per-layer masks at every batch
+    timeout 580 python3 benchmarks/ort_decode.py --out "$OUT/ort_decode" --layer-mask-batches 1,8,32 \
+        --genai-pythonpath "$HOME/site2" --profile llama7b:dense,llama7b:0.5 --placement tinyllama:dense,tinyllama:0.5 \
+        --time-budget 520 ;;
   *)
-    echo "usage: bash benchmarks/gpu/owed.sh primal-profile|offload-auto|offload-30b|screening" >&2; exit 2 ;;
+    echo "usage: bash benchmarks/gpu/owed.sh primal-profile|offload-auto|offload-30b|screening|ort-decode" >&2
+    exit 2 ;;
 esac
