@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 15: the 0.5 search on SmolLM2-135M, today's engine against the engine before issue 15, for several
-# seeds at once (one process per seed; the GPU is mostly idle under one). After ship_smollm2.sh receive:
-#   source benchmarks/gpu/ship_smollm2.sh env && bash benchmarks/gpu/ablation_05.sh "3 4 5 6 7 8 9 10" [variants]
+# seeds at once (one process per seed; the GPU is mostly idle under one). After ship.sh receive (smollm2):
+#   source benchmarks/gpu/ship.sh env && bash benchmarks/gpu/ablation_05.sh "3 4 5 6 7 8 9 10" [variants]
 # Writes $OUT/ablation_05.tar (every seed's JSON + Markdown + search states) and prints each seed's table.
 set -uo pipefail
 seeds=${1:-"3 4 5 6 7 8 9 10"}

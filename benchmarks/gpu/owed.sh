@@ -6,6 +6,10 @@
 #   bash benchmarks/gpu/owed.sh offload-auto     # issue 17 (a) again with the cap the guard picks (~4 min)
 #   bash benchmarks/gpu/owed.sh offload-30b      # issue 17 (b): 30B shape, 40 layers, memory-mapped (not timed yet)
 #   bash benchmarks/gpu/owed.sh ort-decode       # issue 13's second run, per-layer masks at batch 8/32 too (~6 min)
+#   bash benchmarks/gpu/owed.sh gemma3-quality   # issue 14: Gemma3-270M side by side at block ratios 0.7 / 0.5 (and
+#                                                #   0.9's missing baselines), one process per ratio; needs the models
+#                                                #   shipped first: benchmarks/gpu/ship.sh prepare smollm2 gemma3
+#   bash benchmarks/gpu/ablation_05.sh "3 4 5 6 7 8 9 10" baseline,reformed   # issue 15 (after ship.sh, see there)
 #
 # Run on one H200 on 2026-12-07 (results committed): primal-profile, offload-auto, offload-30b, screening.
 # ort-decode needs onnxruntime-gpu and onnxruntime-genai first: `bash ../shared/tools/gpu-wheels.sh
@@ -23,6 +27,7 @@ else
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site:$PWD
 fi
+export PYTHONPATH=$PYTHONPATH:$HOME/pkgs  # the built-in models and data, where benchmarks/gpu/ship.sh put them
 export PYTHONUNBUFFERED=1 OPTIMUM_SUBNET_NO_PROGRESS=1 HF_HUB_OFFLINE=1
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader
 case "${1:-}" in
@@ -41,7 +46,18 @@ case "${1:-}" in
     timeout 580 python3 benchmarks/ort_decode.py --out "$OUT/ort_decode" --layer-mask-batches 1,8,32 \
         --genai-pythonpath "$HOME/site2" --profile llama7b:dense,llama7b:0.5 --placement tinyllama:dense,tinyllama:0.5 \
         --time-budget 520 ;;
+  gemma3-quality)  # same settings as benchmarks/results/quality_gemma3.json; merge with quality.py --merge
+    common=(--model gemma3-270m --ratio-of blocks --windows-512 16 --windows-128 32 --lambada-windows 8 --tasks none
+            --set data__eval_max_windows=2 search__screening_keep=0.25 search__screening_seq_len=128 --device cuda)
+    all=(ours ours@pair flap flap@pair wanda-sp wanda-sp@pair magnitude random)
+    timeout 570 python3 benchmarks/quality.py "${common[@]}" --ratios 0.7 --methods "${all[@]}" \
+        --output "$OUT/quality_gemma3_07" > "$OUT/log_07.txt" 2>&1 &
+    timeout 570 python3 benchmarks/quality.py "${common[@]}" --ratios 0.5 --methods "${all[@]}" \
+        --output "$OUT/quality_gemma3_05" > "$OUT/log_05.txt" 2>&1 &
+    timeout 570 python3 benchmarks/quality.py "${common[@]}" --ratios 0.9 \
+        --methods flap@pair wanda-sp@pair magnitude random --output "$OUT/quality_gemma3_09" > "$OUT/log_09.txt" 2>&1 &
+    wait; tail -5 "$OUT"/log_*.txt; cat "$OUT"/quality_gemma3_0*.md | grep -A12 "wiki@512" ;;
   *)
-    echo "usage: bash benchmarks/gpu/owed.sh primal-profile|offload-auto|offload-30b|screening|ort-decode" >&2
+    echo "usage: bash benchmarks/gpu/owed.sh primal-profile|offload-auto|offload-30b|screening|ort-decode|gemma3-quality" >&2
     exit 2 ;;
 esac
