@@ -37,9 +37,13 @@ class GramAccumulator:
 
     @property
     def mean(self) -> torch.Tensor:
+        return self.summed() / self.tokens
+
+    def summed(self) -> torch.Tensor:
+        """The running sum itself (no copy): ``mean`` is this over ``tokens``."""
         if self.sum is None:
             raise RuntimeError(f"no activations recorded for {self.name}")
-        return self.sum / self.tokens
+        return self.sum
 
 
 class MomentAccumulator:

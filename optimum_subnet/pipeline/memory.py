@@ -10,7 +10,9 @@ stage, the large tensors the pass really allocates on its compute device (all of
 * **calibration activations**: the block-by-block driver keeps every calibration window's hidden
   states entering and leaving the current block: ``2 x num_samples x seq_len x hidden x bytes``;
 * **importance statistics**: one block's Gram matrices in float64 (``hidden^2`` twice, attention
-  width^2, MLP width^2) plus the Cholesky inverse of the largest (4 matrices of that size);
+  width^2, MLP width^2) plus the Cholesky inverse of the largest (4 matrices of that size; the code holds 3
+  since it damps its one copy in place and takes the sums, not the means: before that it held 5, and a
+  30B shape's importance stage measured 17% over this estimate, benchmarks/results/offload_30b_h200.md);
 * **reformation statistics**: for one projection (W_down is the largest) the two-fold dense /
   cross / subnet second moments and their combination in float64 (``3 x (I^2 + I I_s + I_s^2)``,
   ``I_s`` the widest layer's kept MLP width: a given spec's, else the whole MLP, which a search may keep) plus the solver's copies (:func:`solver_elements`: about

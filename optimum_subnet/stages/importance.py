@@ -84,7 +84,9 @@ class ImportanceScores:
 def layer_importance(adapter, layer, grams: dict[str, GramAccumulator], shape, damp: float):
     linears = adapter.linears(layer)
     # One damped inverse per activation site (W_Q, W_K, W_V share theirs; so do W_gate and W_up).
-    inverse = {site: math.damped_inverse_diagonal(gram.mean, damp) for site, gram in grams.items()}
+    # from the running sums (the damping is relative, so diag((2 S + lambda I)^-1) * tokens is the same as from the
+    # means): no float64 copy of each Gram for its mean beside the inverse's own
+    inverse = {site: math.damped_inverse_diagonal(gram.summed(), damp) * gram.tokens for site, gram in grams.items()}
     phi = {
         role: math.saliency_from_inverse_diagonal(linears[role].weight.detach(), inverse[site])
         for role, site in (("q", "attn_in"), ("k", "attn_in"), ("v", "attn_in"), ("o", "attn_out"),

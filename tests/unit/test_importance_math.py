@@ -61,3 +61,32 @@ def test_damping_rescues_singular_gram():
     h[0, 0] = 1.0  # three dead channels
     d = imp.damped_inverse_diagonal(h, 0.01)
     assert torch.isfinite(d).all() and (d > 0).all()
+
+
+def test_damped_inverse_diagonal_is_the_direct_formula_and_scales_with_the_gram():
+    """The in-place damping gives diag((2H + lambda I)^-1); the importance stage passes running sums and
+    rescales by the token count (the damping is relative to the diagonal, so the two agree); the caller's
+    matrix is left untouched."""
+    torch.manual_seed(0)
+    x = torch.randn(64, 12, dtype=torch.float64)
+    h = x.T @ x / 64
+    before = h.clone()
+    lam = 0.01 * torch.diagonal(2 * h).mean()
+    direct = torch.diagonal(torch.linalg.inv(2 * h + lam * torch.eye(12, dtype=torch.float64)))
+    assert torch.allclose(imp.damped_inverse_diagonal(h, 0.01), direct, rtol=1e-10)
+    assert torch.allclose(imp.damped_inverse_diagonal(h * 64, 0.01) * 64, direct, rtol=1e-10)
+    assert torch.equal(h, before)
+
+
+def test_damping_fallback_is_the_stronger_damping_alone():
+    """A matrix that fails at the first damping gets the next one, not the sum of both."""
+    h = torch.diag(torch.tensor([1.0, -0.05, 1.0], dtype=torch.float64))  # the first damping (0.013) leaves it indefinite
+    mean_diag = torch.diagonal(2 * h).mean()
+    expected = None
+    for factor in (0.01, 0.1, 1.0, 100.0):
+        damped = 2 * h + factor * mean_diag * torch.eye(3, dtype=torch.float64)
+        if torch.linalg.cholesky_ex(damped)[1] == 0:
+            expected = torch.diagonal(torch.linalg.inv(damped))
+            break
+    assert factor == 0.1  # the fallback ran
+    assert torch.allclose(imp.damped_inverse_diagonal(h, 0.01), expected, rtol=1e-10)
