@@ -7,8 +7,9 @@ same BoolQ prompts, Spearman rank correlation and top-k overlap, mean ± standar
 
 Every subnet comes from the same pass (``SubnetConfig.method``; preset ``--preset``, seed ``--seed``), so
 the budget, calibration data and parameter accounting are the same for every method; ours is search +
-reformation. The dense model's maps are computed once. Each finished (method, ratio) is saved to
-``WORK/<method>_<ratio>.json`` and skipped when the script runs again (a cut run continues). Writes
+reformation. The dense model's maps are computed once and kept (``WORK/dense_maps.json``). Each finished
+(method, ratio) is saved to ``WORK/<method>_<ratio>.json`` and skipped when the script runs again (a cut run
+continues). Writes
 ``<output>.json`` and ``<output>.md``.
 
 The standard error is the sample standard deviation over prompts / sqrt(prompts); a prompt whose map is
@@ -42,6 +43,33 @@ def summarize(score: dict) -> dict:
     rows = score["per_prompt"]
     return {"spearman": mean_se([r["spearman"] for r in rows]),
             "top_k_overlap": mean_se([r["top_k_overlap"] for r in rows]), "k": score["k"], "prompts": len(rows)}
+
+
+def _reference_key(model: str, prompts, settings) -> dict:
+    return {"model": model, "prompts": [[p.prompt, p.target] for p in prompts],
+            "atman": settings.atman_config().to_dict()}
+
+
+def cached_reference(work: Path, model: str, prompts, settings):
+    """The dense model's explanations from an earlier run with the same model, prompts and AtMan settings
+    (``WORK/dense_maps.json``; 15-20 min of a 2-core CPU for 64 prompts), else None."""
+    from optimum_subnet.explain.explainer import Explanation
+
+    path = work / "dense_maps.json"
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    if data.get("key") != _reference_key(model, prompts, settings):
+        return None
+    return [Explanation.from_dict(e) for e in data["explanations"]]
+
+
+def save_reference(work: Path, model: str, prompts, settings, explanations) -> None:
+    path = work / "dense_maps.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"key": _reference_key(model, prompts, settings),
+                               "explanations": [e.to_dict() for e in explanations]}))
+    tmp.replace(path)
 
 
 def markdown(result: dict) -> str:
@@ -104,8 +132,10 @@ def main(argv=None) -> int:
     limit = min(settings.max_tokens, getattr(dense.config, "max_position_embeddings", settings.max_tokens))
     prompts = boolq_prompts(args.prompts, settings.max_passage_chars, settings.seed, tokenizer, limit)
     start = time.perf_counter()
-    scorer = FaithfulnessScorer(dense, tokenizer, prompts, settings.atman_config(), args.top_k)
+    scorer = FaithfulnessScorer(dense, tokenizer, prompts, settings.atman_config(), args.top_k,
+                                reference=cached_reference(work, args.model, prompts, settings))
     LOG.info("dense relevance maps of %d prompts in %.0f s", len(prompts), time.perf_counter() - start)
+    save_reference(work, args.model, prompts, settings, scorer.reference)
     entries = []
     for ratio in args.ratios:
         for method in args.methods:

@@ -157,13 +157,20 @@ class FaithfulnessScorer:
     """Relevance maps of the reference (dense) model, computed once; ``score(model)`` compares any
     model sharing its tokenizer against them."""
 
-    def __init__(self, reference_model, tokenizer, prompts: Sequence[Prompt], atman_config, top_k: int = 5):
+    def __init__(self, reference_model, tokenizer, prompts: Sequence[Prompt], atman_config, top_k: int = 5,
+                 reference: Sequence | None = None):
+        """``reference``: the reference model's explanations of ``prompts`` with ``atman_config``, if they were
+        computed before (kept by a long benchmark); ``reference_model`` is then not run."""
         self.tokenizer = tokenizer
         self.prompts = list(prompts)
         self.atman_config = atman_config
         self.k = top_k
         start = time.perf_counter()
-        self.reference = explain_prompts(reference_model, tokenizer, self.prompts, atman_config)
+        if reference is None:
+            reference = explain_prompts(reference_model, tokenizer, self.prompts, atman_config)
+        elif len(reference) != len(self.prompts):
+            raise ValueError(f"{len(reference)} reference explanations for {len(self.prompts)} prompts")
+        self.reference = list(reference)
         self.reference_seconds = time.perf_counter() - start
 
     def explanations(self, model) -> list:

@@ -62,6 +62,22 @@ def test_identical_models_are_perfectly_faithful(model, tokenizer):
     assert result["prompts"] == 3 and all(r["units"] > 10 for r in result["per_prompt"])
 
 
+def test_scorer_takes_reference_explanations_computed_before(model, tokenizer):
+    """Given the dense model's explanations (a benchmark keeps them between runs), the scorer does not run the
+    reference model and scores exactly as one that computed them; a count that does not match is refused."""
+    from optimum_subnet.evaluation.faithfulness import FaithfulnessScorer
+    from optimum_subnet.explain.explainer import Explanation
+
+    atman = FaithfulnessConfig(top_k=3, batch_size=16).atman_config()
+    subnet = extract_subnet(model, _random_spec(model, seed=3))
+    computed = FaithfulnessScorer(model, tokenizer, PROMPTS, atman, 3)
+    kept = [Explanation.from_dict(e.to_dict()) for e in computed.reference]
+    given = FaithfulnessScorer(None, tokenizer, PROMPTS, atman, 3, reference=kept)
+    assert given.score(subnet)["per_prompt"] == computed.score(subnet)["per_prompt"]
+    with pytest.raises(ValueError, match="2 reference explanations for 3 prompts"):
+        FaithfulnessScorer(None, tokenizer, PROMPTS, atman, 3, reference=kept[:2])
+
+
 @pytest.mark.parametrize("mode", ["multiplicative", "log_bias"])
 def test_randomly_pruned_subnet_is_less_faithful(model, tokenizer, mode):
     subnet = extract_subnet(model, _random_spec(model, seed=3))

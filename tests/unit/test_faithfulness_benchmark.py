@@ -57,8 +57,10 @@ def test_side_by_side_on_a_tiny_model(tmp_path, tiny_model_dir, text_files, monk
     assert "| 0.8 | flap |" in table and "| 0.8 | magnitude |" in table and "±" in table
 
     def no_pass(*_args, **_kwargs):
-        raise AssertionError("a finished entry was computed again")
+        raise AssertionError("a finished entry or the dense maps were computed again")
 
     monkeypatch.setattr(SubnetOptimizer, "run", no_pass)
+    monkeypatch.setattr(faithfulness, "explain_prompts", no_pass)  # the dense maps come from WORK/dense_maps.json
+    assert (work / "dense_maps.json").exists()
     assert _script().main(argv) == 0
     assert json.loads(output.with_suffix(".json").read_text())["entries"] == result["entries"]
