@@ -18,6 +18,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/config_overrides.py
+from config_overrides import parse_overrides  # noqa: E402
+
 
 
 def main(argv=None) -> int:
@@ -41,10 +44,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     from optimum_subnet import SubnetConfig, SubnetOptimizer
 
-    overrides = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        overrides[key] = json.loads(value) if value[:1] in "0123456789-[{tfn" else value
+    overrides = parse_overrides(args.set)
     optimizer = SubnetOptimizer.from_pretrained(args.model)
     runs = []
     for ratio in args.ratios:

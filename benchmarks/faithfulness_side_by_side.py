@@ -23,10 +23,14 @@ import json
 import logging
 import math
 import statistics
+import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/config_overrides.py
+from config_overrides import parse_overrides  # noqa: E402
+
 LOG = logging.getLogger("faithfulness_side_by_side")
 
 
@@ -119,10 +123,7 @@ def main(argv=None) -> int:
     from optimum_subnet.evaluation.faithfulness import FaithfulnessScorer, boolq_prompts
     from optimum_subnet.loading import resolve_device
 
-    overrides = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        overrides[key] = json.loads(value) if value[:1] in "0123456789-[{tfn" else value
+    overrides = parse_overrides(args.set)
     device = resolve_device(args.device)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -164,7 +165,7 @@ def main(argv=None) -> int:
             del result
     result = {"settings": {"model": args.model, "prompts": len(prompts), "top_k": args.top_k, "preset": args.preset,
                            "seed": args.seed, "device": str(device), "overrides": overrides,
-                           "argv": list(argv) if argv is not None else __import__("sys").argv[1:]},
+                           "argv": list(argv) if argv is not None else sys.argv[1:]},
               "entries": entries}
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -117,7 +117,7 @@ class Context:
 
         self.args, self.ratio, self.work = args, ratio, work
         work.mkdir(parents=True, exist_ok=True)
-        self.device = getattr(args, "device", "cpu")
+        self.device = args.device
         self.model, self.tokenizer = load_model(args.model)
         self.model.to(self.device).eval()
         self.adapter = get_adapter(self.model.config)

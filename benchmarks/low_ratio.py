@@ -25,10 +25,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/config_overrides.py
+from config_overrides import parse_overrides  # noqa: E402
+
 logger = logging.getLogger("benchmarks.low_ratio")
 
 VARIANTS = {
@@ -99,10 +103,7 @@ def main(argv=None) -> int:
     CachedRun = _cached_run_class()
     work = Path(args.work) / f"r{args.ratio}"
     work.mkdir(parents=True, exist_ok=True)
-    overrides = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        overrides[key] = json.loads(value) if value[:1] in "0123456789-[{tfn" else value
+    overrides = parse_overrides(args.set)
     model, tokenizer = load_model(args.model)
     model.eval()
     adapter = get_adapter(model.config)

@@ -39,6 +39,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/config_overrides.py
+from config_overrides import parse_overrides  # noqa: E402
+
 LOG = logging.getLogger("quality")
 # ``ours@VARIANT``: our search with these config overrides
 OURS_VARIANTS = {
@@ -102,10 +105,7 @@ def main(argv=None) -> int:
     from optimum_subnet.pipeline.checkpoint import RunDirectory
 
     output = Path(args.output)
-    overrides = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        overrides[key] = json.loads(value) if value[:1] in "0123456789-[{tfn" else value
+    overrides = parse_overrides(args.set)
     settings = {"model": args.model, "preset": args.preset, "ratio_of": args.ratio_of, "seed": args.seed,
                 "windows_512": args.windows_512,
                 "windows_128": args.windows_128, "lambada_windows": args.lambada_windows, "tasks": args.tasks,

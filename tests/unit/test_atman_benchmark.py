@@ -1,25 +1,16 @@
 """benchmarks/atman_memory.py end to end in its CPU mode (the GPU run uses the same code paths)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
+from tests.benchmark_scripts import load_benchmark
+
 pytestmark = pytest.mark.unit
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "atman_memory.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("atman_memory", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_cpu_mode_measures_every_method(tmp_path):
-    bench = _load()
+    bench = load_benchmark("atman_memory")
     assert bench.main(["--device", "cpu", "--model", "tiny", "--lengths", "20", "28", "--target-tokens", "4",
                        "--repeats", "1", "--atman-batches", "2", "--batch-size", "4", "--output", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "atman_memory.json").read_text())

@@ -3,27 +3,18 @@ pass, its AtMan maps against the dense model's, mean ± standard error; a second
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 
+from tests.benchmark_scripts import load_benchmark
+
 pytestmark = pytest.mark.unit
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "faithfulness_side_by_side.py"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("faithfulness_side_by_side", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_mean_and_standard_error_leave_out_prompts_without_a_value():
-    script = _script()
+    script = load_benchmark("faithfulness_side_by_side")
     assert script.mean_se([1.0, 0.5, float("nan"), None]) == {"mean": 0.75, "se": pytest.approx(0.25), "n": 2}
     assert script.mean_se([0.3]) == {"mean": 0.3, "se": None, "n": 1}
     assert script.mean_se([float("nan")]) == {"mean": None, "se": None, "n": 0}
@@ -43,7 +34,7 @@ def test_side_by_side_on_a_tiny_model(tmp_path, tiny_model_dir, text_files, monk
             "--top-k", "3", "--device", "cpu", "--work", str(work), "--output", str(output),
             "--set", f"data__dataset={cal}", f"data__eval_dataset={ev}", "data__seq_len=32", "data__num_samples=4",
             "data__eval_seq_len=32", "data__eval_max_windows=2"]
-    assert _script().main(argv) == 0
+    assert load_benchmark("faithfulness_side_by_side").main(argv) == 0
     result = json.loads(output.with_suffix(".json").read_text())
     assert {(e["method"], e["target_ratio"]) for e in result["entries"]} == {("flap", 0.8), ("magnitude", 0.8)}
     for entry in result["entries"]:
@@ -62,5 +53,5 @@ def test_side_by_side_on_a_tiny_model(tmp_path, tiny_model_dir, text_files, monk
     monkeypatch.setattr(SubnetOptimizer, "run", no_pass)
     monkeypatch.setattr(faithfulness, "explain_prompts", no_pass)  # the dense maps come from WORK/dense_maps.json
     assert (work / "dense_maps.json").exists()
-    assert _script().main(argv) == 0
+    assert load_benchmark("faithfulness_side_by_side").main(argv) == 0
     assert json.loads(output.with_suffix(".json").read_text())["entries"] == result["entries"]

@@ -4,22 +4,13 @@ of ``tests/unit/test_distributed_search.py`` (run by hand: see its docstring).""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
+from tests.benchmark_scripts import BENCHMARKS, load_benchmark
+
 pytestmark = pytest.mark.unit
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _offload_script():
-    spec = importlib.util.spec_from_file_location("offload_benchmark", BENCHMARKS / "offload.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 TINY = ["--shape", "tiny", "--device", "cpu", "--num-samples", "4", "--seq-len", "32", "--fitness-seq-len", "32",
@@ -28,7 +19,7 @@ TINY = ["--shape", "tiny", "--device", "cpu", "--num-samples", "4", "--seq-len",
 
 
 def test_offload_benchmark_resident_against_offloaded(tmp_path, capsys):
-    _offload_script().main([*TINY, "--output", str(tmp_path / "tiny")])
+    load_benchmark("offload").main([*TINY, "--output", str(tmp_path / "tiny")])
     results = json.loads((tmp_path / "tiny.json").read_text())
     resident, offloaded = results["phases"]
     assert resident["plan"]["plan"] == "resident" and offloaded["plan"]["plan"] == "offload"
@@ -38,7 +29,7 @@ def test_offload_benchmark_resident_against_offloaded(tmp_path, capsys):
 
 
 def test_offload_benchmark_memory_mapped(tmp_path):
-    _offload_script().main([*TINY, "--layers", "3", "--ratio", "0.7", "--phases", "offload", "--generations", "0",
+    load_benchmark("offload").main([*TINY, "--layers", "3", "--ratio", "0.7", "--phases", "offload", "--generations", "0",
                             "--memory-map", str(tmp_path / "weights"), "--output", str(tmp_path / "mapped")])
     results = json.loads((tmp_path / "mapped.json").read_text())
     assert results["memory_map"]["files"] == 4 and results["layers"] == 3
@@ -48,10 +39,7 @@ def test_offload_benchmark_memory_mapped(tmp_path):
 
 def _script(name: str, monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))  # the scripts import their neighbours (shapes, reference_engine)
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark(name)
 
 
 def test_search_cost_times_built_and_masked_screening(tmp_path, monkeypatch):

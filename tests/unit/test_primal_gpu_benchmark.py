@@ -1,30 +1,20 @@
 """benchmarks/primal_gpu.py: its plain-PyTorch layers compute what the package's do (so the GPU numbers
 are about the shipped computation), and the script runs end to end in its CPU smoke mode."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
 from optimum_subnet.primal.modeling_primal import PrimalAttention, PrimalStateLayer
+from tests.benchmark_scripts import load_benchmark
 from tests.numerics import assert_close_to_scale
 
 pytestmark = pytest.mark.unit
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "primal_gpu.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("primal_gpu", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_the_benchmarks_primal_layer_is_the_packages_primal_attention():
-    bench = _load()
+    bench = load_benchmark("primal_gpu")
     torch.manual_seed(0)
     layer = bench.PrimalLayer(48, 6, 2, 16, 5).eval()
     reference = PrimalAttention(48, 6, 2, 16, 5, layer_idx=0).eval()
@@ -46,7 +36,7 @@ def test_the_benchmarks_primal_layer_is_the_packages_primal_attention():
 
 
 def test_the_benchmarks_cached_sdpa_decode_equals_its_causal_prefill():
-    bench = _load()
+    bench = load_benchmark("primal_gpu")
     torch.manual_seed(0)
     attention = bench.SdpaAttention(48, 6, 2, 16).eval()
     x = torch.randn(2, 10, 48)
@@ -61,7 +51,7 @@ def test_the_benchmarks_cached_sdpa_decode_equals_its_causal_prefill():
 
 
 def test_cpu_smoke_run_writes_every_row_and_prints_the_table_last(tmp_path, capsys):
-    bench = _load()
+    bench = load_benchmark("primal_gpu")
     assert bench.main(["--device", "cpu", "--tiny", "--out", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "primal_gpu.json").read_text())
     assert [r["seq_len"] for r in data["layer"]] == [64, 128]
@@ -78,7 +68,7 @@ def test_cpu_smoke_run_writes_every_row_and_prints_the_table_last(tmp_path, caps
 
 
 def test_cpu_smoke_run_of_the_shipped_code_part(tmp_path, capsys):
-    bench = _load()
+    bench = load_benchmark("primal_gpu")
     assert bench.main(["--device", "cpu", "--tiny", "--package", "--out", str(tmp_path)]) == 0
     package = json.loads((tmp_path / "primal_gpu.json").read_text())["package"]
     assert "error" not in package, package
