@@ -68,18 +68,18 @@ case "${1:-}" in
     dense=--dense-zero-shot
     for job in "ours 0.8" "ours 0.5" "flap 0.8" "flap 0.5" "wanda-sp 0.8" "wanda-sp 0.5"; do
       set -- $job
-      OMP_NUM_THREADS=2 timeout 560 python3 benchmarks/quality.py "${common[@]}" --methods "$1" --ratios "$2" $dense \
+      OMP_NUM_THREADS=2 timeout 510 python3 benchmarks/quality.py "${common[@]}" --methods "$1" --ratios "$2" $dense \
           --output "$HOME/zs/zs_$1_$2" > "$HOME/zs/log_$1_$2.txt" 2>&1 &
       dense=--no-dense-zero-shot
     done
     faith=(benchmarks/faithfulness_side_by_side.py --prompts 64 --device cuda)
     for method in ours flap wanda-sp; do  # one process (and work folder: no shared files) per method
-      OMP_NUM_THREADS=2 timeout 540 python3 "${faith[@]}" --methods "$method" --work "$HOME/zs/faith_$method" \
+      OMP_NUM_THREADS=2 timeout 500 python3 "${faith[@]}" --methods "$method" --work "$HOME/zs/faith_$method" \
           --output "$HOME/zs/faith_$method/out" > "$HOME/zs/log_faith_$method.txt" 2>&1 &
     done
     wait
     mkdir -p "$HOME/zs/faith" && cp "$HOME"/zs/faith_*/*.json "$HOME/zs/faith/"  # all finished entries + dense maps
-    timeout 60 python3 "${faith[@]}" --work "$HOME/zs/faith" --output "$HOME/zs/faithfulness_smollm2" \
+    timeout 30 python3 "${faith[@]}" --work "$HOME/zs/faith" --output "$HOME/zs/faithfulness_smollm2" \
         > "$HOME/zs/log_faith.txt" 2>&1  # every entry done: only writes the table (a cut method shows up missing)
     cp "$HOME"/zs/*.json "$HOME"/zs/*.md "$HOME"/zs/log_*.txt "$OUT/" 2>/dev/null
     cp -r "$HOME/zs/faith" "$OUT/faith_work" 2>/dev/null
