@@ -69,7 +69,7 @@ case "${1:-}" in
     for job in "ours 0.8" "ours 0.5" "flap 0.8" "flap 0.5" "wanda-sp 0.8" "wanda-sp 0.5"; do
       set -- $job
       OMP_NUM_THREADS=2 timeout 510 python3 benchmarks/quality.py "${common[@]}" --methods "$1" --ratios "$2" $dense \
-          --output "$HOME/zs/zs_$1_$2" > "$HOME/zs/log_$1_$2.txt" 2>&1 &
+          --output "$HOME/zs/zs_$1_${2/./}" > "$HOME/zs/log_$1_$2.txt" 2>&1 &  # zs_ours_08 (a dot would be a suffix)
       dense=--no-dense-zero-shot
     done
     faith=(benchmarks/faithfulness_side_by_side.py --prompts 64 --device cuda)
@@ -81,9 +81,8 @@ case "${1:-}" in
     mkdir -p "$HOME/zs/faith" && cp "$HOME"/zs/faith_*/*.json "$HOME/zs/faith/"  # all finished entries + dense maps
     timeout 30 python3 "${faith[@]}" --work "$HOME/zs/faith" --output "$HOME/zs/faithfulness_smollm2" \
         > "$HOME/zs/log_faith.txt" 2>&1  # every entry done: only writes the table (a cut method shows up missing)
-    cp "$HOME"/zs/*.json "$HOME"/zs/*.md "$HOME"/zs/log_*.txt "$OUT/" 2>/dev/null
-    cp -r "$HOME/zs/faith" "$OUT/faith_work" 2>/dev/null
-    tail -3 "$HOME"/zs/log_*.txt; grep -h -A4 "^| model" "$HOME"/zs/*.md ;;
+    (cd "$HOME/zs" && tar czf "$OUT/zeroshot.tgz" --exclude=ckpt .)  # one file: a call returns few
+    for f in "$HOME"/zs/log_*.txt; do echo "== $f"; tail -n 2 "$f"; done; grep -h -A4 "^| model" "$HOME"/zs/*.md ;;
   *)
     echo "usage: bash benchmarks/gpu/owed.sh primal-profile|offload-auto|offload-30b|screening|ort-decode|gemma3-quality|zeroshot" >&2
     exit 2 ;;
