@@ -98,7 +98,37 @@ def markdown(result: dict) -> str:
         lines.append(f"| {e['target_ratio']:.1f} | {e['method']} | {cell(f['spearman'])} | {cell(f['top_k_overlap'])} "
                      f"| {f['spearman']['n']} of {f['prompts']} | "
                      + ", ".join(f"{k}: {v:.2f}" for k, v in e["final_ppl"].items()) + " |")
+    units = [r["units"] for e in result["entries"] for r in e["per_prompt"] if r.get("units")]
+    if units:
+        lines += ["", f"Chance level of the top-{s['top_k']} overlap (two independent random orders of a prompt's "
+                  f"units, mean over prompts): {statistics.fmean(s['top_k'] / u for u in units):.3f}; of the "
+                  "Spearman correlation: 0."]
+    pairs = paired_differences(result["entries"])
+    if pairs:
+        lines += ["", "Paired differences (ours - baseline on the same prompts; mean ± standard error of the "
+                  "per-prompt differences):", "", f"| ratio | baseline | Spearman | top-{s['top_k']} overlap |",
+                  "|---:|---|---:|---:|"]
+        lines += [f"| {r:.1f} | {m} | {cell(d['spearman'])} | {cell(d['top_k_overlap'])} |" for (r, m), d in pairs.items()]
+    if result.get("notes"):
+        lines += ["", "## Notes", ""] + [f"* {note}" for note in result["notes"]]
     return "\n".join(lines) + "\n"
+
+
+def paired_differences(entries: list[dict]) -> dict:
+    """(ratio, baseline) -> mean ± SE of ours minus the baseline, prompt by prompt (the same prompts: the
+    pairing removes the prompts' shared difficulty, so the difference is measured more tightly than the two
+    means' errors suggest). Prompts where either value is missing are left out."""
+    ours = {e["target_ratio"]: e for e in entries if e["method"] == "ours"}
+    pairs = {}
+    for e in sorted(entries, key=lambda e: (-e["target_ratio"], e["method"])):
+        mine = ours.get(e["target_ratio"])
+        if e["method"] == "ours" or mine is None or len(mine["per_prompt"]) != len(e["per_prompt"]):
+            continue
+        pairs[(e["target_ratio"], e["method"])] = {
+            key: mean_se([a[key] - b[key] if a[key] is not None and b[key] is not None else None
+                          for a, b in zip(mine["per_prompt"], e["per_prompt"])])
+            for key in ("spearman", "top_k_overlap")}
+    return pairs
 
 
 def main(argv=None) -> int:

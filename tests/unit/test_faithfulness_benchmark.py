@@ -55,3 +55,27 @@ def test_side_by_side_on_a_tiny_model(tmp_path, tiny_model_dir, text_files, monk
     assert (work / "dense_maps.json").exists()
     assert load_benchmark("faithfulness_side_by_side").main(argv) == 0
     assert json.loads(output.with_suffix(".json").read_text())["entries"] == result["entries"]
+
+
+def _entry(method, ratio, spearman, overlap):
+    rows = [{"spearman": s, "top_k_overlap": o, "units": 20} for s, o in zip(spearman, overlap)]
+    return {"method": method, "target_ratio": ratio, "final_ppl": {"wiki": 30.0}, "per_prompt": rows,
+            "faithfulness": {"spearman": {"mean": 0.0, "se": 0.0, "n": len(rows)},
+                             "top_k_overlap": {"mean": 0.0, "se": 0.0, "n": len(rows)}, "prompts": len(rows)}}
+
+
+def test_paired_differences_are_taken_prompt_by_prompt():
+    script = load_benchmark("faithfulness_side_by_side")
+    entries = [_entry("ours", 0.8, [0.5, 0.3, None], [0.4, 0.2, 0.2]),
+               _entry("flap", 0.8, [0.1, 0.2, 0.9], [0.2, 0.2, 0.0]),
+               _entry("flap", 0.5, [0.1, 0.2, 0.9], [0.2, 0.2, 0.0])]  # no ours at 0.5: no pair
+    pairs = script.paired_differences(entries)
+    assert list(pairs) == [(0.8, "flap")]
+    # Spearman: the third prompt has no value for ours and is left out; differences 0.4 and 0.1
+    assert pairs[(0.8, "flap")]["spearman"] == {"mean": pytest.approx(0.25), "se": pytest.approx(0.15), "n": 2}
+    assert pairs[(0.8, "flap")]["top_k_overlap"]["mean"] == pytest.approx((0.2 + 0.0 + 0.2) / 3)
+    settings = {"model": "m", "prompts": 3, "top_k": 5, "preset": "fast", "seed": 0, "device": "cpu", "argv": []}
+    text = script.markdown({"settings": settings, "entries": entries, "notes": ["a note"]})
+    assert "| 0.8 | flap | 0.250 ± 0.150 |" in text
+    assert "Chance level of the top-5 overlap" in text and ": 0.250;" in text  # 5 of 20 units
+    assert "* a note" in text
