@@ -1,6 +1,6 @@
 """Does more calibration text help the reformation at a low ratio? Reform the same searched subnets (from a
 ``generalization_ablation.py`` work folder: today's engine's best, the reference engine's best, and today's best
-with one layer's MLP widened as ``layer_width_probe.py`` does) with N calibration windows of 256 tokens, for several
+with one layer's MLP widened as ``layer_width_probe.py`` does; the ones the folder has) with N calibration windows of 256 tokens, for several
 N, and score each on the same held-out windows. Issue 15 lists "longer reformation calibration" among the ways to
 halve the 0.5 perplexity; this measures it.
 
@@ -61,7 +61,9 @@ def main(argv=None) -> int:
     parser.add_argument("--ratio", type=float, default=0.5)
     parser.add_argument("--samples", type=int, nargs="+", default=[32, 128, 256])
     parser.add_argument("--widen-layer", type=int, default=0, help="the layer whose MLP the third subnet widens")
-    parser.add_argument("--widen-to", type=int, default=1280)
+    parser.add_argument("--widen-to", type=int, default=1280, help="0: no widened subnet")
+    parser.add_argument("--initial", nargs="*", default=[], choices=["uniform", "global"],
+                        help="also the initial subnets (before search) the folder's prefix was computed for")
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--eval-windows", type=int, default=64)
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "calibration_size_probe_05_s0"))
@@ -85,18 +87,25 @@ def main(argv=None) -> int:
     def best_of(variant: str):
         return json.loads((work / f"{variant}.stages.json").read_text())["search"]["top"][0]
 
-    current = genome_from_json(best_of("baseline"))
-    reference = space.from_spec(ctx.variant_space(ctx.config, "reference").to_spec(
-        reference_state.genome_from_json(best_of("reference_engine"))))
-    genes = list(current)
-    gene = genes[args.widen_layer]
-    genes[args.widen_layer] = LayerGene(gene.attention, resize_masks(
-        gene.mlp[None, :], args.widen_to, space.mlp_ranks[args.widen_layer])[0], gene.heads)
-    widened = space.repair(tuple(genes), random.Random(0), frozen=[args.widen_layer])
-    if widened is None:
-        raise SystemExit(f"no subnet in the budget with layer {args.widen_layer}'s MLP at {args.widen_to}")
-    subnets = {"today's engine's best": current, "reference engine's best": reference,
-               f"today's best, layer {args.widen_layer} MLP widened to {args.widen_to}": widened}
+    subnets = {f"{name} initial": ctx.initial[name] for name in args.initial}
+    if not (work / "baseline.stages.json").exists():
+        if not subnets:
+            raise SystemExit(f"{work} has no searched subnet (baseline.stages.json) and --initial names none")
+        args.widen_to = 0
+    else:
+        subnets["today's engine's best"] = current = genome_from_json(best_of("baseline"))
+    if (work / "reference_engine.stages.json").exists():
+        subnets["reference engine's best"] = space.from_spec(ctx.variant_space(ctx.config, "reference").to_spec(
+            reference_state.genome_from_json(best_of("reference_engine"))))
+    if args.widen_to:
+        genes = list(current)
+        gene = genes[args.widen_layer]
+        genes[args.widen_layer] = LayerGene(gene.attention, resize_masks(
+            gene.mlp[None, :], args.widen_to, space.mlp_ranks[args.widen_layer])[0], gene.heads)
+        widened = space.repair(tuple(genes), random.Random(0), frozen=[args.widen_layer])
+        if widened is None:
+            raise SystemExit(f"no subnet in the budget with layer {args.widen_layer}'s MLP at {args.widen_to}")
+        subnets[f"today's best, layer {args.widen_layer} MLP widened to {args.widen_to}"] = widened
 
     settings = {"ratio": args.ratio, "seed": args.seed, "seq_len": ctx.config.data.seq_len,
                 "eval_windows": len(ctx.data.evaluation), "default_samples": ctx.config.data.num_samples,
