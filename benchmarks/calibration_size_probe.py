@@ -1,7 +1,7 @@
 """Does more calibration text help the reformation at a low ratio? Reform the same searched subnets (from a
 ``generalization_ablation.py`` work folder: today's engine's best, the reference engine's best, and today's best
-with one layer's MLP widened as ``layer_width_probe.py`` does; the ones the folder has) with N calibration windows of 256 tokens, for several
-N, and score each on the same held-out windows. Issue 15 lists "longer reformation calibration" among the ways to
+with one layer's MLP widened as ``layer_width_probe.py`` does; the ones the folder has) with N calibration
+windows of 256 tokens, for several N, and score each on the same held-out windows. Issue 15 lists "longer reformation calibration" among the ways to
 halve the 0.5 perplexity; this measures it.
 
     OMP_NUM_THREADS=2 python benchmarks/calibration_size_probe.py --work WORK/r0.5 --seed 0 --samples 32 128 256
@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import random
-import statistics
 import sys
 import time
 from pathlib import Path
